@@ -1,0 +1,54 @@
+"""Command line: ``lfeval run`` (the main job) and ``lfeval bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import RunConfig
+from .errors import LfevalError
+
+
+def _run(args) -> int:
+    from .pipeline import run
+
+    overrides = {k: v for k, v in {
+        "name": args.name, "data": args.data, "data_root": args.root, "seed": args.seed,
+        "latent_dim": args.latent_dim, "epochs": args.epochs, "out_dir": args.out,
+        "pretexts": args.pretexts, "explainers": args.explainers, "metrics": args.metrics,
+        "quiet": True if args.quiet else None,
+    }.items() if v is not None}
+    config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
+    run_dir = run(config, fresh=args.fresh, log=(lambda *a: None) if args.quiet else print)
+    print(run_dir / "report.html" if (run_dir / "report.html").exists() else run_dir)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="lfeval", description="Label-free explainability, evaluated.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train encoders, explain, score, meta-evaluate, write a report")
+    p.add_argument("--config", help="TOML file with run settings (see lfeval.config.RunConfig)")
+    p.add_argument("--name", help="run name: results go to <out>/<name>/")
+    p.add_argument("--out", help="output folder (default: runs)")
+    p.add_argument("--data", help="data set, e.g. digits, mnist, medmnist:dermamnist, ecg5000")
+    p.add_argument("--root", help="folder holding the files of on-disk data sets")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--latent-dim", type=int, dest="latent_dim")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--pretexts", nargs="+")
+    p.add_argument("--explainers", nargs="+")
+    p.add_argument("--metrics", nargs="+")
+    p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
+    p.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LfevalError as exc:
+        print(f"lfeval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Real data sets behind one entry point, :func:`load`.
+
+``load("digits")`` needs nothing on disk (scikit-learn ships it). The other data sets read
+their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
+when the files are missing; lfeval never downloads at run time.
+"""
+
+from __future__ import annotations
+
+from .._validation import check_choice, check_finite
+from ..errors import InvalidInput
+from .base import Dataset
+from .digits import load_digits_dataset
+
+_LOADERS = {
+    "digits": load_digits_dataset,
+}
+
+
+def available() -> list:
+    """Names accepted by :func:`load` (``medmnist:<flag>`` stands for every MedMNIST flag)."""
+    return sorted(_LOADERS)
+
+
+def register(name: str, loader) -> None:
+    """Register ``loader(root=None, seed=0, **kw) -> Dataset`` under ``name``."""
+    _LOADERS[name] = loader
+
+
+def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
+    """Load data set ``name`` and return a :class:`Dataset` (x float32 in [0, 1], channel-first).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`; MedMNIST sets are ``"medmnist:<flag>"``, e.g. ``"medmnist:dermamnist"``.
+    root : path-like, optional
+        Folder holding the files of on-disk data sets. Not needed for ``digits`` and ``breast_cancer``.
+    seed : int
+        Seed of any random split the loader makes.
+    **kwargs
+        Loader options, e.g. ``size=28`` for digits.
+    """
+    key = name
+    if isinstance(name, str) and name.startswith("medmnist:") and "medmnist:<flag>" in _LOADERS:
+        key = "medmnist:<flag>"
+        kwargs = {"flag": name.split(":", 1)[1], **kwargs}
+    check_choice(key, _LOADERS, "data set")
+    ds = _LOADERS[key](root=root, seed=seed, **kwargs)
+    for attr in ("x_train", "x_test"):
+        x = check_finite(getattr(ds, attr), f"{name}.{attr}")
+        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+            raise InvalidInput(f"Loader for {name!r} returned `{attr}` outside [0, 1]; this is a bug in the loader.")
+    return ds
+
+
+__all__ = ["Dataset", "load", "available", "register"]

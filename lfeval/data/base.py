@@ -1,0 +1,73 @@
+"""The :class:`Dataset` container returned by :func:`lfeval.data.load`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import torch
+
+Baseline = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+@dataclass
+class Dataset:
+    """A train/test split of real data, ready for encoders and explainers.
+
+    Attributes
+    ----------
+    name : str
+        The name it was loaded under (``"digits"``, ``"mnist"``, ``"medmnist:dermamnist"``...).
+    x_train, x_test : torch.Tensor, float32 in [0, 1]
+        Images (N, C, H, W), tabular (N, 1, D) or time series (N, T, C).
+    y_train, y_test : torch.Tensor, int64, shape (N,)
+        Labels. lfeval never uses them to explain, only to train the classification
+        pretext and to score (e.g. :class:`lfeval.metrics.SimilarityRate`).
+    baseline : tensor or callable
+        The masking baseline the paper uses for this data (zeros for digit images, the
+        mean normal beat for ECG5000, a Gaussian blur for CIFAR-10). A tensor broadcasts
+        to one input; a callable maps a batch (N, ...) to a batch of baselines.
+    modality : str
+        ``"image"``, ``"tabular"`` or ``"time_series"``.
+    classes : list of str
+        Class names, index = label.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    baseline: Baseline
+    modality: str
+    classes: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple:
+        """Shape of one input, without the batch axis."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max()) + 1)
+
+    def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The baseline for a batch ``x``, shaped like ``x``."""
+        if callable(self.baseline):
+            return self.baseline(x)
+        return self.baseline.to(x.device, x.dtype).expand_as(x)
+
+    def fingerprint(self) -> str:
+        """A hash of the data, used to key caches of trained models."""
+        h = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, modality={self.modality!r}, train={tuple(self.x_train.shape)}, "
+            f"test={tuple(self.x_test.shape)}, classes={self.n_classes})"
+        )

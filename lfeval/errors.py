@@ -1,0 +1,38 @@
+"""Exceptions raised by lfeval.
+
+Every error subclasses :class:`ValueError` or :class:`RuntimeError`, so code that
+catches the builtin types keeps working; the message names the argument at fault
+and how to fix it.
+"""
+
+
+class LfevalError(Exception):
+    """Base class of every lfeval exception."""
+
+
+class InvalidArgument(LfevalError, ValueError):
+    """An argument has a wrong value, type or shape."""
+
+
+class InvalidInput(InvalidArgument):
+    """Input data is malformed: wrong shape, NaN/inf, empty batch, out of range."""
+
+
+class UnknownName(InvalidArgument):
+    """A name (data set, pretext task, method, metric, config key) is not known."""
+
+
+class DatasetUnavailable(LfevalError, RuntimeError):
+    """A data set's files are not on disk and cannot be downloaded here."""
+
+
+class ModelStateError(LfevalError, RuntimeError):
+    """A model is in the wrong state, e.g. in train mode where eval mode is required."""
+
+
+class LabelsRequired(InvalidArgument):
+    """A metric or method needs labels (``y_batch``) but none were given."""
+
+
+class NotAdaptable(InvalidArgument):
+    """A stock Quantus metric cannot be scored label-free by the adapter."""

@@ -1,0 +1,187 @@
+"""The shared base class of lfeval's label-free Quantus metrics.
+
+A :class:`LabelFreeMetric` is a real :class:`quantus.Metric`: it runs Quantus'
+``general_preprocess`` -> per-batch ``evaluate_batch`` -> ``custom_postprocess`` flow, so it
+works directly and inside :func:`quantus.evaluate`. What it changes:
+
+* ``y_batch`` defaults to ``None`` (encoders have no label to explain); a metric that needs
+  labels only to *score* sets ``requires_labels = True`` and raises
+  :class:`lfeval.errors.LabelsRequired` without them; one that ignores them warns.
+* ``softmax`` is forced off (a softmax over latent units is meaningless).
+* Inputs are validated up front with lfeval errors (empty batch, NaN, shape mismatch,
+  encoder in train mode) instead of Quantus' bare asserts.
+* Subclasses compute in torch on whole batches, on the model's device: use
+  :meth:`torch_model` and :meth:`encode`, never ``model.predict`` per sample.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import quantus
+import torch
+
+from .._validation import as_tensor, check_batch, check_eval_mode, model_device
+from ..errors import InvalidArgument, InvalidInput, LabelsRequired
+
+
+class LabelFreeMetric(quantus.Metric):
+    """Base class: a Quantus metric for encoders f: x -> R^d, with no label to explain.
+
+    Subclasses declare Quantus' metadata (``name``, ``data_applicability``,
+    ``model_applicability``, ``score_direction``, ``evaluation_category``) and implement
+    ``evaluate_batch(model, x_batch, y_batch, a_batch, s_batch, **kwargs) -> list/array``.
+    """
+
+    #: True when the metric needs labels to score (never to explain).
+    requires_labels: bool = False
+    #: True when the metric reads ``y_batch`` when it is given (otherwise a given y_batch is ignored with a warning).
+    uses_labels: bool = False
+    model_applicability = {quantus.helpers.enums.ModelType.TORCH}
+
+    def __init__(
+        self,
+        abs: bool = False,
+        normalise: bool = False,
+        normalise_func: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+        normalise_func_kwargs: Optional[Dict[str, Any]] = None,
+        return_aggregate: bool = False,
+        aggregate_func: Optional[Callable] = None,
+        default_plot_func: Optional[Callable] = None,
+        disable_warnings: bool = False,
+        display_progressbar: bool = False,
+        **kwargs,
+    ):
+        super().__init__(
+            abs=abs,
+            normalise=normalise,
+            normalise_func=normalise_func,
+            normalise_func_kwargs=normalise_func_kwargs,
+            return_aggregate=return_aggregate,
+            aggregate_func=aggregate_func,
+            default_plot_func=default_plot_func,
+            disable_warnings=disable_warnings,
+            display_progressbar=display_progressbar,
+            **kwargs,
+        )
+
+    def __call__(
+        self,
+        model,
+        x_batch,
+        y_batch=None,
+        a_batch=None,
+        s_batch=None,
+        channel_first: Optional[bool] = True,
+        explain_func: Optional[Callable] = None,
+        explain_func_kwargs: Optional[Dict] = None,
+        model_predict_kwargs: Optional[Dict] = None,
+        softmax: Optional[bool] = False,
+        device: Optional[str] = None,
+        batch_size: int = 64,
+        custom_batch: Any = None,
+        **kwargs,
+    ):
+        """Score explanations of ``model`` on ``x_batch`` (NumPy in, list of per-sample scores out).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The encoder, in eval mode, mapping (N, ...) to (N, d).
+        x_batch : np.ndarray, (N, C, H, W), (N, 1, D) or (N, T, C)
+            Inputs, channel-first.
+        y_batch : np.ndarray, optional
+            Labels. Not needed; see ``requires_labels`` / ``uses_labels`` of the metric.
+        a_batch : np.ndarray, optional
+            Precomputed attributions; otherwise ``explain_func(model, inputs, targets, **explain_func_kwargs)``
+            is called per batch (e.g. ``lfeval.explain``).
+        """
+        if not isinstance(model, torch.nn.Module):
+            raise InvalidArgument(
+                f"`model` must be a torch.nn.Module (the encoder), got {type(model).__name__}."
+            )
+        check_eval_mode(model, "model")
+        x_batch = self._validate_x(x_batch)
+        y_batch = self._validate_y(y_batch, len(x_batch))
+        if a_batch is not None:
+            a_batch = self._validate_a(a_batch, x_batch)
+        elif explain_func is None:
+            raise InvalidArgument(
+                f"{self.__class__.__name__}: pass either `a_batch` (precomputed attributions) or "
+                "`explain_func` (e.g. lfeval.explain) with `explain_func_kwargs`."
+            )
+        if softmax:
+            warnings.warn(f"{self.__class__.__name__}: softmax=True is ignored; latents are not class scores.")
+        return super().__call__(
+            model=model,
+            x_batch=x_batch,
+            y_batch=y_batch,
+            a_batch=a_batch,
+            s_batch=s_batch,
+            custom_batch=custom_batch,
+            channel_first=channel_first,
+            explain_func=explain_func,
+            explain_func_kwargs=explain_func_kwargs,
+            model_predict_kwargs=model_predict_kwargs,
+            softmax=False,
+            device=device,
+            batch_size=batch_size,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ validation
+    def _validate_x(self, x_batch) -> np.ndarray:
+        x = check_batch(as_tensor(x_batch, "x_batch"), "x_batch")
+        if x.ndim == 2:
+            raise InvalidInput(
+                f"`x_batch` has shape {tuple(x.shape)}; Quantus needs a channel axis. Reshape tabular data "
+                "to (N, 1, D) (lfeval.evaluate does this for you)."
+            )
+        return x.cpu().numpy()
+
+    def _validate_y(self, y_batch, n: int):
+        if y_batch is None:
+            if self.requires_labels:
+                raise LabelsRequired(
+                    f"{self.__class__.__name__} needs `y_batch` (labels are used only to score, never to "
+                    "explain); pass the test labels, e.g. y_batch=ds.y_test.numpy()."
+                )
+            return None
+        y = np.asarray(y_batch.cpu() if isinstance(y_batch, torch.Tensor) else y_batch)
+        if len(y) != n:
+            raise InvalidInput(f"`y_batch` has {len(y)} entries but `x_batch` has {n} samples.")
+        if not (self.requires_labels or self.uses_labels):
+            warnings.warn(
+                f"{self.__class__.__name__} is label-free and ignores `y_batch`; pass y_batch=None to silence this."
+            )
+        return y
+
+    def _validate_a(self, a_batch, x_batch: np.ndarray) -> np.ndarray:
+        """Attributions: same number of samples, finite, shape equal to x (or x without its channel axis)."""
+        a = check_batch(as_tensor(a_batch, "a_batch"), "a_batch").cpu().numpy()
+        ok = a.shape == x_batch.shape or (a.shape[0] == x_batch.shape[0] and a.shape[1:] == x_batch.shape[2:]) or (
+            a.ndim == x_batch.ndim and a.shape[1] == 1 and a.shape[2:] == x_batch.shape[2:]
+        )
+        if not ok:
+            raise InvalidInput(
+                f"`a_batch` has shape {a.shape} but `x_batch` has shape {x_batch.shape}; attributions must "
+                "match the inputs (optionally with the channel axis summed to size 1)."
+            )
+        return a
+
+    # ------------------------------------------------------------------ torch helpers
+    @staticmethod
+    def torch_model(model) -> torch.nn.Module:
+        """The torch module behind Quantus' model wrapper (or the module itself)."""
+        return model.get_model() if hasattr(model, "get_model") else model
+
+    @classmethod
+    @torch.no_grad()
+    def encode(cls, model, x, batch_size: int = 4096) -> torch.Tensor:
+        """f(x) for a NumPy or torch batch, on the model's device, in chunks of ``batch_size``."""
+        net = cls.torch_model(model)
+        device = model_device(net)
+        x = as_tensor(x, "x", device=device)
+        return torch.cat([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])

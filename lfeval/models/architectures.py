@@ -1,0 +1,166 @@
+"""Encoder/decoder architectures: a CNN for images, an MLP for tabular data, an LSTM for time series.
+
+Every encoder maps a batch (N, *input_shape) to latents (N, latent_dim); every decoder maps
+latents back to (N, *input_shape) in [0, 1] (sigmoid output, as the data are scaled into [0, 1]).
+The image CNN follows the paper's MNIST encoder (strided 3x3 convolutions, then two linear
+layers; Crabbé & van der Schaar 2022, App. B) and adapts its depth to 8x8, 28x28 and 32x32 inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+
+
+class Encoder(nn.Module):
+    """Base class: an encoder knows its input shape and latent size.
+
+    lfeval sets ``pretext`` (the task it was trained on), ``pretext_model`` (the full model,
+    encoder + decoder/head, not registered as a submodule) and ``checkpoints`` after training.
+    """
+
+    def __init__(self, input_shape: tuple, latent_dim: int):
+        super().__init__()
+        if int(latent_dim) < 1:
+            raise InvalidArgument(f"`latent_dim` must be >= 1, got {latent_dim}.")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.latent_dim = int(latent_dim)
+        self.pretext = None
+
+
+def _down_sizes(size: int) -> list:
+    """Spatial sizes along the strided stages: downsample until the map is <= 8 (at least once)."""
+    n_down = max(1, math.ceil(math.log2(size / 8))) if size > 8 else 1
+    sizes = [size]
+    for _ in range(n_down):
+        sizes.append((sizes[-1] + 1) // 2)  # conv k=3, s=2, p=1
+    return sizes
+
+
+class ConvEncoder(Encoder):
+    """CNN encoder for images (N, C, H, W) with H = W in {8, 28, 32, ...}."""
+
+    def __init__(self, input_shape: tuple, latent_dim: int, width: int = 16, hidden: int = 128):
+        super().__init__(input_shape, latent_dim)
+        c, h, w = self.input_shape
+        if h != w:
+            raise InvalidArgument(f"ConvEncoder needs square images, got input_shape={input_shape}.")
+        self.sizes = _down_sizes(h)
+        chans = [width * 2**i for i in range(len(self.sizes))]
+        layers = [nn.Conv2d(c, chans[0], 3, padding=1), nn.ReLU()]
+        for i in range(1, len(self.sizes)):
+            layers += [nn.Conv2d(chans[i - 1], chans[i], 3, stride=2, padding=1), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.channels = chans
+        flat = chans[-1] * self.sizes[-1] ** 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, latent_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: latents -> images in [0, 1]."""
+
+    def __init__(self, encoder: ConvEncoder, hidden: int = 128):
+        super().__init__()
+        self.output_shape = encoder.input_shape
+        sizes, chans = encoder.sizes, encoder.channels
+        self.start = (chans[-1], sizes[-1], sizes[-1])
+        self.fc = nn.Sequential(
+            nn.Linear(encoder.latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, chans[-1] * sizes[-1] ** 2), nn.ReLU()
+        )
+        layers = []
+        for i in range(len(sizes) - 1, 0, -1):
+            layers += [nn.Upsample(size=(sizes[i - 1], sizes[i - 1]), mode="nearest"),
+                       nn.Conv2d(chans[i], chans[i - 1], 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(chans[0], self.output_shape[0], 3, padding=1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(-1, *self.start))
+
+
+class MLPEncoder(Encoder):
+    """MLP encoder for tabular data (N, 1, D)."""
+
+    def __init__(self, input_shape: tuple, latent_dim: int, hidden: tuple = (64, 32)):
+        super().__init__(input_shape, latent_dim)
+        dims = [math.prod(self.input_shape), *hidden]
+        layers = [nn.Flatten()]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], latent_dim))
+        self.net = nn.Sequential(*layers)
+        self.hidden = tuple(hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MLPDecoder(nn.Module):
+    """Mirror of :class:`MLPEncoder`: latents -> (N, 1, D) in [0, 1]."""
+
+    def __init__(self, encoder: MLPEncoder):
+        super().__init__()
+        self.output_shape = encoder.input_shape
+        dims = [encoder.latent_dim, *reversed(encoder.hidden)]
+        layers = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(dims[-1], math.prod(self.output_shape)), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.output_shape)
+
+
+class LSTMEncoder(Encoder):
+    """LSTM encoder for time series (N, T, C): the last hidden state, projected to the latent space."""
+
+    def __init__(self, input_shape: tuple, latent_dim: int, hidden: int = 64):
+        super().__init__(input_shape, latent_dim)
+        self.lstm = nn.LSTM(self.input_shape[1], hidden, batch_first=True)
+        self.proj = nn.Linear(hidden, latent_dim)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(x)
+        return self.proj(h[-1])
+
+
+class LSTMDecoder(nn.Module):
+    """Latents -> (N, T, C): the latent is repeated over time and decoded by an LSTM (as lfxai's ECG model)."""
+
+    def __init__(self, encoder: LSTMEncoder):
+        super().__init__()
+        self.output_shape = encoder.input_shape
+        self.fc = nn.Linear(encoder.latent_dim, encoder.hidden)
+        self.lstm = nn.LSTM(encoder.hidden, encoder.hidden, batch_first=True)
+        self.out = nn.Sequential(nn.Linear(encoder.hidden, self.output_shape[1]), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).unsqueeze(1).expand(-1, self.output_shape[0], -1)
+        y, _ = self.lstm(h)
+        return self.out(y)
+
+
+def build_encoder(modality: str, input_shape: tuple, latent_dim: int) -> Encoder:
+    """The encoder architecture for a data modality ("image", "tabular", "time_series")."""
+    if modality == "image":
+        return ConvEncoder(input_shape, latent_dim)
+    if modality == "tabular":
+        return MLPEncoder(input_shape, latent_dim)
+    if modality == "time_series":
+        return LSTMEncoder(input_shape, latent_dim)
+    raise InvalidArgument(f"Unknown modality {modality!r}; expected 'image', 'tabular' or 'time_series'.")
+
+
+def build_decoder(encoder: Encoder) -> nn.Module:
+    """The decoder that mirrors ``encoder``."""
+    kinds = {ConvEncoder: ConvDecoder, MLPEncoder: MLPDecoder, LSTMEncoder: LSTMDecoder}
+    return kinds[type(encoder)](encoder)

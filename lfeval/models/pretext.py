@@ -1,0 +1,150 @@
+"""Pretext tasks (paper §4.2) and the full model (encoder + decoder or head) trained on them.
+
+Each task says how the input is corrupted, which head sits on the encoder, and its loss.
+``PretextModel.example_loss`` is the deterministic per-example loss that loss-based example
+importance (TracIn, influence functions) differentiates.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architectures import Encoder, build_decoder
+from .augment import AUGMENTATIONS
+
+PRETEXTS = ("reconstruction", "denoising", "inpainting", "classification", "contrastive")
+
+
+class PretextTask:
+    """Base class of a pretext task: corruption + head + per-example loss."""
+
+    name = "base"
+    needs_labels = False
+
+    def corrupt(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x
+
+    def build_head(self, encoder: Encoder, n_classes: int) -> nn.Module:
+        return build_decoder(encoder)
+
+    def loss(self, model: "PretextModel", x, y, generator) -> torch.Tensor:
+        """Per-example training loss (N,), with this task's random corruption."""
+        return _mse(model(self.corrupt(x, generator)), x)
+
+    def example_loss(self, forward, x, y) -> torch.Tensor:
+        """Deterministic per-example loss (N,) of ``forward`` (a callable model) on clean inputs."""
+        return _mse(forward(x), x)
+
+
+def _mse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (out - x).pow(2).flatten(1).mean(1)
+
+
+class Reconstruction(PretextTask):
+    """Autoencoding: reconstruct x from f(x)."""
+
+    name = "reconstruction"
+
+
+class Denoising(PretextTask):
+    """Reconstruct x from f(x + eps), eps ~ N(0, sigma^2) (paper: sigma = 0.3)."""
+
+    name = "denoising"
+
+    def __init__(self, sigma: float = 0.3):
+        self.sigma = sigma
+
+    def corrupt(self, x, generator):
+        return x + self.sigma * torch.randn(x.shape, generator=generator, device=x.device)
+
+
+class Inpainting(PretextTask):
+    """Reconstruct x from f(m * x), m ~ Bernoulli(1 - p) per feature (paper: p = 0.2)."""
+
+    name = "inpainting"
+
+    def __init__(self, p: float = 0.2):
+        self.p = p
+
+    def corrupt(self, x, generator):
+        return x * (torch.rand(x.shape, generator=generator, device=x.device) >= self.p).to(x.dtype)
+
+
+class Classification(PretextTask):
+    """A linear head on f(x) trained with cross-entropy. Labels are used only to train this pretext."""
+
+    name = "classification"
+    needs_labels = True
+
+    def build_head(self, encoder, n_classes):
+        return nn.Linear(encoder.latent_dim, n_classes)
+
+    def loss(self, model, x, y, generator):
+        return F.cross_entropy(model(x), y, reduction="none")
+
+    def example_loss(self, forward, x, y):
+        return F.cross_entropy(forward(x), y, reduction="none")
+
+
+class Contrastive(PretextTask):
+    """SimCLR: NT-Xent between two augmented views, through an MLP projection head (Chen et al. 2020)."""
+
+    name = "contrastive"
+
+    def __init__(self, modality: str = "image", temperature: float = 0.5, proj_dim: int = 32):
+        self.augment = AUGMENTATIONS[modality]
+        self.temperature = temperature
+        self.proj_dim = proj_dim
+
+    def build_head(self, encoder, n_classes):
+        d = encoder.latent_dim
+        return nn.Sequential(nn.ReLU(), nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, self.proj_dim))
+
+    def loss(self, model, x, y, generator):
+        z = F.normalize(model(torch.cat([self.augment(x, generator), self.augment(x, generator)])), dim=1)
+        n = x.shape[0]
+        sim = z @ z.T / self.temperature
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=x.device), float("-inf"))
+        pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(x.device)
+        per_view = F.cross_entropy(sim, pos, reduction="none")
+        return 0.5 * (per_view[:n] + per_view[n:])
+
+    def example_loss(self, forward, x, y):
+        """Alignment term: 1 - cos(g(f(x)), g(f(x~))) with a fixed-seed view x~ (deterministic)."""
+        gen = torch.Generator(device=x.device).manual_seed(0)
+        return 1 - F.cosine_similarity(forward(x), forward(self.augment(x, gen)), dim=1)
+
+
+def make_task(pretext: str, modality: str, **kwargs) -> PretextTask:
+    """Instantiate the task called ``pretext`` (validated by the caller)."""
+    if pretext == "contrastive":
+        return Contrastive(modality=modality, **kwargs)
+    return {"reconstruction": Reconstruction, "denoising": Denoising, "inpainting": Inpainting,
+            "classification": Classification}[pretext](**kwargs)
+
+
+class PretextModel(nn.Module):
+    """The full model: ``head(encoder(x))``; ``loss``/``example_loss`` delegate to the task."""
+
+    def __init__(self, encoder: Encoder, task: PretextTask, n_classes: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        self.task = task
+        self.head = task.build_head(encoder, n_classes)
+
+    @property
+    def pretext(self) -> str:
+        return self.task.name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+    def loss(self, x, y=None, generator=None) -> torch.Tensor:
+        """Mean training loss of a batch (random corruption drawn from ``generator``)."""
+        return self.task.loss(self, x, y, generator).mean()
+
+    def example_loss(self, x, y=None) -> torch.Tensor:
+        """Deterministic per-example loss (N,) on clean inputs, for TracIn and influence functions."""
+        return self.task.example_loss(self, x, y)

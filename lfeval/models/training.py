@@ -1,0 +1,181 @@
+"""Training encoders on pretext tasks: Adam, early stopping on a validation split, a weight cache."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .._validation import check_choice, check_finite
+from ..data.base import Dataset
+from ..errors import InvalidArgument
+from .architectures import Encoder, build_encoder
+from .pretext import PRETEXTS, PretextModel, make_task
+
+_ARCH_VERSION = 1  # bump when an architecture changes, so cached weights are not reused
+
+
+def train_encoder(
+    ds: Dataset,
+    pretext: str = "reconstruction",
+    latent_dim: int = 8,
+    epochs: int = 100,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    patience: int = 10,
+    seed: int = 0,
+    cache_dir=None,
+    checkpoints: int = 0,
+    val_fraction: float = 0.1,
+    device=None,
+    display_progressbar: bool = True,
+    **task_kwargs,
+) -> Encoder:
+    """Train an encoder on ``ds.x_train`` with a pretext task and return it in eval mode.
+
+    Parameters
+    ----------
+    ds : Dataset
+        From :func:`lfeval.data.load`. Only ``x_train`` is used, plus ``y_train`` for the
+        classification pretext. The test split is never seen.
+    pretext : {"reconstruction", "denoising", "inpainting", "classification", "contrastive"}
+        The task (paper §4.2): denoising adds N(0, 0.3^2) noise, inpainting drops 20% of the
+        features (Bernoulli), classification trains a linear head, contrastive is SimCLR NT-Xent.
+    latent_dim : int
+        Size d of the representation f(x) in R^d.
+    epochs, batch_size, lr, weight_decay :
+        Adam settings (the paper trains with Adam).
+    patience : int
+        Early stopping: stop after ``patience`` epochs without a better validation loss, and
+        restore the best weights. The validation split is ``val_fraction`` of ``x_train``.
+    seed : int
+        Seeds weights, the validation split, shuffling and corruptions: same seed, same weights.
+    cache_dir : path-like, optional
+        Cache trained weights there, keyed by the whole configuration and the data's hash.
+    checkpoints : int
+        Keep K encoder states spread over training (``enc.checkpoints``, needed by TracIn).
+    **task_kwargs
+        Task options: ``sigma`` (denoising), ``p`` (inpainting), ``temperature`` (contrastive).
+
+    Returns
+    -------
+    Encoder
+        (N, *input_shape) -> (N, latent_dim), in eval mode, with ``.pretext``, ``.pretext_model``
+        (the full model, whose ``loss``/``example_loss`` the loss-based example methods use),
+        ``.checkpoints`` (list of ``{"epoch", "lr", "state_dict"}`` of the full model), ``.history``
+        and ``.baseline`` (the data set's masking baseline).
+    """
+    check_choice(pretext, PRETEXTS, "pretext")
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise InvalidArgument(f"`latent_dim` must be an integer >= 1, got {latent_dim!r}.")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if int(value) < 1:
+            raise InvalidArgument(f"`{name}` must be >= 1, got {value}.")
+    if checkpoints < 0:
+        raise InvalidArgument(f"`checkpoints` must be >= 0, got {checkpoints}.")
+    if not 0.0 < val_fraction < 0.5:
+        raise InvalidArgument(f"`val_fraction` must be in (0, 0.5), got {val_fraction}.")
+    x_all = check_finite(ds.x_train, "ds.x_train")
+    y_all = ds.y_train
+    device = torch.device(device) if device is not None else torch.device("cpu")
+
+    config = dict(
+        data=ds.name, fingerprint=ds.fingerprint(), pretext=pretext, latent_dim=latent_dim, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
+        checkpoints=checkpoints, val_fraction=val_fraction, task=task_kwargs, arch=_ARCH_VERSION,
+    )
+    torch.manual_seed(seed)
+    encoder = build_encoder(ds.modality, ds.input_shape, latent_dim)
+    task = make_task(pretext, ds.modality, **task_kwargs)
+    model = PretextModel(encoder, task, n_classes=ds.n_classes).to(device)
+
+    cache_file = None
+    if cache_dir is not None:
+        key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        cache_file = Path(cache_dir) / f"{ds.name}-{pretext}-d{latent_dim}-s{seed}-{key}.pt"
+        if cache_file.exists():
+            saved = torch.load(cache_file, map_location=device, weights_only=False)
+            model.load_state_dict(saved["state_dict"])
+            return _finish(model, saved["checkpoints"], saved["history"], config, ds.baseline)
+
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x_all), generator=gen)
+    n_val = max(1, int(round(val_fraction * len(x_all))))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    x_tr, y_tr = x_all[train_idx].to(device), y_all[train_idx].to(device)
+    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state, best_epoch, wait = math.inf, None, 0, 0
+    history = {"train_loss": [], "val_loss": []}
+    states = []
+    bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x_tr), generator=gen)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:  # NT-Xent needs a negative; a single leftover sample adds nothing
+                continue
+            loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.eval()
+        with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
+            val = float(model.loss(x_val, y_val, generator=torch.Generator().manual_seed(seed + 1)))
+        history["train_loss"].append(total / len(x_tr))
+        history["val_loss"].append(val)
+        if checkpoints:
+            states.append({"epoch": epoch, "lr": lr, "state_dict": copy.deepcopy(model.state_dict())})
+        bar.set_postfix(val=f"{val:.4f}")
+        if val < best - 1e-7:
+            best, best_state, best_epoch, wait = val, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    history["best_epoch"] = best_epoch
+    kept = _spread(states[: best_epoch + 1], checkpoints)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config}, tmp)
+        tmp.replace(cache_file)
+    return _finish(model, kept, history, config, ds.baseline)
+
+
+def _spread(states: list, k: int) -> list:
+    """``k`` states evenly spaced over training, the last one included."""
+    if k <= 0 or not states:
+        return []
+    idx = sorted({round(i) for i in torch.linspace(0, len(states) - 1, steps=min(k, len(states)) + 1)[1:].tolist()})
+    return [states[i] for i in idx]
+
+
+def _finish(model: PretextModel, checkpoints: list, history: dict, config: dict, baseline) -> Encoder:
+    model.eval()
+    enc = model.encoder
+    enc.pretext = model.pretext
+    # Plain attributes (not submodules): the encoder stays a small module of its own.
+    enc.__dict__["pretext_model"] = model
+    enc.__dict__["checkpoints"] = checkpoints
+    enc.__dict__["history"] = history
+    enc.__dict__["config"] = config
+    enc.__dict__["baseline"] = baseline  # the data set's masking baseline, the default of lfeval.explain
+    return enc
+
+
+def train_encoders(ds: Dataset, pretexts=PRETEXTS, **kwargs) -> dict:
+    """Train one encoder per pretext task: ``{pretext: encoder}``."""
+    return {p: train_encoder(ds, pretext=p, **kwargs) for p in pretexts}

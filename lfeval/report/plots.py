@@ -1,0 +1,125 @@
+"""Matplotlib figures of a run: curves with confidence bands, radar chart, MetaQuantus areas,
+pretext heatmaps and attribution maps. Each function returns a :class:`matplotlib.figure.Figure`."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _band(ax, x, curves: np.ndarray, label: str):
+    """Mean curve with a 95% confidence band (1.96 standard errors over samples)."""
+    curves = np.asarray(curves, dtype=float)
+    mean = curves.mean(0)
+    sem = curves.std(0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else np.zeros_like(mean)
+    (line,) = ax.plot(x, mean, marker="o", label=label)
+    ax.fill_between(x, mean - 1.96 * sem, mean + 1.96 * sem, color=line.get_color(), alpha=0.2)
+
+
+def consistency_curves(curves: dict, fractions, title: str = "Feature consistency (representation shift)"):
+    """``curves``: {method: (N, F) shifts at each mask fraction}. Paper §4.1, Fig. 2."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, c in curves.items():
+        _band(ax, np.asarray(fractions) * 100, c, method)
+    ax.set(xlabel="% of features masked (most important first)", ylabel="representation shift", title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def similarity_rate_curves(rates: dict, counts, title: str = "Example consistency (similarity rate)"):
+    """``rates``: {method: {"top": (N, M), "bottom": (N, M)}} per-sample rates at each M. Paper §4.1, Fig. 3."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, r in rates.items():
+        _band(ax, counts, r["top"], f"{method} (top)")
+    ax.set_prop_cycle(None)
+    for method, r in rates.items():
+        mean = np.asarray(r["bottom"], dtype=float).mean(0)
+        ax.plot(counts, mean, linestyle="--", marker="x", label=f"{method} (bottom)")
+    ax.set(xlabel="M (most / least important training examples)", ylabel="same-label rate", title=title, ylim=(0, 1))
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def radar_chart(ranks: pd.DataFrame, title: str = "Ranks of explainers (higher = better)"):
+    """Radar ("spyder") chart of per-metric ranks, as in the Quantus tutorial."""
+    metrics = [c for c in ranks.columns if c != "mean_rank"]
+    angles = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False).tolist()
+    fig, ax = plt.subplots(figsize=(6, 6), subplot_kw=dict(polar=True))
+    for method, row in ranks[metrics].iterrows():
+        values = row.to_numpy(dtype=float).tolist()
+        ax.plot(angles + angles[:1], values + values[:1], label=method)
+        ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
+    ax.set_xticks(angles)
+    ax.set_xticklabels(metrics, fontsize=8)
+    ax.set_ylim(0, len(ranks) + 0.5)
+    ax.set_title(title)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def meta_area(meta: pd.DataFrame, title: str = "MetaQuantus meta-consistency"):
+    """One diamond per metric: IAC_NR (up), IEC_AR (right), IEC_NR (down), IAC_AR (left), as
+    MetaQuantus' ``plot_single_estimator_area``; the grey square is the ideal metric (MC = 1)."""
+    n = len(meta)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    for ax, (metric, row) in zip(axes[0], meta.iterrows()):
+        ax.fill([-1, 0, 1, 0], [0, 1, 0, -1], color="black", alpha=0.1)
+        ax.fill([-row["IAC_AR"], 0, row["IEC_AR"], 0], [0, row["IAC_NR"], 0, -row["IEC_NR"]], alpha=0.8,
+                edgecolor="black")
+        for (x, y), key in zip([(-1, 0.08), (0.05, 0.92), (0.55, 0.08), (0.05, -1)],
+                               ["IAC_AR", "IAC_NR", "IEC_AR", "IEC_NR"]):
+            ax.annotate(f"{key}={row[key]:.2f}", (x, y), fontsize=7)
+        ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), title=f"{metric}\nMC={row['MC']:.3f}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pretext_heatmaps(tables: dict, title: str = "Pretext sensitivity: Pearson correlation"):
+    """``tables``: {kind: square DataFrame task x task of mean correlations}. Paper §4.2, Fig. 4."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables), 4), squeeze=False)
+    for ax, (kind, mat) in zip(axes[0], tables.items()):
+        im = ax.imshow(mat.to_numpy(dtype=float), vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(mat.index)), mat.index, fontsize=8)
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                ax.text(j, i, f"{mat.iat[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title(kind)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str = "Label-free attributions"):
+    """Inputs (first column) and |attribution| summed over channels, one column per method."""
+    n = min(n, len(x))
+    cols = 1 + len(attributions)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    for i in range(n):
+        img = np.asarray(x[i])
+        axes[i, 0].imshow(img.mean(0) if img.ndim == 3 else img.reshape(1, -1), cmap="gray")
+        for j, (method, a) in enumerate(attributions.items(), start=1):
+            ai = np.abs(np.asarray(a[i]))
+            axes[i, j].imshow(ai.sum(0) if ai.ndim == 3 else ai.reshape(1, -1), cmap="hot")
+            if i == 0:
+                axes[i, j].set_title(method, fontsize=7)
+    axes[0, 0].set_title("input", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real digits data and real encoders trained once per session (cached on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lfeval
+
+CACHE = Path(__file__).resolve().parent.parent / ".lfeval-cache" / "tests"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn digits, (N, 1, 8, 8), seed-0 stratified split (1257 train / 540 test)."""
+    return lfeval.data.load("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def encoders(digits):
+    """One trained encoder per pretext task on digits, latent_dim=8, seed 0, 3 TracIn checkpoints."""
+    return {
+        p: lfeval.models.train_encoder(
+            digits, pretext=p, latent_dim=8, seed=0, checkpoints=3, cache_dir=CACHE, display_progressbar=False
+        )
+        for p in lfeval.models.PRETEXTS
+    }
+
+
+@pytest.fixture(scope="session")
+def ae(encoders):
+    """The reconstruction autoencoder's encoder (eval mode)."""
+    return encoders["reconstruction"]

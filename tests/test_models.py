@@ -1,0 +1,127 @@
+"""Encoders and pretext training on real digits: quality, determinism, cache, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lfeval
+from lfeval.data.base import Dataset
+from lfeval.errors import InvalidArgument, InvalidInput, UnknownName
+from lfeval.models import build_decoder, build_encoder, probe_accuracy, reconstruction_mse, train_encoder
+
+
+@pytest.mark.parametrize("pretext", ["reconstruction", "denoising", "inpainting", "contrastive"])
+def test_unsupervised_probe_accuracy(encoders, digits, pretext):
+    assert probe_accuracy(encoders[pretext], digits) >= 0.85
+
+
+def test_classification_probe_accuracy(encoders, digits):
+    assert probe_accuracy(encoders["classification"], digits) >= 0.93
+
+
+def test_autoencoder_beats_mean_image(encoders, digits):
+    mse, mean_mse = reconstruction_mse(encoders["reconstruction"], digits)
+    assert mse <= 0.4 * mean_mse
+
+
+def test_trained_encoder_contract(encoders, digits):
+    for pretext, enc in encoders.items():
+        assert enc.pretext == pretext
+        assert not any(m.training for m in enc.modules())
+        assert not any(m.training for m in enc.pretext_model.modules())
+        z = enc(digits.x_test[:5])
+        assert z.shape == (5, 8)
+        assert len(enc.checkpoints) == 3
+        epochs = [c["epoch"] for c in enc.checkpoints]
+        assert epochs == sorted(epochs) and epochs[-1] == enc.history["best_epoch"]
+        # the encoder is a submodule of its full model, not the reverse
+        assert enc.pretext_model.encoder is enc
+        assert "pretext_model" not in dict(enc.named_modules())
+        per_example = enc.pretext_model.example_loss(digits.x_test[:4], digits.y_test[:4])
+        assert per_example.shape == (4,) and torch.isfinite(per_example).all()
+
+
+def _weights(enc):
+    return torch.cat([p.detach().flatten() for p in enc.pretext_model.parameters()])
+
+
+@pytest.mark.parametrize("pretext", ["denoising", "contrastive"])
+def test_same_seed_same_weights(digits, pretext):
+    kw = dict(pretext=pretext, latent_dim=4, epochs=3, display_progressbar=False)
+    a, b = train_encoder(digits, seed=3, **kw), train_encoder(digits, seed=3, **kw)
+    c = train_encoder(digits, seed=4, **kw)
+    assert torch.equal(_weights(a), _weights(b))
+    assert not torch.equal(_weights(a), _weights(c))
+
+
+def test_cache_reuses_weights(digits, tmp_path):
+    kw = dict(pretext="inpainting", latent_dim=4, epochs=2, seed=1, checkpoints=2, cache_dir=tmp_path,
+              display_progressbar=False)
+    first = train_encoder(digits, **kw)
+    files = list(tmp_path.glob("*.pt"))
+    assert len(files) == 1
+    second = train_encoder(digits, **kw)
+    assert torch.equal(_weights(first), _weights(second))
+    assert len(second.checkpoints) == 2 and second.history == first.history
+    train_encoder(digits, **{**kw, "latent_dim": 5})  # another configuration, another file
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+@pytest.mark.parametrize(
+    "modality, shape",
+    [("image", (1, 8, 8)), ("image", (1, 28, 28)), ("image", (3, 32, 32)), ("tabular", (1, 30)),
+     ("time_series", (140, 1))],
+)
+def test_architectures_round_trip(modality, shape):
+    torch.manual_seed(0)
+    enc = build_encoder(modality, shape, 6)
+    dec = build_decoder(enc)
+    x = torch.rand(4, *shape)
+    z = enc(x)
+    assert z.shape == (4, 6)
+    out = dec(z)
+    out = out.detach()
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_tabular_encoder_trains(tmp_path):
+    ds = lfeval.data.load("breast_cancer", seed=0)
+    enc = train_encoder(ds, pretext="reconstruction", latent_dim=4, epochs=60, seed=0, display_progressbar=False)
+    assert enc(ds.x_test[:3]).shape == (3, 4)
+    assert probe_accuracy(enc, ds) >= 0.9
+
+
+def test_time_series_encoder_trains():
+    t = torch.linspace(0, 6.28, 40)
+    gen = torch.Generator().manual_seed(0)
+    freq = torch.randint(1, 3, (120,), generator=gen)
+    x = (0.5 + 0.4 * torch.sin(freq[:, None] * t[None] + torch.rand(120, 1, generator=gen))).unsqueeze(-1)
+    ds = Dataset("waves", x[:90], freq[:90] - 1, x[90:], freq[90:] - 1, torch.zeros(40, 1), "time_series")
+    enc = train_encoder(ds, pretext="reconstruction", latent_dim=3, epochs=5, seed=0, display_progressbar=False)
+    assert enc(ds.x_test).shape == (30, 3)
+    assert enc.history["val_loss"][-1] < enc.history["val_loss"][0]
+
+
+def test_bad_arguments_raise_clear_errors(digits):
+    with pytest.raises(UnknownName, match="pretext.*'denoising'"):
+        train_encoder(digits, pretext="denoise")
+    with pytest.raises(InvalidArgument, match="latent_dim"):
+        train_encoder(digits, latent_dim=0)
+    bad = Dataset("bad", digits.x_train.clone(), digits.y_train, digits.x_test, digits.y_test, digits.baseline, "image")
+    bad.x_train[3, 0, 2, 2] = float("nan")
+    with pytest.raises(InvalidInput, match="NaN"):
+        train_encoder(bad, epochs=1)
+    with pytest.raises(UnknownName, match="digits"):
+        lfeval.data.load("digit")
+
+
+def test_numpy_pin_keeps_quantus_normalisation_correct():
+    """numpy >= 2.4 breaks quantus 0.6.0's normalise_by_negative (Quantus #371); the pin avoids it."""
+    from quantus.functions.normalise_func import normalise_by_negative
+
+    assert tuple(int(v) for v in np.__version__.split(".")[:2]) < (2, 4)
+    a = np.array([[[[-2.0, 1.0], [4.0, -1.0]]]])
+    expected = np.array([[[[-1.0, 0.25], [1.0, -0.5]]]])
+    np.testing.assert_allclose(normalise_by_negative(a, normalise_axes=(1, 2, 3)), expected)
