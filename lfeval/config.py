@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from .errors import InvalidArgument, UnknownName
 from .models.pretext import PRETEXTS

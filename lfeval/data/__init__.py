@@ -10,10 +10,21 @@ from __future__ import annotations
 from .._validation import check_choice, check_finite
 from ..errors import InvalidInput
 from .base import Dataset
+from .baselines import GaussianBlur
 from .digits import load_digits_dataset
+from .ecg5000 import load_ecg5000
+from .medmnist_npz import load_medmnist
+from .tabular import load_breast_cancer_dataset
+from .torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
 
 _LOADERS = {
     "digits": load_digits_dataset,
+    "breast_cancer": load_breast_cancer_dataset,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "medmnist:<flag>": load_medmnist,
+    "ecg5000": load_ecg5000,
 }
 
 
@@ -54,4 +65,4 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     return ds
 
 
-__all__ = ["Dataset", "load", "available", "register"]
+__all__ = ["Dataset", "GaussianBlur", "load", "available", "register"]

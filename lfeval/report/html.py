@@ -12,7 +12,8 @@ import pandas as pd
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.8em;color:#555}.note{color:#444;font-size:.92em}
 """

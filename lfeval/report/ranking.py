@@ -17,7 +17,9 @@ def normalise_scores(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
     """
     missing = [c for c in scores.columns if c not in directions]
     if missing:
-        raise InvalidArgument(f"No score direction for metric(s) {missing}; pass directions={{name: 'higher'|'lower'}}.")
+        raise InvalidArgument(
+            f"No score direction for metric(s) {missing}; pass directions={{name: 'higher'|'lower'}}."
+        )
     out = {}
     for col in scores.columns:
         direction = str(directions[col]).lower()

@@ -1,0 +1,75 @@
+"""Ranking, plots, HTML report and run configuration (no training needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfeval.config import RunConfig
+from lfeval.errors import InvalidArgument, UnknownName
+from lfeval.report import Section, normalise_scores, plots, rank_explainers, write_report
+
+
+def test_rank_explainers_known_answer():
+    scores = pd.DataFrame({"faith": [0.1, 0.5, 0.3], "lipschitz": [3.0, 1.0, 2.0]}, index=["a", "b", "c"])
+    norm = normalise_scores(scores, {"faith": "higher", "lipschitz": "lower"})
+    np.testing.assert_allclose(norm["faith"], [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(norm["lipschitz"], [0.0, 1.0, 0.5])
+    ranks = rank_explainers(scores, {"faith": "higher", "lipschitz": "lower"})
+    assert list(ranks.index) == ["b", "c", "a"]
+    assert ranks.loc["b", "mean_rank"] == 3.0 and ranks.loc["a", "mean_rank"] == 1.0
+
+
+def test_rank_ties_and_constant_columns():
+    scores = pd.DataFrame({"m": [1.0, 1.0, 0.0], "const": [2.0, 2.0, 2.0]}, index=["a", "b", "c"])
+    ranks = rank_explainers(scores, {"m": "higher", "const": "lower"})
+    assert ranks.loc["a", "m"] == ranks.loc["b", "m"] == 2.5
+    assert set(ranks["const"]) == {2.0}
+
+
+def test_rank_needs_directions():
+    with pytest.raises(InvalidArgument, match="direction"):
+        rank_explainers(pd.DataFrame({"m": [1.0]}, index=["a"]), {})
+    with pytest.raises(InvalidArgument, match="'higher' or 'lower'"):
+        rank_explainers(pd.DataFrame({"m": [1.0]}, index=["a"]), {"m": "up"})
+
+
+def test_report_embeds_and_references_every_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    figs = {
+        "curves.png": plots.consistency_curves({"IG": rng.random((5, 3)), "Random": rng.random((5, 3))}, [0.1, 0.5, 1]),
+        "radar.png": plots.radar_chart(pd.DataFrame({"a": [1.0, 2.0], "b": [2.0, 1.0]}, index=["IG", "Random"])),
+        "meta.png": plots.meta_area(pd.DataFrame({"IAC_NR": [0.5], "IAC_AR": [0.4], "IEC_NR": [0.9], "IEC_AR": [0.7],
+                                                  "MC": [0.625]}, index=["RepresentationShift"])),
+        "heat.png": plots.pretext_heatmaps({"features": pd.DataFrame(np.eye(2), index=["r", "d"], columns=["r", "d"])}),
+        "maps.png": plots.attribution_maps(rng.random((3, 1, 8, 8)), {"IG": rng.random((3, 1, 8, 8))}, n=2),
+        "rates.png": plots.similarity_rate_curves({"cosine": {"top": rng.random((4, 3)), "bottom": rng.random((4, 3))}},
+                                                  [1, 5, 10]),
+    }
+    (tmp_path / "plots").mkdir()
+    paths = []
+    for name, fig in figs.items():
+        fig.savefig(tmp_path / "plots" / name)
+        paths.append((tmp_path / "plots" / name, name))
+    table = pd.DataFrame({"score": [0.5]}, index=["IG"])
+    out = write_report(tmp_path / "report.html", "Run", [Section("All", "text", {"scores": table}, paths)])
+    html = out.read_text()
+    for name in figs:
+        assert f'data-file="plots/{name}"' in html
+    assert html.count("data:image/png;base64,") == len(figs)
+    assert "<table" in html
+
+
+def test_config_names_closest_valid_key(tmp_path):
+    with pytest.raises(UnknownName, match="'latent_dim'"):
+        RunConfig.from_dict({"latnet_dim": 4})
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[run]\nname = "x"\nexample_methods = ["cosin"]\n')
+    with pytest.raises(UnknownName, match="'cosine'"):
+        RunConfig.from_toml(cfg_file)
+    cfg_file.write_text('name = "x"\nlatent_dim = 4\n')
+    cfg = RunConfig.from_toml(cfg_file, seed=3)
+    assert (cfg.name, cfg.latent_dim, cfg.seed) == ("x", 4, 3)
+    with pytest.raises(InvalidArgument, match="latent_dim"):
+        RunConfig(latent_dim=0)
