@@ -1,5 +1,6 @@
 """Label-free metrics as :class:`quantus.Metric` subclasses (usable in :func:`quantus.evaluate`)."""
 
 from .base import LabelFreeMetric
+from .representation_shift import RepresentationShift
 
-__all__ = ["LabelFreeMetric"]
+__all__ = ["LabelFreeMetric", "RepresentationShift"]

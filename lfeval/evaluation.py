@@ -1,0 +1,135 @@
+"""``lfeval.evaluate``: :func:`quantus.evaluate` for encoders, with label-free checks.
+
+It keeps Quantus' call convention (each metric is called with ``model, x_batch, y_batch,
+a_batch, s_batch, explain_func, explain_func_kwargs``), but: it refuses stock metrics that
+need labels when ``y_batch`` is None, it lets a metric's exception propagate (Quantus prints
+and swallows it), a dict entry of ``xai_methods`` means keyword arguments of
+:func:`lfeval.explain` for the method of that name (Quantus would call its vanilla
+``quantus.explain`` without the method), tabular (N, D) input is accepted, and the result is a
+pandas DataFrame of methods x metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._validation import as_tensor, check_batch, check_eval_mode
+from .errors import InvalidArgument, InvalidInput, LabelsRequired
+
+#: stock Quantus metrics that index model outputs with y (REFERENCE.md): they fail, or run with a
+#: wrong meaning, on an encoder without labels.
+NEEDS_LABELS = frozenset({
+    "FaithfulnessCorrelation", "FaithfulnessEstimate", "SensitivityN", "MonotonicityCorrelation", "IROF",
+    "Completeness", "RandomLogit", "PixelFlipping", "Monotonicity", "RegionPerturbation", "Selectivity",
+    "Infidelity", "ROAD", "Consistency", "Sufficiency", "NonSensitivity", "ContinuityTest",
+})
+#: stock metrics that need segmentation masks (s_batch)
+NEEDS_MASKS = frozenset({
+    "PointingGame", "AttributionLocalisation", "TopKIntersection", "RelevanceRankAccuracy",
+    "RelevanceMassAccuracy", "AUC", "Focus",
+})
+
+
+class _TabularModel(torch.nn.Module):
+    """Presents a model of (N, D) inputs as one of (N, 1, D) inputs (Quantus needs a channel axis)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.baseline = getattr(model, "baseline", None)
+
+    def forward(self, x):
+        return self.model(x.reshape(x.shape[0], -1))
+
+
+def _check_metric(name: str, metric, y_batch, s_batch) -> None:
+    from .metrics.base import LabelFreeMetric
+
+    if isinstance(metric, LabelFreeMetric):
+        return
+    cls = type(metric).__name__
+    if y_batch is None and cls in NEEDS_LABELS:
+        raise LabelsRequired(
+            f"Metric {name!r} ({cls}) reads model outputs at label y, which an encoder does not have; with "
+            f"y_batch=None use lfeval.metrics.LabelFree(quantus.{cls}(...)) to score it on g_x, or "
+            "lfeval.metrics.RepresentationShift for label-free faithfulness."
+        )
+    if s_batch is None and cls in NEEDS_MASKS:
+        raise InvalidArgument(f"Metric {name!r} ({cls}) needs segmentation masks: pass s_batch.")
+
+
+def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, y_batch=None, s_batch=None,
+             agg_func: Callable = np.mean, explain_func_kwargs: Optional[dict] = None,
+             call_kwargs: Optional[dict] = None, return_as_df: bool = True, **kwargs):
+    """Score label-free explanations of an encoder with several metrics.
+
+    Parameters
+    ----------
+    metrics : dict
+        {name: quantus.Metric}: lfeval's label-free metrics and stock Quantus metrics that are
+        meaningful without labels (Sparseness, Complexity, MaxSensitivity, ...).
+    xai_methods : dict
+        {name: value} where value is a callable explain function (Quantus' signature), a dict of
+        keyword arguments for ``lfeval.explain(method=name)``, or a precomputed attribution array.
+    model : torch.nn.Module
+        The encoder, in eval mode.
+    x_batch : np.ndarray
+        (N, C, H, W), (N, 1, D), (N, T, C), or tabular (N, D).
+    y_batch : np.ndarray, optional
+        Labels; only metrics that score with labels (SimilarityRate) use them.
+    agg_func : callable
+        Aggregates each metric's per-sample scores (default: mean).
+    call_kwargs : dict, optional
+        Extra keyword arguments for every metric call (e.g. ``batch_size``).
+    return_as_df : bool
+        DataFrame (methods x metrics) if True, else Quantus' nested dict {method: {metric: score}}.
+    """
+    if not metrics or not xai_methods:
+        raise InvalidArgument("Pass at least one metric in `metrics` and one method in `xai_methods`.")
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidArgument(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    check_eval_mode(model)
+    x = check_batch(as_tensor(x_batch, "x_batch"), "x_batch").numpy()
+    if x.ndim == 2:
+        x, model = x[:, None, :], _TabularModel(model).eval()
+    for name, metric in metrics.items():
+        _check_metric(name, metric, y_batch, s_batch)
+    from .explain.features import explain as lf_explain
+
+    efk = dict(explain_func_kwargs or {})
+    results = {}
+    for method, value in xai_methods.items():
+        if callable(value):
+            explain_func, kw = value, {**efk, "method": method}
+            a = explain_func(model=model, inputs=x, targets=y_batch, **kw)
+        elif isinstance(value, dict):
+            explain_func, kw = lf_explain, {**efk, **value, "method": method}
+            a = lf_explain(model, x, y_batch, **kw)
+        elif isinstance(value, (np.ndarray, torch.Tensor)):
+            explain_func, kw = lf_explain, {**efk, "method": method}
+            a = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+            if a.ndim == 2 and x.ndim == 3 and a.shape == (x.shape[0], x.shape[2]):
+                a = a[:, None, :]
+        else:
+            raise InvalidArgument(
+                f"xai_methods[{method!r}] must be a callable, a dict of lfeval.explain kwargs or an array, "
+                f"got {type(value).__name__}."
+            )
+        a = np.asarray(a)
+        if a.shape[0] != x.shape[0]:
+            raise InvalidInput(f"Attributions of {method!r} have {a.shape[0]} samples, x_batch has {x.shape[0]}.")
+        results[method] = {}
+        for name, metric in metrics.items():
+            scores = metric(model=model, x_batch=x, y_batch=y_batch, a_batch=a, s_batch=s_batch,
+                            explain_func=functools.partial(explain_func) if explain_func else None,
+                            explain_func_kwargs=kw, channel_first=True, softmax=False,
+                            **{**(call_kwargs or {}), **kwargs})
+            results[method][name] = agg_func(scores)
+    if not return_as_df:
+        return results
+    return pd.DataFrame.from_dict(results, orient="index")[list(metrics)]
