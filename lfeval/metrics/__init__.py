@@ -2,5 +2,6 @@
 
 from .base import LabelFreeMetric
 from .representation_shift import RepresentationShift
+from .similarity_rate import SimilarityRate
 
-__all__ = ["LabelFreeMetric", "RepresentationShift"]
+__all__ = ["LabelFreeMetric", "RepresentationShift", "SimilarityRate"]

@@ -33,7 +33,11 @@ class PretextTask:
         """Per-example training loss (N,), with this task's random corruption."""
         return _mse(model(self.corrupt(x, generator)), x)
 
-    def example_loss(self, forward, x, y) -> torch.Tensor:
+    def example_extra(self, x: torch.Tensor):
+        """Per-example tensors the deterministic loss needs besides (x, y), precomputed for a batch."""
+        return None
+
+    def example_loss(self, forward, x, y, extra=None) -> torch.Tensor:
         """Deterministic per-example loss (N,) of ``forward`` (a callable model) on clean inputs."""
         return _mse(forward(x), x)
 
@@ -84,7 +88,7 @@ class Classification(PretextTask):
     def loss(self, model, x, y, generator):
         return F.cross_entropy(model(x), y, reduction="none")
 
-    def example_loss(self, forward, x, y):
+    def example_loss(self, forward, x, y, extra=None):
         return F.cross_entropy(forward(x), y, reduction="none")
 
 
@@ -111,10 +115,14 @@ class Contrastive(PretextTask):
         per_view = F.cross_entropy(sim, pos, reduction="none")
         return 0.5 * (per_view[:n] + per_view[n:])
 
-    def example_loss(self, forward, x, y):
-        """Alignment term: 1 - cos(g(f(x)), g(f(x~))) with a fixed-seed view x~ (deterministic)."""
-        gen = torch.Generator(device=x.device).manual_seed(0)
-        return 1 - F.cosine_similarity(forward(x), forward(self.augment(x, gen)), dim=1)
+    def example_extra(self, x):
+        """The fixed-seed augmented view x~ of each input."""
+        return self.augment(x, torch.Generator(device=x.device).manual_seed(0))
+
+    def example_loss(self, forward, x, y, extra=None):
+        """Alignment term: 1 - cos(g(f(x)), g(f(x~))) with the fixed-seed view x~ (deterministic)."""
+        view = self.example_extra(x) if extra is None else extra
+        return 1 - F.cosine_similarity(forward(x), forward(view), dim=1)
 
 
 def make_task(pretext: str, modality: str, **kwargs) -> PretextTask:
@@ -147,4 +155,4 @@ class PretextModel(nn.Module):
 
     def example_loss(self, x, y=None) -> torch.Tensor:
         """Deterministic per-example loss (N,) on clean inputs, for TracIn and influence functions."""
-        return self.task.example_loss(self, x, y)
+        return self.task.example_loss(self, x, y, self.task.example_extra(x))

@@ -1,0 +1,416 @@
+"""Label-free example importance (Crabbé & van der Schaar 2022, §2.2): which training examples
+explain the representation of a test example. Every method returns a (n_test, n_train) tensor,
+higher = more important.
+
+Latent-space methods (no labels, no loss): ``cosine``, ``dknn`` (the paper's 1/||h - h'||^2,
+or a k-nearest-neighbour indicator), ``simplex`` (SimplEx convex weights). Loss-based methods use
+the pretext loss of the full model (``encoder.pretext_model``) and gradients with respect to the
+*encoder's* parameters only: ``tracin`` and ``influence``. Per-example gradients come from
+torch.func (vmap over grad), in chunks; nothing loops over examples in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from .._validation import as_tensor, check_batch, check_choice, check_eval_mode, model_device
+from ..errors import InvalidArgument, InvalidInput
+
+METHODS = ("cosine", "dknn", "simplex", "tracin", "influence")
+
+
+class ExampleImportance:
+    """Base class: ``attribute(x_train, x_test) -> (n_test, n_train)`` on the encoder's device.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        f, in eval mode, (N, *input_shape) -> (N, d).
+    batch_size : int
+        Inputs per forward pass / per-example-gradient chunk.
+    display_progressbar : bool
+        Show tqdm bars on long loops.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, batch_size: int = 256, display_progressbar: bool = True):
+        if not isinstance(encoder, torch.nn.Module):
+            raise InvalidArgument(f"`encoder` must be a torch.nn.Module, got {type(encoder).__name__}.")
+        check_eval_mode(encoder, "encoder")
+        self.encoder, self.batch_size, self.display_progressbar = encoder, int(batch_size), display_progressbar
+        self.device = model_device(encoder)
+
+    def _inputs(self, x_train, x_test):
+        x_train = check_batch(as_tensor(x_train, "x_train", device=self.device), "x_train")
+        x_test = check_batch(as_tensor(x_test, "x_test", device=self.device), "x_test")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise InvalidInput(
+                f"`x_train` examples have shape {tuple(x_train.shape[1:])} but `x_test` examples "
+                f"{tuple(x_test.shape[1:])}; both must be inputs of the same encoder."
+            )
+        return x_train, x_test
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.encoder(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+    def attribute(self, x_train, x_test) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CosineSimilarity(ExampleImportance):
+    """cos(f(x_test), f(x_train)): representation similarity."""
+
+    def attribute(self, x_train, x_test):
+        x_train, x_test = self._inputs(x_train, x_test)
+        h_tr = torch.nn.functional.normalize(self.latents(x_train), dim=1)
+        h_te = torch.nn.functional.normalize(self.latents(x_test), dim=1)
+        return h_te @ h_tr.T
+
+
+class DkNN(ExampleImportance):
+    """Deep k-nearest neighbours in latent space (Papernot & McDaniel 2018), as in the paper §4.1.
+
+    ``kind="inverse_distance"``: 1 / ||f(x_test) - f(x_train)||^2 (the paper's score).
+    ``kind="knn"``: 1 for the k nearest training examples of each test example, else 0.
+    """
+
+    def __init__(self, encoder, kind: str = "inverse_distance", k: int = 10, eps: float = 1e-12, **kw):
+        super().__init__(encoder, **kw)
+        self.kind = check_choice(kind, ("inverse_distance", "knn"), "DkNN kind")
+        self.k, self.eps = int(k), float(eps)
+
+    def attribute(self, x_train, x_test):
+        x_train, x_test = self._inputs(x_train, x_test)
+        d2 = torch.cdist(self.latents(x_test), self.latents(x_train)).pow(2)
+        if self.kind == "inverse_distance":
+            return 1.0 / (d2 + self.eps)
+        if not 1 <= self.k <= d2.shape[1]:
+            raise InvalidArgument(f"`k` must be in [1, n_train={d2.shape[1]}], got {self.k}.")
+        idx = torch.topk(-d2, self.k, dim=1).indices
+        return torch.zeros_like(d2).scatter_(1, idx, 1.0)
+
+
+class SimplEx(ExampleImportance):
+    """SimplEx (Crabbé et al. 2021): convex weights w_i = softmax(v_i) with f(x_test) ~ sum_j w_ij f(x_train_j).
+
+    All test points are fitted at once: V (n_test, n_train) minimises
+    sum_i ||f(x_test_i) - softmax(V_i) H_train||^2 with Adam (``n_steps`` steps, as SimplEx's 1000).
+    """
+
+    def __init__(self, encoder, n_steps: int = 1000, lr: float = 0.1, seed: int = 0, **kw):
+        super().__init__(encoder, **kw)
+        self.n_steps, self.lr, self.seed = int(n_steps), float(lr), int(seed)
+        self.loss_history = []
+
+    def fit(self, h_train: torch.Tensor, h_test: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        pre = torch.randn(len(h_test), len(h_train), generator=gen).to(h_train.device).requires_grad_(True)
+        opt = torch.optim.Adam([pre], lr=self.lr)
+        self.loss_history = []
+        for _ in tqdm(range(self.n_steps), desc="SimplEx", disable=not self.display_progressbar, leave=False):
+            opt.zero_grad()
+            loss = (torch.softmax(pre, dim=1) @ h_train - h_test).pow(2).sum()
+            loss.backward()
+            opt.step()
+            self.loss_history.append(loss.item())
+        return torch.softmax(pre.detach(), dim=1)
+
+    def attribute(self, x_train, x_test):
+        x_train, x_test = self._inputs(x_train, x_test)
+        with torch.enable_grad():
+            return self.fit(self.latents(x_train), self.latents(x_test))
+
+
+class _LossBased(ExampleImportance):
+    """Shared machinery: per-example gradients of the pretext loss w.r.t. the encoder's parameters.
+
+    Parameters
+    ----------
+    model : nn.Module, optional
+        The full model (encoder + decoder/head) whose loss is differentiated; default
+        ``encoder.pretext_model``. ``encoder`` must be a submodule of it.
+    loss : callable, optional
+        ``loss(forward, x, y, extra) -> (N,)`` per-example loss of a callable model; default the
+        pretext task's deterministic ``example_loss`` (reconstruction error on clean inputs,
+        cross-entropy for classification, SimCLR alignment with a fixed view).
+    y_train, y_test : tensors, optional
+        Labels, needed only by the classification pretext's loss.
+    """
+
+    def __init__(self, encoder, model=None, loss: Optional[Callable] = None, y_train=None, y_test=None,
+                 chunk_size: int = 128, **kw):
+        super().__init__(encoder, **kw)
+        model = model if model is not None else getattr(encoder, "pretext_model", None)
+        if model is None:
+            raise InvalidArgument(
+                f"{type(self).__name__} differentiates a loss: pass `model` (encoder + decoder/head) and `loss`, or "
+                "use an encoder from lfeval.models.train_encoder, which carries its `pretext_model`."
+            )
+        check_eval_mode(model, "model")
+        task = getattr(model, "task", None)
+        if loss is None and task is None:
+            raise InvalidArgument(f"{type(self).__name__}: pass `loss(forward, x, y, extra) -> (N,)` for this model.")
+        self.model, self.task = model, task
+        self.loss = loss if loss is not None else task.example_loss
+        prefix = next((n for n, m in model.named_modules() if m is encoder), None)
+        if prefix is None:
+            raise InvalidArgument("`encoder` must be a submodule of `model` (its parameters are differentiated).")
+        self.prefix = f"{prefix}." if prefix else ""
+        self.y_train, self.y_test, self.chunk_size = y_train, y_test, int(chunk_size)
+
+    def _labels(self, y, n: int, name: str):
+        if y is None:
+            if self.task is not None and getattr(self.task, "needs_labels", False):
+                raise InvalidArgument(f"The {self.task.name} pretext loss needs labels: pass `{name}`.")
+            return torch.zeros(n, dtype=torch.long, device=self.device)
+        y = torch.as_tensor(y, device=self.device).long()
+        if len(y) != n:
+            raise InvalidInput(f"`{name}` has {len(y)} labels for {n} examples.")
+        return y
+
+    def _split_params(self, state: Optional[dict] = None):
+        """(encoder parameters to differentiate, everything else held fixed), optionally from a checkpoint."""
+        values = dict(self.model.named_parameters())
+        values.update(dict(self.model.named_buffers()))
+        if state is not None:
+            values.update({k: v.to(self.device) for k, v in state.items()})
+        theta = {k: v.detach() for k, v in values.items() if k.startswith(self.prefix) and
+                 k in dict(self.model.named_parameters())}
+        fixed = {k: v.detach() for k, v in values.items() if k not in theta}
+        return theta, fixed
+
+    def _per_example_loss(self, theta, fixed, x, y, extra):
+        def forward(inp):
+            return functional_call(self.model, {**theta, **fixed}, (inp,))
+
+        return self.loss(forward, x.unsqueeze(0), y.unsqueeze(0),
+                         None if extra is None else extra.unsqueeze(0))[0]
+
+    def _extra(self, x):
+        return self.task.example_extra(x) if self.task is not None and hasattr(self.task, "example_extra") else None
+
+    def per_example_grads(self, x, y, theta, fixed) -> torch.Tensor:
+        """Flattened gradients (N, P) of each example's loss w.r.t. the encoder parameters."""
+        extra = self._extra(x)
+        g = vmap(grad(self._per_example_loss), in_dims=(None, None, 0, 0, None if extra is None else 0))
+        out = []
+        for i in range(0, len(x), self.chunk_size):
+            e = None if extra is None else extra[i:i + self.chunk_size]
+            grads = g(theta, fixed, x[i:i + self.chunk_size], y[i:i + self.chunk_size], e)
+            out.append(torch.cat([grads[k].reshape(len(grads[k]), -1) for k in theta], dim=1))
+        return torch.cat(out)
+
+
+class TracIn(_LossBased):
+    """TracIn (Pruthi et al. 2020): sum_c eta_c <grad L(x_train; theta_c), grad L(x_test; theta_c)>.
+
+    ``checkpoints``: list of ``{"state_dict", "lr"}`` of the full model (default
+    ``encoder.checkpoints``, kept by ``train_encoder(..., checkpoints=K)``).
+    """
+
+    def __init__(self, encoder, checkpoints=None, **kw):
+        super().__init__(encoder, **kw)
+        self.checkpoints = checkpoints if checkpoints is not None else getattr(encoder, "checkpoints", None)
+        if not self.checkpoints:
+            raise InvalidArgument(
+                "TracIn needs training checkpoints: train with lfeval.models.train_encoder(..., checkpoints=K) or "
+                "pass checkpoints=[{'state_dict': ..., 'lr': ...}, ...]."
+            )
+
+    def attribute(self, x_train, x_test):
+        x_train, x_test = self._inputs(x_train, x_test)
+        y_tr = self._labels(self.y_train, len(x_train), "y_train")
+        y_te = self._labels(self.y_test, len(x_test), "y_test")
+        scores = torch.zeros(len(x_test), len(x_train), device=self.device)
+        for ck in tqdm(self.checkpoints, desc="TracIn", disable=not self.display_progressbar, leave=False):
+            theta, fixed = self._split_params(ck["state_dict"])
+            g_te = self.per_example_grads(x_test, y_te, theta, fixed)
+            for i in range(0, len(x_train), self.chunk_size * 4):  # bound memory: train gradients in chunks
+                g_tr = self.per_example_grads(x_train[i:i + self.chunk_size * 4], y_tr[i:i + self.chunk_size * 4],
+                                              theta, fixed)
+                scores[:, i:i + len(g_tr)] += float(ck.get("lr", 1.0)) * (g_te @ g_tr.T)
+        return scores
+
+
+class InfluenceFunctions(_LossBased):
+    """Influence functions (Koh & Liang 2017) for the pretext loss, w.r.t. encoder parameters.
+
+    Koh & Liang's I_up,loss(z, z_test) = -grad L(z_test)^T H^-1 grad L(z) is the change of the
+    test loss when z is up-weighted; negative = helpful. lfxai returns this quantity up to sign
+    conventions of its LiSSA loop; lfeval returns **importance = -I_up,loss = grad L(z_test)^T
+    H^-1 grad L(z)**, so that *higher = more helpful*, the direction every example method here shares.
+
+    H is the Hessian of the mean training loss over ``x_train``, damped: H + damping * I.
+
+    ``solver="exact"`` builds H from P Hessian-vector products and solves it with a Cholesky
+    factorisation; it is used when the number of differentiated parameters is <= ``max_exact``.
+    ``solver="lissa"`` is the stochastic LiSSA recursion of the paper's code (depth, scale,
+    damping), run on all test vectors at once. ``params``: "all" (every encoder parameter) or
+    "last" (the encoder's last layer, as Koh & Liang do for large networks); "auto" = "all" when
+    that is small enough for the exact solve, else "last".
+    """
+
+    def __init__(self, encoder, solver: str = "exact", params: str = "auto", damping: float = 1e-3,
+                 max_exact: int = 5000, scale: float = 1000.0, depth: int = 100, lissa_batch: int = 64,
+                 seed: int = 0, **kw):
+        super().__init__(encoder, **kw)
+        self.solver = check_choice(solver, ("exact", "lissa"), "influence solver")
+        self.params = check_choice(params, ("auto", "all", "last"), "influence params")
+        if damping < 0:
+            raise InvalidArgument(f"`damping` must be >= 0, got {damping}.")
+        self.damping, self.max_exact, self.scale, self.depth = float(damping), int(max_exact), float(scale), int(depth)
+        self.lissa_batch, self.seed = int(lissa_batch), int(seed)
+
+    def _select(self, theta: dict) -> list:
+        if self.params == "all" or (self.params == "auto" and sum(v.numel() for v in theta.values()) <= self.max_exact):
+            return list(theta)
+        last_module = list(theta)[-1].rsplit(".", 1)[0]  # parameters are registered in forward order
+        return [k for k in theta if k.rsplit(".", 1)[0] == last_module]
+
+    def _mean_loss_fn(self, theta_sel, fixed, x, y, extra):
+        """The mean training loss as a function of the flattened selected parameters."""
+        def total(flat):
+            params, offset = {}, 0
+            for k, v in theta_sel.items():
+                params[k] = flat[offset:offset + v.numel()].view_as(v)
+                offset += v.numel()
+            return self.loss(lambda inp: functional_call(self.model, {**params, **fixed}, (inp,)), x, y, extra).mean()
+
+        return total
+
+    def attribute(self, x_train, x_test):
+        x_train, x_test = self._inputs(x_train, x_test)
+        y_tr = self._labels(self.y_train, len(x_train), "y_train")
+        y_te = self._labels(self.y_test, len(x_test), "y_test")
+        theta, fixed = self._split_params()
+        keys = self._select(theta)
+        sel = {k: theta[k] for k in keys}
+        rest = {k: v for k, v in theta.items() if k not in sel}
+        fixed_all = {**fixed, **rest}
+        g_tr = self.per_example_grads(x_train, y_tr, sel, fixed_all)
+        g_te = self.per_example_grads(x_test, y_te, sel, fixed_all)
+        flat0 = torch.cat([v.reshape(-1) for v in sel.values()])
+        if self.solver == "exact":
+            if len(flat0) > self.max_exact:
+                raise InvalidArgument(
+                    f"The exact solve would build a {len(flat0)}x{len(flat0)} Hessian (> max_exact={self.max_exact}); "
+                    "use params='last' or solver='lissa'."
+                )
+            hess = self._linear_latent_hessian(keys, x_train, y_tr)
+            if hess is None:
+                hess = self._hessian(self._mean_loss_fn(sel, fixed_all, x_train, y_tr, self._extra(x_train)), flat0)
+            hess = 0.5 * (hess + hess.T) + self.damping * torch.eye(len(flat0), device=self.device)
+            solved = torch.linalg.solve(hess, g_te.T)  # H^-1 grad L(z_test), (P, n_test)
+        else:
+            solved = self._lissa(sel, fixed_all, x_train, y_tr, flat0, g_te.T)
+        self.n_params = len(flat0)
+        return (g_tr @ solved).T  # (n_test, n_train)
+
+    def _linear_latent_hessian(self, keys: list, x, y):
+        """Exact Hessian when the differentiated parameters are the encoder's last nn.Linear (z = W h + b).
+
+        z is linear in (W, b), so H = (1/n) sum_i J_i^T H_z,i J_i with J_i = [h_i, 1] (x) I_d and H_z,i the
+        d x d Hessian of example i's loss in its latent: d Hessian-vector products per example instead
+        of P over the whole set. Needs a model ``head(encoder(x))`` whose loss calls it once; returns
+        None otherwise (the caller then builds H from P Hessian-vector products).
+        """
+        from ..models.pretext import Contrastive, PretextModel
+
+        name = keys[0].rsplit(".", 1)[0]
+        layer = dict(self.model.named_modules()).get(name)
+        if (not isinstance(self.model, PretextModel) or isinstance(self.task, Contrastive) or self.loss !=
+                self.task.example_loss or not isinstance(layer, torch.nn.Linear) or
+                sorted(keys) != sorted([f"{name}.weight", f"{name}.bias"]) or keys[0] != f"{name}.weight"):
+            return None
+        captured = []
+        handle = layer.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
+        try:
+            z = self.latents(x)
+        finally:
+            handle.remove()
+        h = torch.cat(captured)
+        head = self.model.head
+
+        def loss_z(zi, xi, yi):
+            return self.loss(lambda inp: head(zi.unsqueeze(0)), xi.unsqueeze(0), yi.unsqueeze(0), None)[0]
+
+        hz = torch.cat([vmap(torch.func.hessian(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
+                                                         y[i:i + self.chunk_size])
+                        for i in range(0, len(x), self.chunk_size)]).detach()  # (n, d, d)
+        h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device)], dim=1)  # (n, k + 1)
+        d, k1 = z.shape[1], h1.shape[1]
+        blocks = torch.einsum("iab,ij,il->ajbl", hz, h1, h1) / len(x)  # (d, k+1, d, k+1)
+        a_idx = torch.arange(d, device=h.device)[:, None]
+        j_idx = torch.arange(k1, device=h.device)[None, :]
+        flat = torch.where(j_idx < k1 - 1, a_idx * (k1 - 1) + j_idx, d * (k1 - 1) + a_idx).reshape(-1)
+        hess = torch.empty(d * k1, d * k1, device=h.device)
+        hess[flat[:, None], flat[None, :]] = blocks.reshape(d * k1, d * k1)
+        return hess
+
+    def _hessian(self, total, flat0, chunk: int = 32) -> torch.Tensor:
+        """Exact Hessian (P, P) from Hessian-vector products with the basis, ``chunk`` columns at a time."""
+        eye = torch.eye(len(flat0), device=self.device)
+        hvp = vmap(lambda v: torch.func.jvp(torch.func.grad(total), (flat0,), (v,))[1])
+        steps = range(0, len(flat0), chunk)
+        return torch.cat([hvp(eye[i:i + chunk]) for i in tqdm(steps, desc="Hessian", leave=False,
+                                                              disable=not self.display_progressbar)])
+
+    def _lissa(self, sel, fixed, x, y, flat0, v):
+        """LiSSA (Agarwal et al. 2017): h <- v + (1 - damping) h - H_batch h / scale, for all columns of v.
+
+        As in the paper's code, the fixed point h / scale is (H + scale * damping * I)^-1 v.
+        """
+        gen = torch.Generator().manual_seed(self.seed)
+        extra = self._extra(x)
+        h = v.clone()
+        for _ in tqdm(range(self.depth), desc="LiSSA", disable=not self.display_progressbar, leave=False):
+            idx = torch.randint(len(x), (min(self.lissa_batch, len(x)),), generator=gen).to(self.device)
+            total = self._mean_loss_fn(sel, fixed, x[idx], y[idx], None if extra is None else extra[idx])
+            hvp = vmap(lambda col: torch.func.jvp(torch.func.grad(total), (flat0,), (col,))[1], in_dims=1,
+                       out_dims=1)(h)
+            h = v + (1 - self.damping) * h - hvp / self.scale
+        return h / self.scale
+
+
+_CLASSES = {"cosine": CosineSimilarity, "dknn": DkNN, "simplex": SimplEx, "tracin": TracIn,
+            "influence": InfluenceFunctions}
+
+
+def importance(encoder, x_train, x_test, method: str = "cosine", **kwargs) -> torch.Tensor:
+    """Example importance of each training example for each test example: (n_test, n_train).
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        The encoder f (eval mode).
+    x_train, x_test : arrays or tensors, (n, *input_shape)
+    method : {"cosine", "dknn", "simplex", "tracin", "influence"}
+    **kwargs
+        Options of the method's class (:class:`DkNN`, :class:`SimplEx`, :class:`TracIn`,
+        :class:`InfluenceFunctions`); loss-based methods take ``model``, ``loss``, ``y_train``,
+        ``y_test`` and default to the encoder's pretext model and loss.
+    """
+    check_choice(method, METHODS, "example-importance method")
+    return _CLASSES[method](encoder, **kwargs).attribute(x_train, x_test)
+
+
+def explain_func(model, inputs, targets=None, method: str = "cosine", x_train=None, device=None,
+                 **kwargs) -> np.ndarray:
+    """Quantus-style explain function: the (n, n_train) importance matrix of ``inputs`` as NumPy.
+
+    Bind the training examples: ``functools.partial(explain_func, x_train=x_train)``.
+    """
+    if x_train is None:
+        raise InvalidArgument("Example importance needs the training examples: pass `x_train`.")
+    for key in ("xai_lib", "softmax", "channel_first"):
+        kwargs.pop(key, None)
+    return importance(model, x_train, inputs, method=method, **kwargs).detach().cpu().numpy()
+
+
+__all__ = ["METHODS", "ExampleImportance", "CosineSimilarity", "DkNN", "SimplEx", "TracIn", "InfluenceFunctions",
+           "importance", "explain_func"]

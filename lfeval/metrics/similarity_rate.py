@@ -1,0 +1,133 @@
+"""SimilarityRate: label-free example consistency (Crabbé & van der Schaar 2022, §4.1, Fig. 3).
+
+For each test example, take its M most important training examples by an example-importance
+matrix; the similarity rate is the fraction of them that share the test example's label. A
+good label-free method puts same-class examples on top (high top-M rate) and other-class
+examples at the bottom (low bottom-M rate, the paper's contrast).
+
+Labels are used **only to score**, never to explain: the importance matrix comes from the
+encoder alone (:func:`lfeval.examples.importance`); ``y_train`` and ``y_batch`` (test labels)
+only check whether the retrieved examples share a class.
+
+Quantus fit: the "attribution" is the (n_test, n_train) importance matrix and ``x_batch`` the
+test inputs. Pass the matrix as ``a_batch`` (directly, in ``quantus.evaluate`` as a precomputed
+array, or in ``lfeval.evaluate`` as an array or a callable such as
+``functools.partial(lfeval.examples.explain_func, x_train=x_train)``). Quantus' own checks that
+an attribution has the input's shape are skipped for this metric.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import quantus
+import torch
+
+from .._validation import as_tensor, check_batch
+from ..errors import InvalidArgument, InvalidInput
+from .base import LabelFreeMetric
+
+_DT = quantus.helpers.enums.DataType
+
+
+class SimilarityRate(LabelFreeMetric):
+    """Same-label rate of the top-M (and bottom-M) training examples per test example.
+
+    Parameters
+    ----------
+    y_train : array (n_train,)
+        Labels of the training examples (columns of the importance matrix).
+    M : int, float or sequence
+        Counts (ints >= 1) or fractions of n_train (floats in (0, 1]); several values give a curve.
+    contrast : bool
+        Score top-M rate minus bottom-M rate instead of the top-M rate alone.
+
+    The per-sample score is the top-M rate averaged over the values of M (minus the bottom-M
+    rate when ``contrast``). ``rates`` holds the last call's per-sample curves:
+    ``{"M": counts, "top": (N, len(M)), "bottom": (N, len(M))}``.
+    """
+
+    name = "Similarity Rate"
+    data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
+    score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
+    evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
+    requires_labels = True
+
+    def __init__(self, y_train, M=(1, 5, 10, 20, 50), contrast: bool = False, abs: bool = False,
+                 normalise: bool = False, normalise_func: Optional[Callable] = None, normalise_func_kwargs=None,
+                 return_aggregate: bool = False, aggregate_func: Optional[Callable] = None,
+                 default_plot_func: Optional[Callable] = None, disable_warnings: bool = False,
+                 display_progressbar: bool = False, **kwargs):
+        super().__init__(abs=abs, normalise=normalise, normalise_func=normalise_func,
+                         normalise_func_kwargs=normalise_func_kwargs, return_aggregate=return_aggregate,
+                         aggregate_func=aggregate_func, default_plot_func=default_plot_func,
+                         disable_warnings=disable_warnings, display_progressbar=display_progressbar, **kwargs)
+        if y_train is None:
+            raise InvalidArgument("`y_train` is required: the labels of the training examples, used only to score.")
+        self.y_train = torch.as_tensor(np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train))
+        if self.y_train.ndim != 1 or len(self.y_train) == 0:
+            raise InvalidArgument(f"`y_train` must be a non-empty 1-D label array, got shape {tuple(self.y_train.shape)}.")
+        self.M = np.atleast_1d(np.asarray(M))
+        if self.M.size == 0 or np.any(self.M <= 0):
+            raise InvalidArgument(f"`M` must be positive counts or fractions in (0, 1], got {M}.")
+        self.counts = self._counts(len(self.y_train))
+        self.contrast = bool(contrast)
+        self.rates = None
+        self._parts = []
+
+    def _counts(self, n_train: int) -> np.ndarray:
+        if np.issubdtype(self.M.dtype, np.floating) and np.all(self.M <= 1):
+            counts = np.maximum(1, np.round(self.M * n_train)).astype(int)
+        else:
+            counts = self.M.astype(int)
+        if counts.max() > n_train:
+            raise InvalidArgument(f"`M` asks for {counts.max()} examples but there are only n_train={n_train}.")
+        return counts
+
+    def _validate_a(self, a_batch, x_batch):
+        a = check_batch(as_tensor(a_batch, "a_batch"), "a_batch").cpu().numpy()
+        if a.shape != (len(x_batch), len(self.y_train)):
+            raise InvalidInput(
+                f"`a_batch` must be the (n_test, n_train) = ({len(x_batch)}, {len(self.y_train)}) example-importance "
+                f"matrix, got shape {a.shape}."
+            )
+        return a
+
+    def general_preprocess(self, model, x_batch, y_batch, a_batch, s_batch, channel_first, explain_func,
+                           explain_func_kwargs, model_predict_kwargs, softmax, device, custom_batch):
+        """Quantus' preprocessing, minus its check that attributions have the inputs' shape."""
+        self.explain_func = explain_func
+        self.explain_func_kwargs = dict(explain_func_kwargs or {})
+        self._parts = []
+        return {"model": model, "x_batch": x_batch, "y_batch": y_batch, "a_batch": a_batch, "s_batch": s_batch}
+
+    def batch_preprocess(self, data_batch: dict) -> dict:
+        if data_batch.get("a_batch") is None:
+            data_batch["a_batch"] = self.explain_batch(data_batch["model"], data_batch["x_batch"], data_batch["y_batch"])
+        return data_batch
+
+    def explain_batch(self, model, x_batch, y_batch):
+        model = self.torch_model(model)
+        a = self.explain_func(model=model, inputs=x_batch, targets=y_batch, **self.explain_func_kwargs)
+        return self._validate_a(np.asarray(a), x_batch)
+
+    def evaluate_batch(self, model, x_batch, y_batch, a_batch, s_batch=None, **kwargs) -> np.ndarray:
+        a = torch.as_tensor(np.asarray(a_batch), dtype=torch.float32)
+        if not bool(torch.isfinite(a).all()):
+            raise InvalidInput("The example-importance matrix contains NaN/inf.")
+        y = torch.as_tensor(np.asarray(y_batch)).reshape(-1, 1)
+        k = int(self.counts.max())
+        top = self.y_train[torch.topk(a, k, dim=1).indices] == y  # (N, k), most important first
+        bottom = self.y_train[torch.topk(-a, k, dim=1).indices] == y
+        idx = torch.as_tensor(self.counts - 1)
+        top_rate = (top.cumsum(1).float() / torch.arange(1, k + 1))[:, idx]
+        bottom_rate = (bottom.cumsum(1).float() / torch.arange(1, k + 1))[:, idx]
+        self._parts.append((top_rate.numpy(), bottom_rate.numpy()))
+        score = top_rate.mean(1) - (bottom_rate.mean(1) if self.contrast else 0)
+        return score.numpy()
+
+    def custom_postprocess(self, **kwargs):
+        if self._parts:
+            self.rates = {"M": self.counts, "top": np.concatenate([p[0] for p in self._parts]),
+                          "bottom": np.concatenate([p[1] for p in self._parts])}
