@@ -28,7 +28,8 @@ def test_dataframe_of_methods_by_metrics(ae, digits):
         np.mean(RepresentationShift()(model=ae, x_batch=x, a_batch=ig)), rel=1e-6)
     # a dict entry means lfeval.explain(method=<its name>), not Quantus' vanilla gradient
     sal = lfeval.explain(ae, x, method="Saliency")
-    assert df.loc["Saliency", "Sparseness"] == pytest.approx(np.mean(sp(model=ae, x_batch=x, y_batch=None, a_batch=sal)))
+    expected = np.mean(sp(model=ae, x_batch=x, y_batch=None, a_batch=sal))
+    assert df.loc["Saliency", "Sparseness"] == pytest.approx(expected)
     assert df.loc["IntegratedGradients", "RepresentationShift"] > df.loc["Random", "RepresentationShift"]
 
 

@@ -67,7 +67,8 @@ class SimilarityRate(LabelFreeMetric):
             raise InvalidArgument("`y_train` is required: the labels of the training examples, used only to score.")
         self.y_train = torch.as_tensor(np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train))
         if self.y_train.ndim != 1 or len(self.y_train) == 0:
-            raise InvalidArgument(f"`y_train` must be a non-empty 1-D label array, got shape {tuple(self.y_train.shape)}.")
+            raise InvalidArgument(
+                f"`y_train` must be a non-empty 1-D label array, got shape {tuple(self.y_train.shape)}.")
         self.M = np.atleast_1d(np.asarray(M))
         if self.M.size == 0 or np.any(self.M <= 0):
             raise InvalidArgument(f"`M` must be positive counts or fractions in (0, 1], got {M}.")
@@ -104,7 +105,8 @@ class SimilarityRate(LabelFreeMetric):
 
     def batch_preprocess(self, data_batch: dict) -> dict:
         if data_batch.get("a_batch") is None:
-            data_batch["a_batch"] = self.explain_batch(data_batch["model"], data_batch["x_batch"], data_batch["y_batch"])
+            data_batch["a_batch"] = self.explain_batch(data_batch["model"], data_batch["x_batch"],
+                                                       data_batch["y_batch"])
         return data_batch
 
     def explain_batch(self, model, x_batch, y_batch):
