@@ -163,4 +163,4 @@ def build_encoder(modality: str, input_shape: tuple, latent_dim: int) -> Encoder
 def build_decoder(encoder: Encoder) -> nn.Module:
     """The decoder that mirrors ``encoder``."""
     kinds = {ConvEncoder: ConvDecoder, MLPEncoder: MLPDecoder, LSTMEncoder: LSTMDecoder}
-    return kinds[type(encoder)](encoder)
+    return kinds[type(getattr(encoder, "base", encoder))](encoder)  # a VAE's decoder mirrors its base network

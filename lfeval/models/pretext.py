@@ -127,6 +127,10 @@ class Contrastive(PretextTask):
 
 def make_task(pretext: str, modality: str, **kwargs) -> PretextTask:
     """Instantiate the task called ``pretext`` (validated by the caller)."""
+    if pretext in ("beta-vae", "tc-vae"):
+        from .vae import TCVAE, BetaVAE
+
+        return (BetaVAE if pretext == "beta-vae" else TCVAE)(**kwargs)
     if pretext == "contrastive":
         return Contrastive(modality=modality, **kwargs)
     return {"reconstruction": Reconstruction, "denoising": Denoising, "inpainting": Inpainting,

@@ -16,6 +16,7 @@ from ..data.base import Dataset
 from ..errors import InvalidArgument
 from .architectures import Encoder, build_encoder
 from .pretext import PRETEXTS, PretextModel, make_task
+from .vae import VAE_PRETEXTS, VAEEncoder
 
 _ARCH_VERSION = 1  # bump when an architecture changes, so cached weights are not reused
 
@@ -47,6 +48,7 @@ def train_encoder(
     pretext : {"reconstruction", "denoising", "inpainting", "classification", "contrastive"}
         The task (paper §4.2): denoising adds N(0, 0.3^2) noise, inpainting drops 20% of the
         features (Bernoulli), classification trains a linear head, contrastive is SimCLR NT-Xent.
+        ``"beta-vae"`` / ``"tc-vae"`` (§4.3, option ``beta``) train a VAE; the encoder is mu(x).
     latent_dim : int
         Size d of the representation f(x) in R^d.
     epochs, batch_size, lr, weight_decay :
@@ -71,7 +73,7 @@ def train_encoder(
         ``.checkpoints`` (list of ``{"epoch", "lr", "state_dict"}`` of the full model), ``.history``
         and ``.baseline`` (the data set's masking baseline).
     """
-    check_choice(pretext, PRETEXTS, "pretext")
+    check_choice(pretext, PRETEXTS + VAE_PRETEXTS, "pretext")
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise InvalidArgument(f"`latent_dim` must be an integer >= 1, got {latent_dim!r}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
@@ -91,7 +93,12 @@ def train_encoder(
         checkpoints=checkpoints, val_fraction=val_fraction, task=task_kwargs, arch=_ARCH_VERSION,
     )
     torch.manual_seed(seed)
-    encoder = build_encoder(ds.modality, ds.input_shape, latent_dim)
+    if pretext in VAE_PRETEXTS:  # the network outputs (mu, logvar); the encoder explained is mu
+        if pretext == "tc-vae":
+            task_kwargs.setdefault("n_data", len(ds.x_train))
+        encoder = VAEEncoder(build_encoder(ds.modality, ds.input_shape, 2 * latent_dim))
+    else:
+        encoder = build_encoder(ds.modality, ds.input_shape, latent_dim)
     task = make_task(pretext, ds.modality, **task_kwargs)
     model = PretextModel(encoder, task, n_classes=ds.n_classes).to(device)
 
