@@ -175,7 +175,7 @@ def explain(model, inputs, targets=None, method: str = "IntegratedGradients", ba
     if method in CONTRASTIVE_METHODS:
         from .contrastive import explain as explain_contrastive
 
-        return explain_contrastive(model, inputs, targets, method=method, **method_kwargs)
+        return explain_contrastive(model, inputs, targets, method=method, device=device, seed=seed, **method_kwargs)
     x, dev = _prepare(model, inputs)
     if int(batch_size) < 1:
         raise InvalidArgument(f"`batch_size` must be >= 1, got {batch_size}.")
