@@ -53,6 +53,8 @@ from torch import nn
 
 from .._validation import as_tensor, check_batch, check_choice, check_eval_mode, check_finite, model_device
 from ..errors import InvalidArgument, InvalidInput
+from ..models.probe import latents
+from .features import _QUANTUS_KEYS
 
 MODES = ("PP", "PN")
 TASKS = ("auto", "classifier", "encoder")
@@ -61,7 +63,6 @@ METHODS = ("CEM-PP", "CEM-PN")
 #: of fewer rows differently, so without padding a sample's float32 arithmetic would depend on the batch size
 ROW_BLOCK = 4
 _NO_BOUND = 1e10  # the authors' initial upper bound on c: "no success yet"
-_QUANTUS_KEYS = ("xai_lib", "softmax", "channel_first", "model_predict_kwargs")
 
 
 @dataclass
@@ -101,12 +102,6 @@ class ContrastiveResult:
     mode: str
 
 
-@torch.no_grad()
-def _encode(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    device = model_device(model)
-    return torch.cat([model(x[i:i + batch_size].to(device)).flatten(1) for i in range(0, len(x), batch_size)])
-
-
 def fit_prototypes(encoder: nn.Module, x_train, n_prototypes: int = 10, seed: int = 0,
                    n_init: int = 10) -> torch.Tensor:
     """Prototypes for label-free decisions: k-means centroids (K, d) of the latents f(x_train).
@@ -123,7 +118,7 @@ def fit_prototypes(encoder: nn.Module, x_train, n_prototypes: int = 10, seed: in
         raise InvalidArgument(
             f"`n_prototypes` must be an integer in [2, len(x_train)] = [2, {len(x)}], got {n_prototypes!r}."
         )
-    z = _encode(encoder, x).cpu().double().numpy()
+    z = latents(encoder, x).flatten(1).double().numpy()
     km = KMeans(n_clusters=int(n_prototypes), n_init=int(n_init), random_state=int(seed)).fit(z)
     return torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
 

@@ -32,8 +32,8 @@ from metaquantus import MetaEvaluation
 from metaquantus.helpers.utils import generate_explanations
 from tqdm.auto import tqdm
 
-from .._validation import check_eval_mode
-from ..errors import InvalidArgument, UnknownName
+from .._validation import check_choice, check_eval_mode
+from ..errors import InvalidArgument
 
 TEST_NAMES = ("Model Resilience Test", "Model Adversary Test", "Input Resilience Test", "Input Adversary Test")
 
@@ -70,12 +70,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         if not test_suite:
             raise InvalidArgument("`test_suite` is empty; e.g. lfeval.meta.default_test_suite().")
         for name in test_suite:
-            if name not in TEST_NAMES:
-                import difflib
-
-                close = difflib.get_close_matches(name, TEST_NAMES, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise UnknownName(f"Unknown test name {name!r}.{hint} MetaQuantus needs one of {TEST_NAMES}.")
+            check_choice(name, TEST_NAMES, "test name (MetaQuantus reads these exact names)")
         if int(iterations) < 1 or int(nr_perturbations) < 1:
             raise InvalidArgument("`iterations` and `nr_perturbations` must be >= 1.")
         if explain_func is None:

@@ -127,9 +127,9 @@ class Contrastive(PretextTask):
 
 def make_task(pretext: str, modality: str, **kwargs) -> PretextTask:
     """Instantiate the task called ``pretext`` (validated by the caller)."""
-    if pretext in ("beta-vae", "tc-vae"):
-        from .vae import TCVAE, BetaVAE
+    from .vae import TCVAE, VAE_PRETEXTS, BetaVAE  # vae imports this module: import at call time
 
+    if pretext in VAE_PRETEXTS:
         return (BetaVAE if pretext == "beta-vae" else TCVAE)(**kwargs)
     if pretext == "contrastive":
         return Contrastive(modality=modality, **kwargs)

@@ -6,13 +6,14 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from .._validation import model_device
 from ..data.base import Dataset
 
 
 @torch.no_grad()
 def latents(encoder: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """f(x) for a whole tensor, in batches, on the encoder's device."""
-    device = next(encoder.parameters()).device
+    device = model_device(encoder)
     return torch.cat([encoder(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 

@@ -40,9 +40,9 @@ class VAEEncoder(Encoder):
         return self.distribution(x)[0]
 
 
-def _recon(model, z, x) -> torch.Tensor:
+def _bce(out, x) -> torch.Tensor:
     """Bernoulli log-likelihood term: summed BCE per example (inputs in [0, 1], sigmoid decoder)."""
-    return F.binary_cross_entropy(model.head(z), x, reduction="none").flatten(1).sum(1)
+    return F.binary_cross_entropy(out, x, reduction="none").flatten(1).sum(1)
 
 
 def _log_normal(z, mu, logvar) -> torch.Tensor:
@@ -68,11 +68,11 @@ class BetaVAE(PretextTask):
 
     def loss(self, model, x, y, generator):
         mu, logvar, z = self.sample(model, x, generator)
-        return _recon(model, z, x) + self.beta * self.kl(mu, logvar)
+        return _bce(model.head(z), x) + self.beta * self.kl(mu, logvar)
 
     def example_loss(self, forward, x, y, extra=None):
         """Deterministic: reconstruction of the posterior mean (the KL term needs the full model)."""
-        return F.binary_cross_entropy(forward(x), x, reduction="none").flatten(1).sum(1)
+        return _bce(forward(x), x)
 
 
 class TCVAE(BetaVAE):
@@ -95,4 +95,4 @@ class TCVAE(BetaVAE):
         log_prod_qzi = (torch.logsumexp(pair, dim=1) - norm).sum(1)
         log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
         mi, tc, dim_kl = log_qz_x - log_qz, log_qz - log_prod_qzi, log_prod_qzi - log_pz
-        return _recon(model, z, x) + mi + self.beta * tc + dim_kl
+        return _bce(model.head(z), x) + mi + self.beta * tc + dim_kl
