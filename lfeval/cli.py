@@ -1,4 +1,4 @@
-"""Command line: ``lfeval run`` (the main job) and ``lfeval bench``."""
+"""Command line: ``lfeval run``, the main job (see :mod:`lfeval.pipeline` and :class:`lfeval.config.RunConfig`)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ def _run(args) -> int:
         "name": args.name, "data": args.data, "data_root": args.root, "seed": args.seed,
         "latent_dim": args.latent_dim, "epochs": args.epochs, "out_dir": args.out,
         "pretexts": args.pretexts, "explainers": args.explainers, "metrics": args.metrics,
+        "example_methods": args.example_methods, "n_explain": args.n_explain,
+        "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations,
         "quiet": True if args.quiet else None,
     }.items() if v is not None}
     config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
-    run_dir = run(config, fresh=args.fresh, log=(lambda *a: None) if args.quiet else print)
-    print(run_dir / "report.html" if (run_dir / "report.html").exists() else run_dir)
+    report = run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print)
+    print(report)
     return 0
 
 
@@ -39,6 +41,10 @@ def main(argv=None) -> int:
     p.add_argument("--pretexts", nargs="+")
     p.add_argument("--explainers", nargs="+")
     p.add_argument("--metrics", nargs="+")
+    p.add_argument("--example-methods", nargs="*", dest="example_methods")
+    p.add_argument("--n-explain", type=int, dest="n_explain", help="test inputs explained and scored")
+    p.add_argument("--meta-metrics", nargs="*", dest="meta_metrics", help="metrics to meta-evaluate (none: skip)")
+    p.add_argument("--meta-iterations", type=int, dest="meta_iterations")
     p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     p.set_defaults(func=_run)

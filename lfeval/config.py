@@ -6,18 +6,26 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import tomllib
 
+from .data import available as available_data
 from .errors import InvalidArgument, UnknownName
+from .explain.features import METHODS as EXPLAIN_METHODS
 from .models.pretext import PRETEXTS
+from .models.vae import VAE_PRETEXTS
+from .pipeline.metric_registry import FEATURES, REGISTRY, check_params
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
 EXAMPLE_METHODS = ("cosine", "dknn", "simplex", "tracin", "influence")
+#: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
+#: metrics that are meaningful without labels (any name of lfeval.pipeline.metric_registry.REGISTRY works)
 METRICS = (
-    "RepresentationShift", "SimilarityRate", "PretextCorrelation", "PixelFlipping", "FaithfulnessCorrelation",
-    "Sparseness", "Complexity", "MaxSensitivity", "RelativeRepresentationStability",
+    "RepresentationShift", "PretextCorrelation", "SimilarityRate", "SimilarityContrast", "PixelFlipping",
+    "FaithfulnessCorrelation", "Sparseness", "Complexity", "MaxSensitivity", "RelativeRepresentationStability",
 )
+META_METRICS = ("RepresentationShift", "PixelFlipping", "FaithfulnessCorrelation")
 
 
 @dataclass
@@ -33,21 +41,30 @@ class RunConfig:
     out_dir: str = "runs"
     data: str = "digits"
     data_root: str | None = None
+    data_options: dict = field(default_factory=dict)
     seed: int = 0
     pretexts: list = field(default_factory=lambda: list(PRETEXTS))
     latent_dim: int = 8
     epochs: int = 100
+    checkpoints: int = 3
     cache_dir: str = ".lfeval-cache"
     explainers: list = field(default_factory=lambda: list(FEATURE_EXPLAINERS))
+    explainer_params: dict = field(default_factory=dict)
     example_methods: list = field(default_factory=lambda: list(EXAMPLE_METHODS))
     metrics: list = field(default_factory=lambda: list(METRICS))
+    metric_params: dict = field(default_factory=dict)
     n_explain: int = 128
     n_train_examples: int = 1000
     mask_fractions: list = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5, 0.8, 1.0])
     similarity_counts: list = field(default_factory=lambda: [1, 5, 10, 20, 50])
-    pretext_seeds: list = field(default_factory=lambda: [0, 1, 2])
-    meta_iterations: int = 3
-    meta_perturbations: int = 5
+    pretext_seeds: list = field(default_factory=lambda: [0, 1])
+    pretext_feature_method: str = "GradientShap"
+    pretext_example_method: str = "dknn"
+    meta_metrics: list = field(default_factory=lambda: list(META_METRICS))
+    meta_explainers: Optional[list] = None
+    meta_pretext: Optional[str] = None
+    meta_iterations: int = 2
+    meta_perturbations: int = 3
     meta_samples: int = 64
     quiet: bool = False
 
@@ -56,11 +73,36 @@ class RunConfig:
                     "meta_perturbations", "meta_samples"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise InvalidArgument(f"Config `{key}` must be an integer >= 1, got {getattr(self, key)!r}.")
-        _check_names("pretexts", self.pretexts, PRETEXTS)
+        if not isinstance(self.checkpoints, int) or self.checkpoints < 0:
+            raise InvalidArgument(f"Config `checkpoints` must be an integer >= 0, got {self.checkpoints!r}.")
+        for key in ("pretexts", "explainers", "example_methods", "metrics", "meta_metrics", "pretext_seeds"):
+            if not isinstance(getattr(self, key), (list, tuple)):
+                raise InvalidArgument(f"Config `{key}` must be a list, got {getattr(self, key)!r}.")
+        _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
+        _check_names("explainers", self.explainers, EXPLAIN_METHODS)
         _check_names("example_methods", self.example_methods, EXAMPLE_METHODS)
-        _check_names("metrics", self.metrics, METRICS)
+        _check_names("metrics", self.metrics, REGISTRY)
+        _check_names("meta_metrics", self.meta_metrics, [m for m in REGISTRY if FEATURES in REGISTRY[m].kinds])
+        _check_names("meta_explainers", self.meta_explainers or [], EXPLAIN_METHODS)
+        _check_names("pretext_feature_method", [self.pretext_feature_method], EXPLAIN_METHODS)
+        _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
         if not self.pretexts:
             raise InvalidArgument("Config `pretexts` is empty; name at least one pretext task.")
+        data_key = "medmnist:<flag>" if str(self.data).startswith("medmnist:") else self.data
+        _check_names("data", [data_key], available_data())
+        if not self.explainers and not self.example_methods:
+            raise InvalidArgument("Config `explainers` and `example_methods` are both empty; name at least one.")
+        if self.meta_pretext is not None:
+            _check_names("meta_pretext", [self.meta_pretext], self.pretexts)
+        _check_names("explainer_params", list(self.explainer_params), self.explainers)
+        _check_names("metric_params", list(self.metric_params), REGISTRY)
+        for name, params in self.metric_params.items():
+            check_params(name, params)
+        if "PretextCorrelation" in self.metrics + self.meta_metrics and len(self.pretexts) < 2:
+            raise InvalidArgument("PretextCorrelation compares pretext tasks: name at least two `pretexts` or "
+                                  "drop it from `metrics` and `meta_metrics`.")
+        if not self.pretext_seeds or not all(isinstance(s, int) for s in self.pretext_seeds):
+            raise InvalidArgument(f"Config `pretext_seeds` must be a non-empty list of ints, got {self.pretext_seeds}.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":

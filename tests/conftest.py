@@ -18,6 +18,12 @@ def _threads():
 
 
 @pytest.fixture(scope="session")
+def encoder_cache() -> Path:
+    """The weight cache of the session's encoders (reuse it to skip training)."""
+    return CACHE
+
+
+@pytest.fixture(scope="session")
 def digits():
     """scikit-learn digits, (N, 1, 8, 8), seed-0 stratified split (1257 train / 540 test)."""
     return lfeval.data.load("digits", seed=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -44,6 +46,24 @@ def test_pretext_correlation_per_sample(encoders, digits):
                                               np.abs(lfeval.explain(r, x[i:i + 1], method="Saliency")).ravel())[0]
                          for i in range(len(x))] for r in refs.values()], axis=0)
     np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_pretext_correlation_of_example_importance(encoders, digits):
+    """With explanations="examples" the rows of (N, n_train) matrices are correlated, as scipy does."""
+    enc, ref = encoders["reconstruction"], encoders["contrastive"]
+    x, x_train = digits.x_test[:10].numpy(), digits.x_train[:80]
+    func = functools.partial(lfeval.explain.examples.explain_func, x_train=x_train)
+    a = func(enc, x, method="dknn")
+    metric = PretextCorrelation([ref], explain_func=func, explanations="examples")
+    scores = np.asarray(metric(model=enc, x_batch=x, a_batch=a, explain_func_kwargs={"method": "dknn"}))
+    a_ref = func(ref, x, method="dknn")
+    expected = [scipy.stats.pearsonr(np.abs(a[i]), np.abs(a_ref[i]))[0] for i in range(len(x))]
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    same = PretextCorrelation([enc], explain_func=func, explanations="examples")
+    np.testing.assert_allclose(same(model=enc, x_batch=x, a_batch=a, explain_func_kwargs={"method": "dknn"}), 1.0,
+                               atol=1e-6)
+    with pytest.raises(InvalidInput, match="example-importance matrix"):
+        metric(model=enc, x_batch=x, a_batch=a[:, :, None], explain_func_kwargs={"method": "dknn"})
 
 
 def test_pretext_table_is_the_pooled_pearson(encoders, digits):

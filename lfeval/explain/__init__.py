@@ -11,7 +11,7 @@ import importlib
 import sys
 import types
 
-_SUBMODULES = ("features", "examples", "contrastive")
+_SUBMODULES = ("features", "examples", "contrastive", "precomputed")
 
 
 class _CallableModule(types.ModuleType):

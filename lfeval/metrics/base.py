@@ -40,6 +40,9 @@ class LabelFreeMetric(quantus.Metric):
     #: True when the metric reads ``y_batch`` when it is given (otherwise a given y_batch is ignored with a warning).
     uses_labels: bool = False
     model_applicability = {quantus.helpers.enums.ModelType.TORCH}
+    #: True when an "attribution" is an (N, n_train) example-importance matrix, not an input-shaped map:
+    #: Quantus' input-shape checks are then skipped.
+    example_attributions: bool = False
 
     def __init__(
         self,
@@ -159,8 +162,14 @@ class LabelFreeMetric(quantus.Metric):
         return y
 
     def _validate_a(self, a_batch, x_batch: np.ndarray) -> np.ndarray:
-        """Attributions: same number of samples, finite, shape equal to x (or x without its channel axis)."""
+        """Attributions: same number of samples, finite, shape equal to x (or x without its channel axis);
+        with ``example_attributions``, an (N, n_train) matrix."""
         a = check_batch(as_tensor(a_batch, "a_batch"), "a_batch").cpu().numpy()
+        if self.example_attributions:
+            if a.ndim != 2 or len(a) != len(x_batch):
+                raise InvalidInput(f"`a_batch` must be the ({len(x_batch)}, n_train) example-importance matrix, got "
+                                   f"shape {a.shape}.")
+            return a
         ok = a.shape == x_batch.shape or (a.shape[0] == x_batch.shape[0] and a.shape[1:] == x_batch.shape[2:]) or (
             a.ndim == x_batch.ndim and a.shape[1] == 1 and a.shape[2:] == x_batch.shape[2:]
         )
@@ -170,6 +179,31 @@ class LabelFreeMetric(quantus.Metric):
                 "match the inputs (optionally with the channel axis summed to size 1)."
             )
         return a
+
+    # ------------------------------------------------------------------ example-importance matrices
+    def general_preprocess(self, model, x_batch, y_batch, a_batch, s_batch, channel_first, explain_func,
+                           explain_func_kwargs, model_predict_kwargs, softmax, device, custom_batch):
+        """Quantus' preprocessing; for example-importance matrices, without its input-shape checks."""
+        if not self.example_attributions:
+            return super().general_preprocess(
+                model=model, x_batch=x_batch, y_batch=y_batch, a_batch=a_batch, s_batch=s_batch,
+                channel_first=channel_first, explain_func=explain_func, explain_func_kwargs=explain_func_kwargs,
+                model_predict_kwargs=model_predict_kwargs, softmax=softmax, device=device, custom_batch=custom_batch)
+        self.explain_func = explain_func
+        self.explain_func_kwargs = dict(explain_func_kwargs or {})
+        self.custom_preprocess(model=model, x_batch=x_batch, y_batch=y_batch, a_batch=a_batch, s_batch=s_batch,
+                               custom_batch=custom_batch)
+        return {"model": model, "x_batch": x_batch, "y_batch": y_batch, "a_batch": a_batch, "s_batch": s_batch}
+
+    def batch_preprocess(self, data_batch: dict) -> dict:
+        if not self.example_attributions:
+            return super().batch_preprocess(data_batch)
+        if data_batch.get("a_batch") is None:
+            model = self.torch_model(data_batch["model"])
+            a = self.explain_func(model=model, inputs=data_batch["x_batch"], targets=data_batch["y_batch"],
+                                  **self.explain_func_kwargs)
+            data_batch["a_batch"] = self._validate_a(np.asarray(a), data_batch["x_batch"])
+        return data_batch
 
     # ------------------------------------------------------------------ torch helpers
     @staticmethod

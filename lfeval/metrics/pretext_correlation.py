@@ -63,6 +63,10 @@ class PretextCorrelation(LabelFreeMetric):
         ``explain_func_kwargs`` (notably ``method``) are those of the call, so the references are
         explained by the same method as ``a_batch``.
     correlation : {"pearson", "spearman"}
+    explanations : {"features", "examples"}
+        What ``a_batch`` holds: input-shaped feature attributions, or (N, n_train) example-importance
+        matrices (rows of the same training examples), e.g. from
+        ``functools.partial(lfeval.explain.examples.explain_func, x_train=x_train)`` as ``explain_func``.
 
     Higher means the explanation reflects the input more than the pretext task. The paper's
     finding (§4.2) is that it is low (about .3-.4 for features on MNIST).
@@ -75,8 +79,9 @@ class PretextCorrelation(LabelFreeMetric):
     evaluation_category = quantus.helpers.enums.EvaluationCategory.ROBUSTNESS
 
     def __init__(self, references, explain_func: Optional[Callable] = None, explain_func_kwargs: Optional[dict] = None,
-                 correlation: str = "pearson", **kwargs):
+                 correlation: str = "pearson", explanations: str = "features", **kwargs):
         super().__init__(**kwargs)
+        self.example_attributions = check_choice(explanations, ("features", "examples"), "explanations") == "examples"
         refs = list(references.values()) if isinstance(references, dict) else list(references or [])
         if not refs:
             raise InvalidArgument("PretextCorrelation needs reference encoders trained on other pretext tasks.")

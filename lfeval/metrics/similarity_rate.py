@@ -53,6 +53,7 @@ class SimilarityRate(LabelFreeMetric):
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
     requires_labels = True
+    example_attributions = True
 
     def __init__(self, y_train, M=(1, 5, 10, 20, 50), contrast: bool = False, abs: bool = False,
                  normalise: bool = False, normalise_func: Optional[Callable] = None, normalise_func_kwargs=None,
@@ -95,24 +96,8 @@ class SimilarityRate(LabelFreeMetric):
             )
         return a
 
-    def general_preprocess(self, model, x_batch, y_batch, a_batch, s_batch, channel_first, explain_func,
-                           explain_func_kwargs, model_predict_kwargs, softmax, device, custom_batch):
-        """Quantus' preprocessing, minus its check that attributions have the inputs' shape."""
-        self.explain_func = explain_func
-        self.explain_func_kwargs = dict(explain_func_kwargs or {})
+    def custom_preprocess(self, **kwargs):
         self._parts = []
-        return {"model": model, "x_batch": x_batch, "y_batch": y_batch, "a_batch": a_batch, "s_batch": s_batch}
-
-    def batch_preprocess(self, data_batch: dict) -> dict:
-        if data_batch.get("a_batch") is None:
-            data_batch["a_batch"] = self.explain_batch(data_batch["model"], data_batch["x_batch"],
-                                                       data_batch["y_batch"])
-        return data_batch
-
-    def explain_batch(self, model, x_batch, y_batch):
-        model = self.torch_model(model)
-        a = self.explain_func(model=model, inputs=x_batch, targets=y_batch, **self.explain_func_kwargs)
-        return self._validate_a(np.asarray(a), x_batch)
 
     def evaluate_batch(self, model, x_batch, y_batch, a_batch, s_batch=None, **kwargs) -> np.ndarray:
         a = torch.as_tensor(np.asarray(a_batch), dtype=torch.float32)

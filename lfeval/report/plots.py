@@ -3,12 +3,9 @@ pretext heatmaps and attribution maps. Each function returns a :class:`matplotli
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt  # the backend is matplotlib's choice: inline in notebooks, Agg when headless
+import numpy as np
+import pandas as pd
 
 
 def _band(ax, x, curves: np.ndarray, label: str):
@@ -20,9 +17,22 @@ def _band(ax, x, curves: np.ndarray, label: str):
     ax.fill_between(x, mean - 1.96 * sem, mean + 1.96 * sem, color=line.get_color(), alpha=0.2)
 
 
-def consistency_curves(curves: dict, fractions, title: str = "Feature consistency (representation shift)"):
-    """``curves``: {method: (N, F) shifts at each mask fraction}. Paper §4.1, Fig. 2."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def _axes(ax, figsize):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def panels(n: int, width: float = 4.2, height: float = 3.6):
+    """A row of ``n`` axes (for one panel per encoder)."""
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def consistency_curves(curves: dict, fractions, title: str = "Feature consistency (representation shift)", ax=None):
+    """``curves``: {method: (N, F) shifts at each mask fraction}. Paper §4.1, Fig. 2. Draws on ``ax`` if given."""
+    fig, ax = _axes(ax, (6, 4))
     for method, c in curves.items():
         _band(ax, np.asarray(fractions) * 100, c, method)
     ax.set(xlabel="% of features masked (most important first)", ylabel="representation shift", title=title)
@@ -32,9 +42,10 @@ def consistency_curves(curves: dict, fractions, title: str = "Feature consistenc
     return fig
 
 
-def similarity_rate_curves(rates: dict, counts, title: str = "Example consistency (similarity rate)"):
-    """``rates``: {method: {"top": (N, M), "bottom": (N, M)}} per-sample rates at each M. Paper §4.1, Fig. 3."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def similarity_rate_curves(rates: dict, counts, title: str = "Example consistency (similarity rate)", ax=None):
+    """``rates``: {method: {"top": (N, M), "bottom": (N, M)}} per-sample rates at each M. Paper §4.1, Fig. 3.
+    Draws on ``ax`` if given."""
+    fig, ax = _axes(ax, (6, 4))
     for method, r in rates.items():
         _band(ax, counts, r["top"], f"{method} (top)")
     ax.set_prop_cycle(None)

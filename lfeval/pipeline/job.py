@@ -1,0 +1,47 @@
+"""``lfeval run``: the stages in order, each stored as soon as it finishes (see :class:`StageStore`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..config import RunConfig
+from . import stages
+from .outputs import write_outputs
+from .store import StageStore
+
+
+def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
+    """Run the main job described by ``config`` and return the path of its ``report.html``.
+
+    Stages: encoders -> attributions (per pretext) -> example importance (per pretext) -> scores
+    (per pretext) -> pretext tables -> meta-evaluation (per metric) -> CSVs, plots, report. A rerun
+    loads finished stages; ``fresh=True`` deletes the run folder first.
+    """
+    c = config
+    if fresh and c.run_dir.exists():
+        shutil.rmtree(c.run_dir)
+    store = StageStore(c.run_dir, c.to_dict())
+    with stages.expected_warnings_silenced():
+        rd = stages.RunData(c)
+        log(f"[lfeval] {rd.ds!r}")
+        encoders = store.run("encoders", lambda: stages.encoder_summary(rd), log)
+        attributions = {p: store.run(f"attributions-{p}", lambda p=p: stages.feature_attributions(rd, p), log)
+                        for p in c.pretexts} if c.explainers else {}
+        matrices = {p: store.run(f"examples-{p}", lambda p=p: stages.example_importance(rd, p), log)
+                    for p in c.pretexts} if c.example_methods else {}
+        scored = {p: store.run(f"scores-{p}", lambda p=p: stages.score(rd, p, attributions, matrices), log)
+                  for p in c.pretexts}
+        pretext = (store.run("pretext", lambda: stages.pretext_tables(rd), log) if len(c.pretexts) > 1
+                   else pd.DataFrame())
+        metas = [store.run(f"meta-{m}", lambda m=m: stages.meta_evaluation(rd, m), log) for m in c.meta_metrics] \
+            if c.explainers else []
+        meta = pd.concat(metas) if metas else pd.DataFrame()
+        report = c.run_dir / "report.html"
+        if store.computed or not report.exists():  # else every stage was loaded and the report is up to date
+            report = write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext, meta)
+    log(f"[lfeval] {len(store.computed)} stage(s) computed, {len(store.loaded)} loaded from {store.dir}")
+    return report

@@ -1,0 +1,168 @@
+"""What ``lfeval run`` writes: the CSV tables, the PNG plots and the self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ..report import Section, normalise_scores, plots, rank_explainers, write_report
+from .metric_registry import EXAMPLES, FEATURES, REGISTRY
+
+OVERALL = "all"
+
+
+def rank_table(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
+    """Ranks of the methods of each kind, per encoder and overall, as the Quantus tutorial ranks them.
+
+    Per encoder: each metric's mean scores are min-max normalised (1 = best, using the metric's
+    direction) and ranked (highest rank = best, ties averaged). Overall (pretext ``"all"``): the
+    normalised scores are averaged over encoders, then ranked. A ``mean_rank`` row per method
+    holds the mean of its ranks over metrics. Long format: kind, pretext, method, metric,
+    normalised, rank.
+    """
+    rows = []
+
+    def add(kind, pretext, table, dirs):
+        norm = normalise_scores(table, dirs)
+        ranks = rank_explainers(table, dirs)
+        for method in table.index:
+            for metric in table.columns:
+                rows.append((kind, pretext, method, metric, norm.loc[method, metric], ranks.loc[method, metric]))
+            rows.append((kind, pretext, method, "mean_rank", norm.loc[method].mean(), ranks.loc[method, "mean_rank"]))
+        return norm
+
+    for kind, group in scores.groupby("kind", sort=False):
+        norms = []
+        for pretext, g in group.groupby("pretext", sort=False):
+            table = g.pivot(index="method", columns="metric", values="score")
+            table = table.loc[list(dict.fromkeys(g["method"])), list(dict.fromkeys(g["metric"]))]
+            norms.append(add(kind, pretext, table, {m: directions[m] for m in table.columns}))
+        overall = sum(norms) / len(norms)
+        add(kind, OVERALL, overall, {m: "higher" for m in overall.columns})
+    return pd.DataFrame(rows, columns=["kind", "pretext", "method", "metric", "normalised", "rank"])
+
+
+def wide(table: pd.DataFrame, kind: str, pretext: str, value: str) -> pd.DataFrame:
+    """methods x metrics of one kind and encoder, from a long scores or ranks table."""
+    t = table[(table["kind"] == kind) & (table["pretext"] == pretext)]
+    out = t.pivot(index="method", columns="metric", values=value)
+    return out.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["metric"]))]
+
+
+def _save(fig, path: Path, caption: str, figures: list) -> None:
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    figures.append((path, caption))
+
+
+def _metric_notes(names) -> str:
+    items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(REGISTRY[n].text)}</li>" for n in names)
+    return f"<ul>{items}</ul>"
+
+
+def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attributions: dict, scored: dict,
+                  pretext: pd.DataFrame, meta: pd.DataFrame) -> Path:
+    """Write scores/ranks/meta/pretext/encoders CSVs, the plots and report.html; return the report's path."""
+    run_dir = Path(run_dir)
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    scores = pd.concat([r["scores"] for r in scored.values()], ignore_index=True)
+    directions = {k: v for r in scored.values() for k, v in r["directions"].items()}
+    ranks = rank_table(scores, directions) if len(scores) else pd.DataFrame()
+    encoders.to_csv(run_dir / "encoders.csv")
+    scores.to_csv(run_dir / "scores.csv", index=False)
+    ranks.to_csv(run_dir / "ranks.csv", index=False)
+    meta.to_csv(run_dir / "meta.csv", index=False)
+    pretext.to_csv(run_dir / "pretext.csv", index=False)
+
+    sections = []
+    intro = (f"Data set <b>{html.escape(rd.ds.name)}</b> ({len(rd.x)} explained test inputs, {len(rd.x_train)} "
+             f"training examples for example importance), latent size {config.latent_dim}, seed {config.seed}. "
+             "Explanations are label-free: feature attributions explain g<sub>x</sub>(x') = &lt;f(x), f(x')&gt; "
+             "(Crabbé &amp; van der Schaar 2022, Eq. 3); labels only score. Tables: scores.csv, ranks.csv, "
+             "meta.csv, pretext.csv.")
+    sections.append(Section("Encoders", "One encoder per pretext task; the probe accuracy is a logistic regression on "
+                            "the latents (a sanity check of the representation, never used to explain).",
+                            {"encoders": encoders}))
+
+    kinds = [k for k in (FEATURES, EXAMPLES) if len(scores) and k in set(scores["kind"])]
+    for kind in kinds:
+        metric_names = list(dict.fromkeys(scores.loc[scores["kind"] == kind, "metric"]))
+        figures = []
+        overall_ranks = wide(ranks, kind, OVERALL, "rank")
+        if overall_ranks.shape[1] > 2:
+            fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers (higher = better)")
+            _save(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind})", figures)
+        tables = {"overall rank (normalised scores averaged over encoders)": overall_ranks.sort_values(
+            "mean_rank", ascending=False)}
+        for p in config.pretexts:
+            tables[f"mean scores, {p} encoder"] = wide(scores, kind, p, "score")
+        title = "Feature attributions" if kind == FEATURES else "Example importance"
+        text = ("Scores are means over the explained inputs (per-sample values and their standard errors are in "
+                "scores.csv); directions: " + ", ".join(f"{m} {directions[m]} is better" for m in metric_names)
+                + "." + _metric_notes(metric_names))
+        sections.append(Section(f"{title}: scores and ranking", text, tables, figures))
+
+    figures = []
+    if attributions:
+        for p, per_method in attributions.items():
+            fig = plots.attribution_maps(rd.x_np, per_method, n=4, title=f"Label-free attributions, {p} encoder")
+            _save(fig, plot_dir / f"attributions_{p}.png", f"Example attribution maps per method ({p} encoder)",
+                  figures)
+    curves = {p: r["curves"] for p, r in scored.items() if r["curves"]}
+    if curves:
+        fig, axes = plots.panels(len(curves))
+        for ax, (p, c) in zip(axes, curves.items()):
+            plots.consistency_curves(c, config.mask_fractions, title=p, ax=ax)
+        fig.suptitle("Representation shift when the top features are masked (mean, 95% band)", y=1.03)
+        _save(fig, plot_dir / "consistency_curves.png", "Feature consistency curves per encoder", figures)
+    if figures:
+        sections.append(Section("Feature attributions: maps and consistency curves", (
+            "Attribution maps show |a| of the first explained inputs. The consistency curves are the paper's Fig. 2: "
+            "a faithful method moves the representation most when its top features are masked, far above Random."),
+            figures=figures))
+
+    rates = {p: r["rates"] for p, r in scored.items() if r["rates"]}
+    if rates:
+        figures = []
+        fig, axes = plots.panels(len(rates))
+        for ax, (p, r) in zip(axes, rates.items()):
+            plots.similarity_rate_curves(r, config.similarity_counts, title=p, ax=ax)
+        fig.suptitle("Same-label rate of the top-M (solid) and bottom-M (dashed) training examples", y=1.03)
+        _save(fig, plot_dir / "similarity_rate_curves.png", "Example consistency curves per encoder", figures)
+        sections.append(Section("Example importance: similarity-rate curves", (
+            "The paper's Fig. 3: the most important training examples should share the test example's label "
+            "(high solid curves) and the least important should not (low dashed curves)."), figures=figures))
+
+    if len(pretext):
+        figures = []
+        mats = {}
+        from ..metrics import correlation_matrix
+
+        for kind, t in pretext.groupby("kind", sort=False):
+            mats[f"{kind} ({t['method'].iloc[0]})"] = correlation_matrix(t)
+        fig = plots.pretext_heatmaps(mats)
+        _save(fig, plot_dir / "pretext_heatmaps.png", "Pearson correlation of explanations between pretext tasks",
+              figures)
+        sections.append(Section("Pretext sensitivity (paper §4.2)", (
+            "Correlation of explanations of the same inputs by encoders trained on different pretext tasks, pooled "
+            f"over all test features (features) or the whole example-importance matrix (examples), mean over "
+            f"{len(config.pretext_seeds)} training seed(s). Low values mean the explanation depends on the task."),
+            {"pretext correlations": pretext}, figures))
+
+    if len(meta):
+        figures = []
+        for test, t in meta.groupby("test", sort=False):
+            fig = plots.meta_area(t.set_index("metric"), title=f"MetaQuantus, {test} perturbation tests")
+            _save(fig, plot_dir / f"meta_{test.lower()}.png", f"Meta-consistency areas ({test} tests)", figures)
+        sections.append(Section("Meta-evaluation (MetaQuantus)", (
+            "Each metric is scored again after perturbations of the encoder's parameters (Model) or of the inputs "
+            "(Input) that keep the representation (Resilience: the metric should not change) or change it "
+            "(Adversary: it should). IAC = intra-consistency (per-sample Wilcoxon), IEC = inter-consistency "
+            "(ranking of explainers); MC is their mean, 1 = ideal (the grey square). Hedström et al. 2023."),
+            {"meta-consistency": meta.set_index(["metric", "test"])}, figures))
+
+    return write_report(run_dir / "report.html", f"lfeval run: {config.name}", sections, intro=intro)

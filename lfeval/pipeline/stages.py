@@ -1,0 +1,220 @@
+"""The stages of ``lfeval run``. Each returns a picklable result that :class:`StageStore` keeps.
+
+Every stage seeds NumPy's and torch's global generators itself right before its random work
+(Quantus draws its perturbations from ``np.random``), so a stage gives the same numbers whether
+it runs in one go, after a resume, or after other stages were loaded from disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import data as data_mod
+from ..evaluation import evaluate
+from ..explain import examples as example_mod
+from ..explain.precomputed import PrecomputedExplanations
+from ..models import probe_accuracy, train_encoder
+from .metric_registry import EXAMPLES, FEATURES, REGISTRY, MetricContext, build_metric, direction
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def expected_warnings_silenced():
+    """Silence warnings that are expected in a run: Quantus' "perturbation caused no change" (masking
+    a black background with black), "ignores y_batch" (labels go to every metric of the examples) and
+    captum's and torch's notices."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*didn't cause change in input.*")
+        warnings.filterwarnings("ignore", message=".*ignores `y_batch`.*")
+        warnings.filterwarnings("ignore", message=".*Setting forward, backward hooks.*")  # captum's DeepLift
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated.*")
+        yield
+
+
+class RunData:
+    """The data, the explained batches and the (lazily trained or loaded) encoders of a run."""
+
+    def __init__(self, config):
+        self.config = c = config
+        self.ds = data_mod.load(c.data, root=c.data_root, seed=c.seed, **c.data_options)
+        n, m = min(c.n_explain, len(self.ds.x_test)), min(c.n_train_examples, len(self.ds.x_train))
+        self.x, self.y = self.ds.x_test[:n], self.ds.y_test[:n]
+        self.x_np = self.x.numpy()
+        self.x_train, self.y_train = self.ds.x_train[:m], self.ds.y_train[:m]
+        self._encoders = {}
+
+    @property
+    def n_features(self) -> int:
+        shape = self.ds.input_shape
+        return shape[-2] * shape[-1] if self.ds.modality == "image" else int(np.prod(shape))
+
+    def encoder(self, pretext: str, seed=None):
+        """The encoder of ``pretext`` trained with ``seed`` (default: the run's), via the weight cache."""
+        c = self.config
+        seed = c.seed if seed is None else seed
+        if (pretext, seed) not in self._encoders:
+            self._encoders[(pretext, seed)] = train_encoder(
+                self.ds, pretext=pretext, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed, cache_dir=c.cache_dir,
+                checkpoints=c.checkpoints, display_progressbar=not c.quiet)
+        return self._encoders[(pretext, seed)]
+
+    def bar(self, iterable, desc: str):
+        return tqdm(iterable, desc=desc, disable=self.config.quiet, leave=False)
+
+    def feature_cache(self, attributions: dict | None = None) -> PrecomputedExplanations:
+        """Explain function with the run's per-method options and, if given, the stored attributions
+        ``{pretext: {method: array}}`` of the explained batch."""
+        cache = PrecomputedExplanations(method_params=self.config.explainer_params)
+        for pretext, per_method in (attributions or {}).items():
+            for method, a in per_method.items():
+                cache.put(self.encoder(pretext), self.x_np, a, method=method, seed=self.config.seed)
+        return cache
+
+    def example_cache(self, matrices: dict | None = None) -> PrecomputedExplanations:
+        cache = PrecomputedExplanations(fallback=self.example_explain)
+        for pretext, per_method in (matrices or {}).items():
+            for method, a in per_method.items():
+                cache.put(self.encoder(pretext), self.x_np, a, method=method)
+        return cache
+
+    def example_explain(self, model, inputs, targets=None, method: str = "cosine", **kwargs) -> np.ndarray:
+        """Example importance of ``inputs`` over the run's training examples (Quantus signature).
+
+        Loss-based methods of a classification-pretext encoder differentiate the cross-entropy: the
+        training examples use their (training) labels, the explained inputs the class the pretext
+        model predicts; test labels never explain.
+        """
+        task = getattr(getattr(model, "pretext_model", None), "task", None)
+        if method in ("tracin", "influence") and getattr(task, "needs_labels", False):
+            with torch.no_grad():
+                predicted = model.pretext_model(torch.as_tensor(np.asarray(inputs))).argmax(1)
+            kwargs = {"y_train": self.y_train, "y_test": predicted, **kwargs}
+        if method == "simplex":
+            kwargs.setdefault("seed", self.config.seed)
+        return example_mod.explain_func(model, inputs, targets, method=method, x_train=self.x_train,
+                                        display_progressbar=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def encoder_summary(rd: RunData) -> pd.DataFrame:
+    """One row per pretext: training epochs, best validation loss and a linear-probe accuracy."""
+    rows = []
+    for p in rd.bar(rd.config.pretexts, "encoders"):
+        enc = rd.encoder(p)
+        losses = enc.history["val_loss"]
+        rows.append({"pretext": p, "epochs": len(losses), "best_val_loss": min(losses),
+                     "probe_accuracy": probe_accuracy(enc, rd.ds, seed=rd.config.seed)})
+    return pd.DataFrame(rows).set_index("pretext")
+
+
+def feature_attributions(rd: RunData, pretext: str) -> dict:
+    """``{method: (N, *input_shape) array}``: label-free attributions of the explained batch (paper Eq. 3)."""
+    enc, cache = rd.encoder(pretext), rd.feature_cache()
+    return {m: cache(enc, rd.x_np, method=m, seed=rd.config.seed)
+            for m in rd.bar(rd.config.explainers, f"attributions {pretext}")}
+
+
+def example_importance(rd: RunData, pretext: str) -> dict:
+    """``{method: (N, n_train) array}``: example importance of the explained batch."""
+    enc = rd.encoder(pretext)
+    return {m: rd.example_explain(enc, rd.x_np, method=m).astype(np.float32)
+            for m in rd.bar(rd.config.example_methods, f"examples {pretext}")}
+
+
+def _summarise(per_sample) -> tuple:
+    s = np.asarray(per_sample, dtype=float).ravel()
+    finite = s[np.isfinite(s)]
+    if len(finite) == 0:
+        return float("nan"), float("nan"), 0
+    sem = finite.std(ddof=1) / np.sqrt(len(finite)) if len(finite) > 1 else 0.0
+    return float(finite.mean()), float(sem), int(len(finite))
+
+
+def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict:
+    """Score one encoder's explanations with every configured metric through :func:`lfeval.evaluate`.
+
+    Returns ``{"scores": long DataFrame, "directions": {metric: dir}, "curves": {method: (N, K)},
+    "rates": {method: {"top", "bottom"}}}``.
+    """
+    c = rd.config
+    enc = rd.encoder(pretext)
+    refs = {p: rd.encoder(p) for p in c.pretexts if p != pretext}
+    ctx = MetricContext(n_features=rd.n_features, seed=c.seed, fractions=list(c.mask_fractions),
+                        counts=list(c.similarity_counts), y_train=rd.y_train.numpy(), references=refs,
+                        explain_func=rd.feature_cache(attributions), example_explain_func=rd.example_cache(matrices))
+    rows, directions, curves, rates = [], {}, {}, {}
+    jobs = [(FEATURES, m, ctx.explain_func) for m in c.explainers] + \
+           [(EXAMPLES, m, ctx.example_explain_func) for m in c.example_methods]
+    for kind, method, explain_func in rd.bar(jobs, f"scores {pretext}"):
+        names = [n for n in c.metrics if kind in REGISTRY[n].kinds and (n != "PretextCorrelation" or refs)]
+        if not names:
+            continue
+        metrics = {n: build_metric(n, ctx, kind, c.metric_params.get(n)) for n in names}
+        directions.update({n: direction(m) for n, m in metrics.items()})
+        seed_everything(c.seed)
+        result = evaluate(metrics, {method: explain_func}, enc, rd.x_np,
+                          y_batch=rd.y.numpy() if kind == EXAMPLES else None, agg_func=np.asarray,
+                          explain_func_kwargs={"seed": c.seed} if kind == FEATURES else {}, return_as_df=False)
+        for name, per_sample in result[method].items():
+            mean, sem, n = _summarise(per_sample)
+            rows.append({"pretext": pretext, "kind": kind, "method": method, "metric": name, "score": mean,
+                         "sem": sem, "n": n})
+        if "RepresentationShift" in metrics:
+            curves[method] = metrics["RepresentationShift"].curves
+        for name in ("SimilarityRate", "SimilarityContrast"):
+            if name in metrics:
+                rates[method] = {k: metrics[name].rates[k] for k in ("top", "bottom")}
+    return {"scores": pd.DataFrame(rows), "directions": directions, "curves": curves, "rates": rates}
+
+
+def pretext_tables(rd: RunData) -> pd.DataFrame:
+    """The §4.2 tables: correlation of explanations between pretext tasks, over ``pretext_seeds``."""
+    from ..metrics import pretext_correlation_table
+
+    c = rd.config
+    encoders = {p: [rd.encoder(p, s) for s in c.pretext_seeds] for p in c.pretexts}
+    tables = []
+    for kind, method in rd.bar([("features", c.pretext_feature_method), ("examples", c.pretext_example_method)],
+                               "pretext tables"):
+        seed_everything(c.seed)
+        kw = {"x_train": rd.x_train} if kind == "examples" else c.explainer_params.get(method, {})
+        t = pretext_correlation_table(encoders, rd.x, kind=kind, method=method, seeds=list(c.pretext_seeds), **kw)
+        tables.append(t.assign(kind=kind, method=method))
+    return pd.concat(tables, ignore_index=True)[["kind", "method", "task_a", "task_b", "mean", "std", "runs"]]
+
+
+def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
+    """MetaQuantus IAC/IEC/MC of one metric on the ``meta_pretext`` encoder (model and input tests)."""
+    from ..meta import LabelFreeMetaEvaluation, default_test_suite
+
+    c = rd.config
+    pretext = c.meta_pretext or c.pretexts[0]
+    enc = rd.encoder(pretext)
+    refs = {p: rd.encoder(p) for p in c.pretexts if p != pretext}
+    cache = rd.feature_cache()
+    ctx = MetricContext(n_features=rd.n_features, seed=c.seed, fractions=list(c.mask_fractions),
+                        counts=list(c.similarity_counts), y_train=rd.y_train.numpy(), references=refs,
+                        explain_func=cache)
+    estimator = build_metric(metric, ctx, FEATURES, c.metric_params.get(metric))
+    methods = {m: {"seed": c.seed} for m in (c.meta_explainers or c.explainers)}
+    suite = default_test_suite(seed=c.seed)
+    seed_everything(c.seed)
+    meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
+                                   explain_func=cache, seed=c.seed, display_progressbar=not c.quiet)
+    meta(estimator, enc, rd.x_np[:c.meta_samples])
+    table = meta.summary()
+    kept = {kind: np.mean([np.mean(t.fraction_kept) for n, t in suite.items() if n.startswith(kind)])
+            for kind in table.index}
+    table = table.assign(fraction_kept=pd.Series(kept)).rename_axis("test").reset_index()
+    return table.assign(metric=metric, pretext=pretext)[["metric", "pretext", "test", "IAC_NR", "IAC_AR", "IEC_NR",
+                                                         "IEC_AR", "MC", "fraction_kept"]]

@@ -1,0 +1,184 @@
+"""``lfeval run`` end to end on a small config: files, tables, resume, rerun, kill, report rendering, errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfeval.cli import main
+
+PRETEXTS = ["reconstruction", "denoising", "classification"]
+EXPLAINERS = ["Saliency", "IntegratedGradients", "Random"]
+EXAMPLES = ["cosine", "dknn", "tracin"]
+FEATURE_METRICS = ["RepresentationShift", "PretextCorrelation", "PixelFlipping", "FaithfulnessCorrelation",
+                   "Sparseness", "Complexity", "MaxSensitivity", "RelativeRepresentationStability"]
+EXAMPLE_METRICS = ["PretextCorrelation", "SimilarityRate", "SimilarityContrast"]
+CSVS = ["scores.csv", "ranks.csv", "meta.csv", "pretext.csv", "encoders.csv"]
+# epochs/latent size/checkpoints as the session's encoder fixtures, so the run reuses their cached weights
+CONFIG = """
+[run]
+pretexts = {pretexts}
+epochs = 100
+latent_dim = 8
+checkpoints = 3
+cache_dir = "{cache}"
+explainers = {explainers}
+example_methods = {examples}
+metrics = {metrics}
+meta_metrics = ["RepresentationShift", "PixelFlipping"]
+n_explain = 40
+n_train_examples = 300
+pretext_seeds = [0]
+meta_iterations = 1
+meta_perturbations = 2
+meta_samples = 40
+
+[run.explainer_params.IntegratedGradients]
+n_steps = 16
+"""
+
+
+def _run(config: Path, out: Path, name: str, *extra) -> tuple:
+    start = time.perf_counter()
+    code = main(["run", "--config", str(config), "--out", str(out), "--name", name, "--quiet", *extra])
+    return code, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, encoders, encoder_cache):
+    """One uninterrupted run of the small config, and the time it took."""
+    root = tmp_path_factory.mktemp("lfeval-run")
+    config = root / "small.toml"
+    config.write_text(CONFIG.format(pretexts=PRETEXTS, explainers=EXPLAINERS, examples=EXAMPLES,
+                                    metrics=sorted(set(FEATURE_METRICS + EXAMPLE_METRICS)),
+                                    cache=encoder_cache.as_posix()))
+    code, seconds = _run(config, root / "runs", "small")
+    assert code == 0
+    return {"root": root, "config": config, "dir": root / "runs" / "small", "seconds": seconds}
+
+
+def test_run_writes_every_table_with_finite_values(small):
+    d = small["dir"]
+    for name in CSVS + ["report.html"]:
+        assert (d / name).is_file(), name
+    scores = pd.read_csv(d / "scores.csv")
+    assert np.isfinite(scores["score"]).all()
+    assert set(scores["pretext"]) == set(PRETEXTS)
+    for kind, methods, metrics in (("features", EXPLAINERS, FEATURE_METRICS), ("examples", EXAMPLES, EXAMPLE_METRICS)):
+        part = scores[scores["kind"] == kind]
+        assert set(part["method"]) == set(methods) and set(part["metric"]) == set(metrics)
+        assert len(part) == len(PRETEXTS) * len(methods) * len(metrics)  # every (encoder, method, metric) once
+    ranks = pd.read_csv(d / "ranks.csv")
+    assert np.isfinite(ranks[["normalised", "rank"]]).all().all()
+    assert set(ranks["pretext"]) == set(PRETEXTS) | {"all"}
+    meta = pd.read_csv(d / "meta.csv")
+    assert set(meta["metric"]) == {"RepresentationShift", "PixelFlipping"} and set(meta["test"]) == {"Model", "Input"}
+    assert np.isfinite(meta[["IAC_NR", "IAC_AR", "IEC_NR", "IEC_AR", "MC"]]).all().all()
+    assert meta["MC"].between(0, 1).all()
+    pretext = pd.read_csv(d / "pretext.csv")
+    assert set(pretext["kind"]) == {"features", "examples"} and len(pretext) == 2 * 3  # 3 pairs of 3 tasks
+    assert pretext["mean"].between(-1, 1).all()
+
+
+def test_run_numbers_hold_known_orderings(small):
+    """Properties of real encoders: faithful attributions beat Random on the label-free faithfulness
+    metrics, and the most similar training digits share the label far more often than chance."""
+    scores = pd.read_csv(small["dir"] / "scores.csv").set_index(["pretext", "method", "metric"])["score"]
+    for p in PRETEXTS:
+        for m in ("Saliency", "IntegratedGradients"):
+            assert scores[(p, m, "RepresentationShift")] > scores[(p, "Random", "RepresentationShift")]
+            assert scores[(p, m, "FaithfulnessCorrelation")] > scores[(p, "Random", "FaithfulnessCorrelation")]
+            assert scores[(p, m, "PixelFlipping")] < scores[(p, "Random", "PixelFlipping")]  # lower = faster drop
+        assert scores[(p, "cosine", "SimilarityRate")] > 0.6  # chance is about 0.1 on ten digit classes
+        assert scores[(p, "dknn", "SimilarityContrast")] > 0.5
+    ranks = pd.read_csv(small["dir"] / "ranks.csv")
+    overall = ranks[(ranks["pretext"] == "all") & (ranks["metric"] == "RepresentationShift")].set_index("method")
+    assert overall.loc["Random", "rank"] == 1  # the lowest rank on the label-free faithfulness metric
+
+
+def test_report_references_every_plot(small):
+    d = small["dir"]
+    html = (d / "report.html").read_text()
+    plots = sorted(p.name for p in (d / "plots").glob("*.png"))
+    expected = {"consistency_curves.png", "similarity_rate_curves.png", "radar_features.png", "radar_examples.png",
+                "meta_model.png", "meta_input.png", "pretext_heatmaps.png",
+                *(f"attributions_{p}.png" for p in PRETEXTS)}
+    assert expected <= set(plots)
+    for name in plots:
+        assert f'data-file="plots/{name}"' in html
+    assert html.count("data:image/png;base64,") == len(plots)
+    for metric in FEATURE_METRICS + EXAMPLE_METRICS:  # a short explanation of each metric
+        assert f"<b>{metric}</b>:" in html
+
+
+def test_second_invocation_loads_every_stage_and_gives_identical_tables(small, capsys):
+    before = {n: (small["dir"] / n).read_bytes() for n in CSVS}
+    code, seconds = _run(small["config"], small["root"] / "runs", "small")
+    assert code == 0
+    assert str(small["dir"] / "report.html") in capsys.readouterr().out
+    for n in CSVS:
+        assert (small["dir"] / n).read_bytes() == before[n], n
+    assert seconds < 0.5 * small["seconds"], (seconds, small["seconds"])
+
+
+def test_killed_run_resumes_with_identical_tables(small):
+    """Kill a run (SIGKILL) once some stages are stored; the rerun keeps them and ends with the same numbers."""
+    out, name = small["root"] / "runs", "killed"
+    stages = out / name / "stages"
+    cmd = [sys.executable, "-m", "lfeval.cli", "run", "--config", str(small["config"]), "--out", str(out),
+           "--name", name, "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not (stages / "scores-reconstruction.pkl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = {p.name: p.stat().st_mtime_ns for p in stages.glob("*.pkl")}
+    assert "scores-reconstruction.pkl" in kept and not (out / name / "report.html").exists()
+    result = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    loaded = re.search(r"(\d+) stage\(s\) computed, (\d+) loaded", result.stdout)
+    assert loaded and int(loaded.group(2)) == len(kept)
+    assert {p: (stages / p).stat().st_mtime_ns for p in kept} == kept  # stored stages were not recomputed
+    for n in CSVS:
+        assert (out / name / n).read_bytes() == (small["dir"] / n).read_bytes(), n
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is missing (make test installs it)")
+def test_report_images_render_in_headless_chromium(small, tmp_path):
+    page = tmp_path / "report.html"
+    probe = ("<script>window.addEventListener('load', () => { document.title = 'WIDTHS:' + "
+             "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1).join(','); });</script>")
+    page.write_text((small["dir"] / "report.html").read_text().replace("</body>", probe + "</body>"))
+    result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                             "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    match = re.search(r"<title>WIDTHS:([-\d,]*)</title>", result.stdout)
+    assert match, result.stderr[-2000:]
+    widths = [int(w) for w in match.group(1).split(",")]
+    assert len(widths) == len(list((small["dir"] / "plots").glob("*.png")))
+    assert min(widths) > 0
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('explainers = ["IntegratedGradient"]', "Did you mean 'IntegratedGradients'"),
+    ('metrics = ["Sparsenes"]', "Did you mean 'Sparseness'"),
+    ('data = "mnistt"', "Did you mean 'mnist'"),
+    ("latnet_dim = 4", "Unknown config key 'latnet_dim'. Did you mean 'latent_dim'"),
+    ('data = "mnist"\ndata_root = "{root}"', "MNIST"),
+])
+def test_bad_config_gets_a_clear_error(tmp_path, capsys, toml, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml.format(root=(tmp_path / "empty").as_posix()))
+    code = main(["run", "--config", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("lfeval: error:") and message in err, err

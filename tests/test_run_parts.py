@@ -1,0 +1,132 @@
+"""The parts of ``lfeval run`` that need no full run: stored explanations, ranking tables, the stage
+store, the metric registry and the config's errors."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lfeval
+from lfeval.config import RunConfig
+from lfeval.errors import InvalidArgument, UnknownName
+from lfeval.explain.precomputed import PrecomputedExplanations
+from lfeval.pipeline import StageStore
+from lfeval.pipeline.metric_registry import FEATURES, REGISTRY, MetricContext, build_metric, direction
+from lfeval.pipeline.outputs import OVERALL, rank_table
+
+
+class _Counting:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, inputs, targets=None, **kw):
+        self.calls.append(kw)
+        return lfeval.explain(model, inputs, **kw)
+
+
+def test_precomputed_serves_stored_and_computes_the_rest(ae, digits):
+    x = digits.x_test[:6].numpy()
+    fallback = _Counting()
+    cache = PrecomputedExplanations(fallback=fallback, method_params={"IntegratedGradients": {"n_steps": 8}})
+    a = cache(ae, x, method="IntegratedGradients", seed=0)
+    assert fallback.calls == [{"method": "IntegratedGradients", "seed": 0, "n_steps": 8}]
+    np.testing.assert_array_equal(a, lfeval.explain(ae, x, method="IntegratedGradients", n_steps=8))
+    cache.put(ae, x, a, method="IntegratedGradients", seed=0)
+    again = cache(ae, x, method="IntegratedGradients", seed=0, channel_first=True, device="cpu")  # Quantus' extras
+    np.testing.assert_array_equal(again, a)
+    assert (cache.hits, cache.misses) == (1, 1)
+    # any subset, in any order (Quantus' chunks, MetaQuantus' first samples) is served from the stored rows
+    np.testing.assert_array_equal(cache(ae, x[[4, 1]], method="IntegratedGradients", seed=0), a[[4, 1]])
+    assert (cache.hits, cache.misses) == (2, 1)
+    # one new input, another seed, another model: computed, never served from the store
+    x_new = np.concatenate([x[:2], digits.x_test[6:7].numpy()])
+    np.testing.assert_array_equal(cache(ae, x_new, method="IntegratedGradients", seed=0),
+                                  lfeval.explain(ae, x_new, method="IntegratedGradients", n_steps=8))
+    cache(ae, x, method="IntegratedGradients", seed=1)
+    other = lfeval.models.train_encoder(digits, pretext="reconstruction", latent_dim=8, epochs=1, seed=5,
+                                        display_progressbar=False)
+    b = cache(other, x, method="IntegratedGradients", seed=0)
+    assert cache.misses == 4 and not np.allclose(a, b)
+    with pytest.raises(InvalidArgument, match="rows"):
+        cache.put(ae, x, a[:2], method="Saliency")
+
+
+def test_rank_table_known_answer():
+    rows = []
+    for pretext, (s_ig, s_rand) in {"p1": (3.0, 1.0), "p2": (2.0, 4.0)}.items():
+        rows += [{"pretext": pretext, "kind": "features", "method": "IG", "metric": "faith", "score": s_ig},
+                 {"pretext": pretext, "kind": "features", "method": "Random", "metric": "faith", "score": s_rand},
+                 {"pretext": pretext, "kind": "features", "method": "IG", "metric": "lip", "score": 1.0},
+                 {"pretext": pretext, "kind": "features", "method": "Random", "metric": "lip", "score": 2.0}]
+    ranks = rank_table(pd.DataFrame(rows), {"faith": "higher", "lip": "lower"})
+    r = ranks.set_index(["pretext", "method", "metric"])
+    assert r.loc[("p1", "IG", "faith"), "rank"] == 2 and r.loc[("p2", "IG", "faith"), "rank"] == 1
+    assert r.loc[("p1", "IG", "lip"), "rank"] == 2  # lower is better
+    # overall: faith normalised (1, 0) and (0, 1) average to a tie; lip favours IG on both encoders
+    assert r.loc[(OVERALL, "IG", "faith"), "rank"] == r.loc[(OVERALL, "Random", "faith"), "rank"] == 1.5
+    assert r.loc[(OVERALL, "IG", "mean_rank"), "rank"] == 1.75
+    assert r.loc[(OVERALL, "Random", "mean_rank"), "rank"] == 1.25
+
+
+def test_stage_store_resumes_and_refuses_other_settings(tmp_path):
+    calls = []
+    store = StageStore(tmp_path / "run", {"seed": 0, "quiet": False})
+    assert store.run("a", lambda: calls.append(1) or {"x": 1}, log=lambda *a: None) == {"x": 1}
+    again = StageStore(tmp_path / "run", {"seed": 0, "quiet": True})  # a cosmetic difference is fine
+    assert again.run("a", lambda: calls.append(2), log=lambda *a: None) == {"x": 1}
+    assert calls == [1] and again.loaded == ["a"] and again.computed == []
+    with pytest.raises(InvalidArgument, match="seed differ.*--fresh"):
+        StageStore(tmp_path / "run", {"seed": 1})
+
+
+def test_registry_builds_every_metric_with_a_valid_direction(encoders, digits):
+    ctx = MetricContext(n_features=64, seed=0, fractions=[0.1, 0.5, 1.0], counts=[1, 5], y_train=digits.y_train.numpy(),
+                        references={"denoising": encoders["denoising"]}, explain_func=PrecomputedExplanations())
+    for name, entry in REGISTRY.items():
+        for kind in entry.kinds:
+            metric = build_metric(name, ctx, kind)
+            assert direction(metric) in ("higher", "lower"), name
+    assert direction(build_metric("PixelFlipping", ctx, FEATURES)) == "lower"
+    assert direction(build_metric("RepresentationShift", ctx, FEATURES)) == "higher"
+    assert direction(build_metric("MaxSensitivity", ctx, FEATURES)) == "lower"
+
+
+def test_every_registry_metric_scores_a_digits_encoder(encoders, digits):
+    """Each metric of the registry, built with its run defaults, gives finite scores through lfeval.evaluate."""
+    enc, x = encoders["reconstruction"], digits.x_test[:12].numpy()
+    cache = PrecomputedExplanations()
+    ctx = MetricContext(n_features=64, seed=0, fractions=[0.1, 0.5, 1.0], counts=[1, 5],
+                        y_train=digits.y_train[:100].numpy(), references={"denoising": encoders["denoising"]},
+                        explain_func=cache,
+                        example_explain_func=functools.partial(lfeval.explain.examples.explain_func,
+                                                               x_train=digits.x_train[:100]))
+    for name, entry in REGISTRY.items():
+        for kind in entry.kinds:
+            metric = build_metric(name, ctx, kind)
+            method, func = ("Saliency", cache) if kind == FEATURES else ("cosine", ctx.example_explain_func)
+            np.random.seed(0)
+            out = lfeval.evaluate({name: metric}, {method: func}, enc, x, agg_func=np.asarray, return_as_df=False,
+                                  y_batch=digits.y_test[:12].numpy() if kind != FEATURES else None)
+            scores = np.asarray(out[method][name], dtype=float)
+            assert scores.size and np.isfinite(scores).all(), (name, kind, scores)
+
+
+def test_config_errors_name_the_fix(tmp_path):
+    with pytest.raises(UnknownName, match="Did you mean 'IntegratedGradients'"):
+        RunConfig(explainers=["IntegratedGradient"])
+    with pytest.raises(UnknownName, match="Did you mean 'RepresentationShift'"):
+        RunConfig(metrics=["RepresentationShfit"])
+    with pytest.raises(UnknownName, match="config `data`. Did you mean 'digits'"):
+        RunConfig(data="digts")
+    with pytest.raises(UnknownName, match="Did you mean 'meta_iterations'"):
+        RunConfig.from_dict({"meta_iteration": 2})
+    with pytest.raises(InvalidArgument, match="unknown parameter 'nr_run'. Did you mean 'nr_runs'"):
+        RunConfig(metric_params={"FaithfulnessCorrelation": {"nr_run": 5}})
+    with pytest.raises(InvalidArgument, match="at least two `pretexts`"):
+        RunConfig(pretexts=["reconstruction"])
+    with pytest.raises(UnknownName, match="explainer_params"):
+        RunConfig(explainers=["Saliency"], explainer_params={"IntegratedGradients": {"n_steps": 8}})
+    RunConfig(metric_params={"FaithfulnessCorrelation": {"nr_runs": 5, "similarity": "cosine"}})  # valid
