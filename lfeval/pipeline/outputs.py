@@ -115,8 +115,8 @@ def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attribution
     curves = {p: r["curves"] for p, r in scored.items() if r["curves"]}
     if curves:
         fig, axes = plots.panels(len(curves))
-        for ax, (p, c) in zip(axes, curves.items()):
-            plots.consistency_curves(c, config.mask_fractions, title=p, ax=ax)
+        for i, (ax, (p, c)) in enumerate(zip(axes, curves.items())):
+            plots.consistency_curves(c, config.mask_fractions, title=p, ax=ax, legend=i == 0)
         fig.suptitle("Representation shift when the top features are masked (mean, 95% band)", y=1.03)
         _save(fig, plot_dir / "consistency_curves.png", "Feature consistency curves per encoder", figures)
     if figures:
@@ -129,8 +129,8 @@ def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attribution
     if rates:
         figures = []
         fig, axes = plots.panels(len(rates))
-        for ax, (p, r) in zip(axes, rates.items()):
-            plots.similarity_rate_curves(r, config.similarity_counts, title=p, ax=ax)
+        for i, (ax, (p, r)) in enumerate(zip(axes, rates.items())):
+            plots.similarity_rate_curves(r, config.similarity_counts, title=p, ax=ax, legend=i == 0)
         fig.suptitle("Same-label rate of the top-M (solid) and bottom-M (dashed) training examples", y=1.03)
         _save(fig, plot_dir / "similarity_rate_curves.png", "Example consistency curves per encoder", figures)
         sections.append(Section("Example importance: similarity-rate curves", (

@@ -30,19 +30,22 @@ def panels(n: int, width: float = 4.2, height: float = 3.6):
     return fig, list(axes[0])
 
 
-def consistency_curves(curves: dict, fractions, title: str = "Feature consistency (representation shift)", ax=None):
+def consistency_curves(curves: dict, fractions, title: str = "Feature consistency (representation shift)", ax=None,
+                       legend: bool = True):
     """``curves``: {method: (N, F) shifts at each mask fraction}. Paper §4.1, Fig. 2. Draws on ``ax`` if given."""
     fig, ax = _axes(ax, (6, 4))
     for method, c in curves.items():
         _band(ax, np.asarray(fractions) * 100, c, method)
     ax.set(xlabel="% of features masked (most important first)", ylabel="representation shift", title=title)
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def similarity_rate_curves(rates: dict, counts, title: str = "Example consistency (similarity rate)", ax=None):
+def similarity_rate_curves(rates: dict, counts, title: str = "Example consistency (similarity rate)", ax=None,
+                           legend: bool = True):
     """``rates``: {method: {"top": (N, M), "bottom": (N, M)}} per-sample rates at each M. Paper §4.1, Fig. 3.
     Draws on ``ax`` if given."""
     fig, ax = _axes(ax, (6, 4))
@@ -53,7 +56,8 @@ def similarity_rate_curves(rates: dict, counts, title: str = "Example consistenc
         mean = np.asarray(r["bottom"], dtype=float).mean(0)
         ax.plot(counts, mean, linestyle="--", marker="x", label=f"{method} (bottom)")
     ax.set(xlabel="M (most / least important training examples)", ylabel="same-label rate", title=title, ylim=(0, 1))
-    ax.legend(fontsize=7, ncol=2)
+    if legend:
+        ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
