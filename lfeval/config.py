@@ -82,7 +82,15 @@ class RunConfig:
         _check_names("explainers", self.explainers, EXPLAIN_METHODS)
         _check_names("example_methods", self.example_methods, EXAMPLE_METHODS)
         _check_names("metrics", self.metrics, REGISTRY)
-        _check_names("meta_metrics", self.meta_metrics, [m for m in REGISTRY if FEATURES in REGISTRY[m].kinds])
+        _check_names("meta_metrics", self.meta_metrics, REGISTRY)
+        for name in self.meta_metrics:  # IEC compares the ranking of methods: it needs two or more
+            if FEATURES in REGISTRY[name].kinds:
+                key, methods = "meta_explainers", self.meta_explainers or self.explainers
+            else:
+                key, methods = "example_methods", self.example_methods
+            if len(methods) < 2:
+                raise InvalidArgument(f"Meta-evaluating {name} compares explanation methods: name at least two in "
+                                      f"`{key}`, or drop {name} from `meta_metrics`.")
         _check_names("meta_explainers", self.meta_explainers or [], EXPLAIN_METHODS)
         _check_names("pretext_feature_method", [self.pretext_feature_method], EXPLAIN_METHODS)
         _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)

@@ -257,3 +257,27 @@ def test_benchmark_grid_writes_cells_and_resumes(ae, encoders, x_small, tmp_path
                                   table[again["MC"] != -1.0].reset_index(drop=True))
     with pytest.raises(InvalidArgument):
         benchmark({}, metrics, methods, tmp_path)
+
+
+def test_example_metric_meta_evaluated_with_score_labels(ae, digits):
+    """SimilarityRate needs labels to score: score_labels hands them over without a classifier's argmax."""
+    import functools
+
+    from lfeval.errors import LabelsRequired
+    from lfeval.metrics import SimilarityRate
+
+    x, y = digits.x_test[:48].numpy(), digits.y_test[:48].numpy()
+    explain = functools.partial(lfeval.explain.examples.explain_func, x_train=digits.x_train[:300])
+    metric = SimilarityRate(digits.y_train[:300].numpy(), M=[1, 5, 10])
+    meta = LabelFreeMetaEvaluation(default_test_suite(seed=0), {"cosine": {}, "dknn": {}}, iterations=1,
+                                   nr_perturbations=2, explain_func=explain, seed=0, display_progressbar=False)
+    summary = meta(metric, ae, x, score_labels=y).summary()
+    assert np.isfinite(summary.to_numpy()).all() and summary["MC"].between(0, 1).all()
+    # tiny input noise keeps the neighbours: the per-sample ranking of the two methods barely moves
+    assert summary.loc["Input", "IEC_NR"] > 0.8
+    with pytest.raises(LabelsRequired):
+        meta(metric, ae, x)
+    with pytest.raises(InvalidArgument, match="not both"):
+        meta(metric, ae, x, y_batch=y, score_labels=y)
+    with pytest.raises(InvalidArgument, match="shape"):
+        meta(metric, ae, x, score_labels=y[:5])

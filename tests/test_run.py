@@ -35,7 +35,7 @@ cache_dir = "{cache}"
 explainers = {explainers}
 example_methods = {examples}
 metrics = {metrics}
-meta_metrics = ["RepresentationShift", "PixelFlipping"]
+meta_metrics = ["RepresentationShift", "PixelFlipping", "SimilarityRate"]
 n_explain = 40
 n_train_examples = 300
 pretext_seeds = [0]
@@ -82,7 +82,8 @@ def test_run_writes_every_table_with_finite_values(small):
     assert np.isfinite(ranks[["normalised", "rank"]]).all().all()
     assert set(ranks["pretext"]) == set(PRETEXTS) | {"all"}
     meta = pd.read_csv(d / "meta.csv")
-    assert set(meta["metric"]) == {"RepresentationShift", "PixelFlipping"} and set(meta["test"]) == {"Model", "Input"}
+    assert set(meta["metric"]) == {"RepresentationShift", "PixelFlipping", "SimilarityRate"}
+    assert set(meta["test"]) == {"Model", "Input"}
     assert np.isfinite(meta[["IAC_NR", "IAC_AR", "IEC_NR", "IEC_AR", "MC"]]).all().all()
     assert meta["MC"].between(0, 1).all()
     pretext = pd.read_csv(d / "pretext.csv")

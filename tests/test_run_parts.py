@@ -128,5 +128,9 @@ def test_config_errors_name_the_fix(tmp_path):
     with pytest.raises(InvalidArgument, match="at least two `pretexts`"):
         RunConfig(pretexts=["reconstruction"])
     with pytest.raises(UnknownName, match="explainer_params"):
-        RunConfig(explainers=["Saliency"], explainer_params={"IntegratedGradients": {"n_steps": 8}})
+        RunConfig(explainers=["Saliency"], meta_metrics=[], explainer_params={"IntegratedGradients": {"n_steps": 8}})
+    with pytest.raises(InvalidArgument, match="at least two in `meta_explainers`"):
+        RunConfig(explainers=["Saliency"])
+    with pytest.raises(InvalidArgument, match="at least two in `example_methods`"):
+        RunConfig(example_methods=["cosine"], meta_metrics=["SimilarityRate"])
     RunConfig(metric_params={"FaithfulnessCorrelation": {"nr_runs": 5, "similarity": "cosine"}})  # valid

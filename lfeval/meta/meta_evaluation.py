@@ -16,6 +16,8 @@ Differences, each a fix of a documented MetaQuantus bug or cost:
    small run in gc.collect).
 6. ``y_batch=None`` (encoders): no argmax "labels" are invented; label-free explain functions and
    metrics receive None. With labels (classifiers) the stock behaviour is kept: y = argmax f(x).
+   ``score_labels`` passes labels to metrics that need them only to score (SimilarityRate) without
+   turning the encoder into a classifier.
 """
 
 from __future__ import annotations
@@ -80,12 +82,26 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
                          intra_measure=intra_measure, path=path, fname=fname, write_to_file=write_to_file, uid=uid,
                          sanity_check=None, print_results=print_results)
         self.seed, self.display_progressbar = int(seed), display_progressbar
+        self.score_labels = None
 
     def __call__(self, estimator, model, x_batch, y_batch=None, a_batch=None, s_batch=None, channel_first=True,
-                 softmax=False, device=None, model_predict_kwargs=None, score_direction=None):
-        """Run the meta-evaluation; returns self (results in the MetaQuantus attributes)."""
+                 softmax=False, device=None, model_predict_kwargs=None, score_direction=None, score_labels=None):
+        """Run the meta-evaluation; returns self (results in the MetaQuantus attributes).
+
+        ``score_labels`` (encoders only, with ``y_batch=None``): labels of ``x_batch`` handed to the metric
+        and the explain function as ``y_batch`` / ``targets``, for metrics that score with labels
+        (SimilarityRate); label-free explain functions ignore them.
+        """
         lower = lower_is_better(score_direction, estimator)
         check_eval_mode(model)
+        if score_labels is not None:
+            if y_batch is not None:
+                raise InvalidArgument("Pass either `y_batch` (a classifier: y = argmax f(x)) or `score_labels` "
+                                      "(an encoder's labels, only to score), not both.")
+            score_labels = np.asarray(score_labels)
+            if score_labels.shape != (len(x_batch),):
+                raise InvalidArgument(f"`score_labels` must have shape ({len(x_batch)},), got {score_labels.shape}.")
+        self.score_labels = score_labels
         frozen = not gc.isenabled()
         gc.freeze()
         try:
@@ -121,15 +137,17 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         else:
             self.results_y_preds = None
             self.results_indices_correct = None
-        y = self.results_y_preds
+        y = self.results_y_preds if y_batch is not None else self.score_labels
         unperturbed = {}
         for method, kwargs in self.xai_methods.items():  # once for all tests
             kwargs = {**kwargs, "method": method}
-            a = generate_explanations(model=model, x_batch=x_batch, y_batch=y, explain_func=self.explain_func,
-                                      explain_func_kwargs=dict(kwargs), abs=estimator.abs,
-                                      normalise=estimator.normalise,
-                                      normalise_func=estimator.normalise_func,
-                                      normalise_func_kwargs=estimator.normalise_func_kwargs, device=device)
+            if getattr(estimator, "example_attributions", False):  # (N, n_train) matrices: nothing to expand
+                a = np.asarray(self.explain_func(model=model, inputs=x_batch, targets=y, **kwargs))
+            else:
+                a = generate_explanations(model=model, x_batch=x_batch, y_batch=y, explain_func=self.explain_func,
+                                          explain_func_kwargs=dict(kwargs), abs=estimator.abs,
+                                          normalise=estimator.normalise, normalise_func=estimator.normalise_func,
+                                          normalise_func_kwargs=estimator.normalise_func_kwargs, device=device)
             unperturbed[method] = np.asarray(estimator(
                 model=model, x_batch=x_batch, y_batch=y, a_batch=a, s_batch=s_batch, channel_first=channel_first,
                 explain_func=self.explain_func, explain_func_kwargs=kwargs, model_predict_kwargs=model_predict_kwargs,

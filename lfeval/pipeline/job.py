@@ -37,8 +37,7 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
                   for p in c.pretexts}
         pretext = (store.run("pretext", lambda: stages.pretext_tables(rd), log) if len(c.pretexts) > 1
                    else pd.DataFrame())
-        metas = [store.run(f"meta-{m}", lambda m=m: stages.meta_evaluation(rd, m), log) for m in c.meta_metrics] \
-            if c.explainers else []
+        metas = [store.run(f"meta-{m}", lambda m=m: stages.meta_evaluation(rd, m), log) for m in c.meta_metrics]
         meta = pd.concat(metas) if metas else pd.DataFrame()
         report = c.run_dir / "report.html"
         if store.computed or not report.exists():  # else every stage was loaded and the report is up to date

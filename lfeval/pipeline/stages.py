@@ -194,24 +194,34 @@ def pretext_tables(rd: RunData) -> pd.DataFrame:
 
 
 def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
-    """MetaQuantus IAC/IEC/MC of one metric on the ``meta_pretext`` encoder (model and input tests)."""
+    """MetaQuantus IAC/IEC/MC of one metric on the ``meta_pretext`` encoder (model and input tests).
+
+    Feature metrics are meta-evaluated over ``meta_explainers`` (default: the run's explainers);
+    example metrics (SimilarityRate, SimilarityContrast) over the run's example methods, with the
+    test labels passed only to score.
+    """
     from ..meta import LabelFreeMetaEvaluation, default_test_suite
 
     c = rd.config
     pretext = c.meta_pretext or c.pretexts[0]
+    kind = FEATURES if FEATURES in REGISTRY[metric].kinds else EXAMPLES
     enc = rd.encoder(pretext)
     refs = {p: rd.encoder(p) for p in c.pretexts if p != pretext}
-    cache = rd.feature_cache()
     ctx = MetricContext(n_features=rd.n_features, seed=c.seed, fractions=list(c.mask_fractions),
                         counts=list(c.similarity_counts), y_train=rd.y_train.numpy(), references=refs,
-                        explain_func=cache)
-    estimator = build_metric(metric, ctx, FEATURES, c.metric_params.get(metric))
-    methods = {m: {"seed": c.seed} for m in (c.meta_explainers or c.explainers)}
+                        explain_func=rd.feature_cache(), example_explain_func=rd.example_cache())
+    estimator = build_metric(metric, ctx, kind, c.metric_params.get(metric))
+    if kind == FEATURES:
+        methods = {m: {"seed": c.seed} for m in (c.meta_explainers or c.explainers)}
+        explain_func, labels = ctx.explain_func, None
+    else:
+        methods = {m: {} for m in c.example_methods}
+        explain_func, labels = ctx.example_explain_func, rd.y[:c.meta_samples].numpy()
     suite = default_test_suite(seed=c.seed)
     seed_everything(c.seed)
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
-                                   explain_func=cache, seed=c.seed, display_progressbar=not c.quiet)
-    meta(estimator, enc, rd.x_np[:c.meta_samples])
+                                   explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
+    meta(estimator, enc, rd.x_np[:c.meta_samples], score_labels=labels)
     table = meta.summary()
     kept = {kind: np.mean([np.mean(t.fraction_kept) for n, t in suite.items() if n.startswith(kind)])
             for kind in table.index}
