@@ -82,7 +82,6 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
                          intra_measure=intra_measure, path=path, fname=fname, write_to_file=write_to_file, uid=uid,
                          sanity_check=None, print_results=print_results)
         self.seed, self.display_progressbar = int(seed), display_progressbar
-        self.score_labels = None
 
     def __call__(self, estimator, model, x_batch, y_batch=None, a_batch=None, s_batch=None, channel_first=True,
                  softmax=False, device=None, model_predict_kwargs=None, score_direction=None, score_labels=None):
@@ -101,13 +100,12 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
             score_labels = np.asarray(score_labels)
             if score_labels.shape != (len(x_batch),):
                 raise InvalidArgument(f"`score_labels` must have shape ({len(x_batch)},), got {score_labels.shape}.")
-        self.score_labels = score_labels
         frozen = not gc.isenabled()
         gc.freeze()
         try:
             self.run_perturbation_analysis(estimator, model, np.asarray(x_batch, dtype=np.float32), y_batch,
                                            a_batch, s_batch, channel_first, softmax, device,
-                                           model_predict_kwargs or {})
+                                           model_predict_kwargs or {}, score_labels=score_labels)
             self.run_intra_analysis()
             self.run_inter_analysis(score_direction=lower)
             names = list(self.test_suite)
@@ -120,7 +118,8 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         return self
 
     def run_perturbation_analysis(self, estimator, model, x_batch, y_batch=None, a_batch=None, s_batch=None,
-                                  channel_first=True, softmax=False, device=None, model_predict_kwargs=None):
+                                  channel_first=True, softmax=False, device=None, model_predict_kwargs=None,
+                                  score_labels=None):
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
         for test in self.test_suite.values():
@@ -137,7 +136,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         else:
             self.results_y_preds = None
             self.results_indices_correct = None
-        y = self.results_y_preds if y_batch is not None else self.score_labels
+        y = self.results_y_preds if y_batch is not None else score_labels
         unperturbed = {}
         for method, kwargs in self.xai_methods.items():  # once for all tests
             kwargs = {**kwargs, "method": method}

@@ -36,9 +36,8 @@ def rank_table(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
 
     for kind, group in scores.groupby("kind", sort=False):
         norms = []
-        for pretext, g in group.groupby("pretext", sort=False):
-            table = g.pivot(index="method", columns="metric", values="score")
-            table = table.loc[list(dict.fromkeys(g["method"])), list(dict.fromkeys(g["metric"]))]
+        for pretext in dict.fromkeys(group["pretext"]):
+            table = wide(group, kind, pretext, "score")
             norms.append(add(kind, pretext, table, {m: directions[m] for m in table.columns}))
         overall = sum(norms) / len(norms)
         add(kind, OVERALL, overall, {m: "higher" for m in overall.columns})

@@ -71,6 +71,17 @@ class RunData:
     def bar(self, iterable, desc: str):
         return tqdm(iterable, desc=desc, disable=self.config.quiet, leave=False)
 
+    def metric_context(self, pretext: str, attributions: dict | None = None,
+                       matrices: dict | None = None) -> MetricContext:
+        """What the registry's metrics need to score the ``pretext`` encoder: the other encoders as
+        references and explain functions that serve the stored explanations."""
+        c = self.config
+        refs = {p: self.encoder(p) for p in c.pretexts if p != pretext}
+        return MetricContext(n_features=self.n_features, seed=c.seed, fractions=list(c.mask_fractions),
+                             counts=list(c.similarity_counts), y_train=self.y_train.numpy(), references=refs,
+                             explain_func=self.feature_cache(attributions),
+                             example_explain_func=self.example_cache(matrices))
+
     def feature_cache(self, attributions: dict | None = None) -> PrecomputedExplanations:
         """Explain function with the run's per-method options and, if given, the stored attributions
         ``{pretext: {method: array}}`` of the explained batch."""
@@ -148,15 +159,12 @@ def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict
     """
     c = rd.config
     enc = rd.encoder(pretext)
-    refs = {p: rd.encoder(p) for p in c.pretexts if p != pretext}
-    ctx = MetricContext(n_features=rd.n_features, seed=c.seed, fractions=list(c.mask_fractions),
-                        counts=list(c.similarity_counts), y_train=rd.y_train.numpy(), references=refs,
-                        explain_func=rd.feature_cache(attributions), example_explain_func=rd.example_cache(matrices))
+    ctx = rd.metric_context(pretext, attributions, matrices)
     rows, directions, curves, rates = [], {}, {}, {}
     jobs = [(FEATURES, m, ctx.explain_func) for m in c.explainers] + \
            [(EXAMPLES, m, ctx.example_explain_func) for m in c.example_methods]
     for kind, method, explain_func in rd.bar(jobs, f"scores {pretext}"):
-        names = [n for n in c.metrics if kind in REGISTRY[n].kinds and (n != "PretextCorrelation" or refs)]
+        names = [n for n in c.metrics if kind in REGISTRY[n].kinds]  # RunConfig ensures references exist
         if not names:
             continue
         metrics = {n: build_metric(n, ctx, kind, c.metric_params.get(n)) for n in names}
@@ -206,10 +214,7 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
     pretext = c.meta_pretext or c.pretexts[0]
     kind = FEATURES if FEATURES in REGISTRY[metric].kinds else EXAMPLES
     enc = rd.encoder(pretext)
-    refs = {p: rd.encoder(p) for p in c.pretexts if p != pretext}
-    ctx = MetricContext(n_features=rd.n_features, seed=c.seed, fractions=list(c.mask_fractions),
-                        counts=list(c.similarity_counts), y_train=rd.y_train.numpy(), references=refs,
-                        explain_func=rd.feature_cache(), example_explain_func=rd.example_cache())
+    ctx = rd.metric_context(pretext)
     estimator = build_metric(metric, ctx, kind, c.metric_params.get(metric))
     if kind == FEATURES:
         methods = {m: {"seed": c.seed} for m in (c.meta_explainers or c.explainers)}
@@ -217,14 +222,13 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
     else:
         methods = {m: {} for m in c.example_methods}
         explain_func, labels = ctx.example_explain_func, rd.y[:c.meta_samples].numpy()
-    suite = default_test_suite(seed=c.seed)
-    seed_everything(c.seed)
+    suite = default_test_suite(seed=c.seed)  # LabelFreeMetaEvaluation seeds np/torch itself
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
                                    explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
     meta(estimator, enc, rd.x_np[:c.meta_samples], score_labels=labels)
     table = meta.summary()
-    kept = {kind: np.mean([np.mean(t.fraction_kept) for n, t in suite.items() if n.startswith(kind)])
-            for kind in table.index}
+    kept = {test: np.mean([np.mean(t.fraction_kept) for n, t in suite.items() if n.startswith(test)])
+            for test in table.index}
     table = table.assign(fraction_kept=pd.Series(kept)).rename_axis("test").reset_index()
     return table.assign(metric=metric, pretext=pretext)[["metric", "pretext", "test", "IAC_NR", "IAC_AR", "IEC_NR",
                                                          "IEC_AR", "MC", "fraction_kept"]]
