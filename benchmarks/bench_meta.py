@@ -2,7 +2,7 @@
 
 Two setups, each run three ways with the same test suite, estimator, XAI methods, iterations and K:
   stock         - metaquantus.MetaEvaluation as shipped (gc.collect() per iteration, unperturbed work per test)
-  stock+freeze  - the same after gc.freeze() (the cheap fix REFERENCE.md measured)
+  stock+freeze  - the same after gc.freeze() (the cheap fix for its per-iteration gc.collect())
   lfeval        - lfeval.meta.LabelFreeMetaEvaluation
 
 A. encoder: the digits reconstruction encoder, lfeval's label-free default_test_suite, RepresentationShift,

@@ -2,14 +2,16 @@
 
 Crabbé & van der Schaar, "Label-Free Explainability for Unsupervised Models", ICML 2022.
 
-Submodules load on first use (``lfeval.metrics`` imports Quantus, which is slow to import).
+Submodules load on first use (``lfeval.metrics`` imports Quantus, which is slow to import); both
+``import lfeval.metrics`` and the attribute ``lfeval.metrics`` work for every public module.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from . import data, errors, models
+from . import data, errors, modalities, models
+from .encoder import Encoder, as_encoder
 
 __version__ = "0.1.0"
 
@@ -17,11 +19,15 @@ __version__ = "0.1.0"
 _LAZY = {
     "explain": ("lfeval.explain", None),
     "explain_units": ("lfeval.explain.features", "explain_units"),
-    "examples": ("lfeval.explain.examples", None),
+    "examples": ("lfeval.examples", None),
     "metrics": ("lfeval.metrics", None),
     "meta": ("lfeval.meta", None),
     "evaluate": ("lfeval.evaluation", "evaluate"),
+    "evaluation": ("lfeval.evaluation", None),
     "report": ("lfeval.report", None),
+    "config": ("lfeval.config", None),
+    "pipeline": ("lfeval.pipeline", None),
+    "validation": ("lfeval.validation", None),
 }
 
 
@@ -37,4 +43,4 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = ["data", "errors", "models", *_LAZY]
+__all__ = ["data", "errors", "modalities", "models", "Encoder", "as_encoder", *_LAZY]

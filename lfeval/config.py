@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -12,19 +15,21 @@ import tomllib
 
 from .data import available as available_data
 from .errors import InvalidArgument, UnknownName
-from .explain.features import METHODS as EXPLAIN_METHODS
+from .explain.base import explainer_names, get_explainer
+from .explain.examples import EXAMPLE_METHODS
+from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
 from .models.pretext import PRETEXTS
 from .models.vae import VAE_PRETEXTS
-from .pipeline.metric_registry import FEATURES, REGISTRY, check_params
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
-EXAMPLE_METHODS = ("cosine", "dknn", "simplex", "tracin", "influence")
 #: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
-#: metrics that are meaningful without labels (any name of lfeval.pipeline.metric_registry.REGISTRY works)
+#: metrics that are meaningful without labels (any name of lfeval.metrics.CATALOGUE works)
 METRICS = (
     "RepresentationShift", "PretextCorrelation", "SimilarityRate", "SimilarityContrast", "PixelFlipping",
     "FaithfulnessCorrelation", "Sparseness", "Complexity", "MaxSensitivity", "RelativeRepresentationStability",
 )
+#: keyword arguments of lfeval.explain that every method takes
+_EXPLAIN_KEYS = ("baseline", "batch_size", "seed", "abs", "reduce_axes")
 META_METRICS = ("RepresentationShift", "PixelFlipping", "FaithfulnessCorrelation")
 
 
@@ -51,12 +56,11 @@ class RunConfig:
     explainers: list = field(default_factory=lambda: list(FEATURE_EXPLAINERS))
     explainer_params: dict = field(default_factory=dict)
     example_methods: list = field(default_factory=lambda: list(EXAMPLE_METHODS))
+    plugins: list = field(default_factory=list)
     metrics: list = field(default_factory=lambda: list(METRICS))
     metric_params: dict = field(default_factory=dict)
     n_explain: int = 128
     n_train_examples: int = 1000
-    mask_fractions: list = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5, 0.8, 1.0])
-    similarity_counts: list = field(default_factory=lambda: [1, 5, 10, 20, 50])
     pretext_seeds: list = field(default_factory=lambda: [0, 1])
     pretext_feature_method: str = "GradientShap"
     pretext_example_method: str = "dknn"
@@ -69,6 +73,10 @@ class RunConfig:
     quiet: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.plugins, (list, tuple)):
+            raise InvalidArgument(f"Config `plugins` must be a list of modules or .py files, got {self.plugins!r}.")
+        for plugin in self.plugins:  # user explainers and metrics register themselves on import
+            load_plugin(plugin)
         for key in ("latent_dim", "epochs", "n_explain", "n_train_examples", "meta_iterations",
                     "meta_perturbations", "meta_samples"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
@@ -79,20 +87,20 @@ class RunConfig:
             if not isinstance(getattr(self, key), (list, tuple)):
                 raise InvalidArgument(f"Config `{key}` must be a list, got {getattr(self, key)!r}.")
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
-        _check_names("explainers", self.explainers, EXPLAIN_METHODS)
+        _check_names("explainers", self.explainers, explainer_names())
         _check_names("example_methods", self.example_methods, EXAMPLE_METHODS)
-        _check_names("metrics", self.metrics, REGISTRY)
-        _check_names("meta_metrics", self.meta_metrics, REGISTRY)
+        _check_names("metrics", self.metrics, CATALOGUE)
+        _check_names("meta_metrics", self.meta_metrics, CATALOGUE)
         for name in self.meta_metrics:  # IEC compares the ranking of methods: it needs two or more
-            if FEATURES in REGISTRY[name].kinds:
+            if FEATURES in CATALOGUE[name].kinds:
                 key, methods = "meta_explainers", self.meta_explainers or self.explainers
             else:
                 key, methods = "example_methods", self.example_methods
             if len(methods) < 2:
                 raise InvalidArgument(f"Meta-evaluating {name} compares explanation methods: name at least two in "
                                       f"`{key}`, or drop {name} from `meta_metrics`.")
-        _check_names("meta_explainers", self.meta_explainers or [], EXPLAIN_METHODS)
-        _check_names("pretext_feature_method", [self.pretext_feature_method], EXPLAIN_METHODS)
+        _check_names("meta_explainers", self.meta_explainers or [], explainer_names())
+        _check_names("pretext_feature_method", [self.pretext_feature_method], explainer_names())
         _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
         if not self.pretexts:
             raise InvalidArgument("Config `pretexts` is empty; name at least one pretext task.")
@@ -103,12 +111,17 @@ class RunConfig:
         if self.meta_pretext is not None:
             _check_names("meta_pretext", [self.meta_pretext], self.pretexts)
         _check_names("explainer_params", list(self.explainer_params), self.explainers)
-        _check_names("metric_params", list(self.metric_params), REGISTRY)
+        for name, params in self.explainer_params.items():  # a misspelled option fails now, not after training
+            if not isinstance(params, dict):
+                raise InvalidArgument(f"explainer_params[{name!r}] must be a table of options, got {params!r}.")
+            get_explainer(name).check_options({k: v for k, v in params.items() if k not in _EXPLAIN_KEYS})
+        _check_names("metric_params", list(self.metric_params), CATALOGUE)
         for name, params in self.metric_params.items():
-            check_params(name, params)
-        if "PretextCorrelation" in self.metrics + self.meta_metrics and len(self.pretexts) < 2:
-            raise InvalidArgument("PretextCorrelation compares pretext tasks: name at least two `pretexts` or "
-                                  "drop it from `metrics` and `meta_metrics`.")
+            get_entry(name).check_params(params)
+        for name in dict.fromkeys(self.metrics + self.meta_metrics):
+            if "references" in CATALOGUE[name].needs and len(self.pretexts) < 2:
+                raise InvalidArgument(f"{name} compares encoders of different pretext tasks: name at least two "
+                                      f"`pretexts` or drop it from `metrics` and `meta_metrics`.")
         if not self.pretext_seeds or not all(isinstance(s, int) for s in self.pretext_seeds):
             raise InvalidArgument(f"Config `pretext_seeds` must be a non-empty list of ints, got {self.pretext_seeds}.")
 
@@ -142,9 +155,32 @@ class RunConfig:
         return Path(self.out_dir) / self.name
 
 
+def load_plugin(plugin: str) -> None:
+    """Import a user module (``"pkg.module"``) or file (``"path/to/file.py"``) so the explainers and
+    metrics it registers can be named in the config."""
+    if not isinstance(plugin, str) or not plugin:
+        raise InvalidArgument(f"Config `plugins` entries must be module names or .py paths, got {plugin!r}.")
+    if plugin.endswith(".py"):
+        path = Path(plugin).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidArgument(f"Plugin file {str(path)!r} (config `plugins`) does not exist.")
+        name = f"lfeval_plugin_{path.stem}"
+        if name in sys.modules:
+            return
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(plugin)
+    except ImportError as exc:
+        raise InvalidArgument(f"Cannot import plugin module {plugin!r} (config `plugins`): {exc}.") from None
+
+
 def _check_names(key: str, values, valid) -> None:
     for v in values:
         if v not in valid:
             close = difflib.get_close_matches(str(v), valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownName(f"Unknown entry {v!r} in config `{key}`.{hint} Valid: {', '.join(valid)}.")
+            raise UnknownName(f"Unknown entry {v!r} in config `{key}`.{hint} Valid: {', '.join(map(str, valid))}.")

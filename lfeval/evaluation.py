@@ -6,7 +6,8 @@ need labels when ``y_batch`` is None, it lets a metric's exception propagate (Qu
 and swallows it), a dict entry of ``xai_methods`` means keyword arguments of
 :func:`lfeval.explain` for the method of that name (Quantus would call its vanilla
 ``quantus.explain`` without the method), tabular (N, D) input is accepted, and the result is a
-pandas DataFrame of methods x metrics.
+pandas DataFrame of methods x metrics. Inputs are taken in the encoder's layout: a plain module of
+tabular rows (N, D) is wrapped as an :class:`lfeval.Encoder` and scored in Quantus' (N, 1, D) layout.
 """
 
 from __future__ import annotations
@@ -18,39 +19,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._validation import as_tensor, check_batch, check_eval_mode
 from .errors import InvalidArgument, InvalidInput, LabelsRequired
+from .validation import check_inputs, check_model, to_numpy
 
-#: stock Quantus metrics that index model outputs with y (REFERENCE.md): they fail, or run with a
-#: wrong meaning, on an encoder without labels.
+#: stock Quantus metrics that index model outputs with y: they fail, or run with a wrong meaning, on an
+#: encoder without labels.
 NEEDS_LABELS = frozenset({
     "FaithfulnessCorrelation", "FaithfulnessEstimate", "SensitivityN", "MonotonicityCorrelation", "IROF",
     "Completeness", "RandomLogit", "PixelFlipping", "Monotonicity", "RegionPerturbation", "Selectivity",
     "Infidelity", "ROAD", "Consistency", "Sufficiency", "NonSensitivity", "ContinuityTest",
 })
-#: stock metrics that need segmentation masks (s_batch)
-NEEDS_MASKS = frozenset({
-    "PointingGame", "AttributionLocalisation", "TopKIntersection", "RelevanceRankAccuracy",
-    "RelevanceMassAccuracy", "AUC", "Focus",
-})
-
-
-class _TabularModel(torch.nn.Module):
-    """Presents a model of (N, D) inputs as one of (N, 1, D) inputs (Quantus needs a channel axis)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.baseline = getattr(model, "baseline", None)
-
-    def forward(self, x):
-        return self.model(x.reshape(x.shape[0], -1))
 
 
 def _check_metric(name: str, metric, y_batch, s_batch) -> None:
-    from .metrics.base import LabelFreeMetric
+    from .metrics import NEEDS_MASKS, LabelFree, LabelFreeMetric
 
-    if isinstance(metric, LabelFreeMetric):
+    if isinstance(metric, (LabelFreeMetric, LabelFree)):
         return
     cls = type(metric).__name__
     if y_batch is None and cls in NEEDS_LABELS:
@@ -76,10 +60,10 @@ def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, 
     xai_methods : dict
         {name: value} where value is a callable explain function (Quantus' signature), a dict of
         keyword arguments for ``lfeval.explain(method=name)``, or a precomputed attribution array.
-    model : torch.nn.Module
+    model : torch.nn.Module or lfeval.Encoder
         The encoder, in eval mode.
     x_batch : np.ndarray
-        (N, C, H, W), (N, 1, D), (N, T, C), or tabular (N, D).
+        Inputs in the encoder's layout: (N, C, H, W), (N, 1, D), (N, T, C), or tabular (N, D).
     y_batch : np.ndarray, optional
         Labels; only metrics that score with labels (SimilarityRate) use them.
     agg_func : callable
@@ -88,15 +72,21 @@ def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, 
         Extra keyword arguments for every metric call (e.g. ``batch_size``).
     return_as_df : bool
         DataFrame (methods x metrics) if True, else Quantus' nested dict {method: {metric: score}}.
+
+    Examples
+    --------
+    >>> import numpy as np, quantus, torch, lfeval
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    >>> x = np.random.default_rng(0).random((8, 1, 4, 4)).astype(np.float32)
+    >>> df = lfeval.evaluate({"RS": lfeval.metrics.RepresentationShift(), "Sparseness": quantus.Sparseness()},
+    ...                      {"Saliency": {}, "Random": {}}, net, x)
+    >>> df.shape, list(df.columns)
+    ((2, 2), ['RS', 'Sparseness'])
     """
     if not metrics or not xai_methods:
         raise InvalidArgument("Pass at least one metric in `metrics` and one method in `xai_methods`.")
-    if not isinstance(model, torch.nn.Module):
-        raise InvalidArgument(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-    check_eval_mode(model)
-    x = check_batch(as_tensor(x_batch, "x_batch"), "x_batch").numpy()
-    if x.ndim == 2:
-        x, model = x[:, None, :], _TabularModel(model).eval()
+    model = check_model(model, x_batch)
+    x = to_numpy(model.canonical(check_inputs(x_batch, model, "x_batch")))
     for name, metric in metrics.items():
         _check_metric(name, metric, y_batch, s_batch)
     from .explain.features import explain as lf_explain
@@ -112,9 +102,9 @@ def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, 
             a = lf_explain(model, x, y_batch, **kw)
         elif isinstance(value, (np.ndarray, torch.Tensor)):
             explain_func, kw = lf_explain, {**efk, "method": method}
-            a = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
-            if a.ndim == 2 and x.ndim == 3 and a.shape == (x.shape[0], x.shape[2]):
-                a = a[:, None, :]
+            a = to_numpy(value)
+            if model.native_shape not in (None, model.input_shape) and a.shape[1:] == model.native_shape:
+                a = a.reshape(x.shape)  # attributions in the module's native layout
         else:
             raise InvalidArgument(
                 f"xai_methods[{method!r}] must be a callable, a dict of lfeval.explain kwargs or an array, "

@@ -10,6 +10,8 @@ import torch
 import lfeval
 
 CACHE = Path(__file__).resolve().parent.parent / ".lfeval-cache" / "tests"
+#: user plugins that register themselves on import: loaded by the tests that use them, not by collection
+collect_ignore_glob = ["extensions/*"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -35,9 +35,8 @@ def _tiny(pretext="reconstruction", seed=0):
     torch.manual_seed(seed)
     enc = MLPEncoder((1, 4), 2, hidden=(3,))
     model = PretextModel(enc, make_task(pretext, "tabular"), n_classes=3).eval()
-    enc.__dict__["pretext_model"] = model
     x = torch.rand(7, 1, 4, generator=torch.Generator().manual_seed(seed + 1))
-    return enc, model, x
+    return lfeval.Encoder(enc, modality="tabular", input_shape=(1, 4), pretext_model=model).eval(), model, x
 
 
 def _grad_loop(model, enc, x, y):
@@ -151,7 +150,7 @@ def test_loss_based_and_simplex_beat_chance_on_digits(encoders, digits, method):
 
 def test_bad_input(ae, digits):
     x_tr, x_te = digits.x_train[:20], digits.x_test[:5]
-    with pytest.raises(InvalidInput, match="same encoder"):
+    with pytest.raises(InvalidInput, match="encoder takes"):
         lfeval.examples.importance(ae, x_tr, torch.rand(5, 1, 4, 4), "cosine")
     with pytest.raises(InvalidInput, match="empty"):
         lfeval.examples.importance(ae, x_tr[:0], x_te, "dknn")

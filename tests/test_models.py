@@ -36,9 +36,13 @@ def test_trained_encoder_contract(encoders, digits):
         assert len(enc.checkpoints) == 3
         epochs = [c["epoch"] for c in enc.checkpoints]
         assert epochs == sorted(epochs) and epochs[-1] == enc.history["best_epoch"]
-        # the encoder is a submodule of its full model, not the reverse
-        assert enc.pretext_model.encoder is enc
+        # the contract: the data set's modality and baseline, and the network is a submodule of its full
+        # model, not the reverse
+        assert isinstance(enc, lfeval.Encoder) and enc.modality == digits.modality and enc.input_shape == (1, 8, 8)
+        assert enc.baseline is digits.baseline and enc.loss == enc.pretext_model.task.example_loss
+        assert enc.pretext_model.encoder is enc.module
         assert "pretext_model" not in dict(enc.named_modules())
+        assert set(dict(enc.named_parameters())) == {f"module.{n}" for n, _ in enc.module.named_parameters()}
         per_example = enc.pretext_model.example_loss(digits.x_test[:4], digits.y_test[:4])
         assert per_example.shape == (4,) and torch.isfinite(per_example).all()
 

@@ -108,7 +108,7 @@ def vaes(digits):
 def test_vaes_train_and_explain(vaes, digits):
     x = digits.x_test[:16].numpy()
     for name, enc in vaes.items():
-        mu, logvar = enc.distribution(torch.as_tensor(x))
+        mu, logvar = enc.module.distribution(torch.as_tensor(x))
         assert enc(torch.as_tensor(x)).shape == (16, 4) and torch.equal(enc(torch.as_tensor(x)), mu)
         assert np.isfinite(enc.history["val_loss"]).all()
         metric = UnitSaliencyCorrelation(method="Saliency")
@@ -126,7 +126,7 @@ def test_bad_input_gets_clear_errors(encoders, digits):
     ae = encoders["reconstruction"]
     with pytest.raises(InvalidArgument, match="reference encoders"):
         PretextCorrelation({})
-    other = lfeval.models.build_encoder("image", (1, 28, 28), 8).eval()
+    other = lfeval.Encoder(lfeval.models.build_encoder("image", (1, 28, 28), 8), input_shape=(1, 28, 28)).eval()
     with pytest.raises(InvalidInput, match="input shapes"):
         PretextCorrelation([encoders["denoising"], other])(model=ae, x_batch=x, a_batch=x,
                                                           explain_func=lfeval.explain)

@@ -8,6 +8,7 @@ import pytest
 
 from lfeval.config import RunConfig
 from lfeval.errors import InvalidArgument, UnknownName
+from lfeval.metrics import Curve
 from lfeval.report import Section, normalise_scores, plots, rank_explainers, write_report
 
 
@@ -38,14 +39,19 @@ def test_rank_needs_directions():
 def test_report_embeds_and_references_every_plot(tmp_path):
     rng = np.random.default_rng(0)
     figs = {
-        "curves.png": plots.consistency_curves({"IG": rng.random((5, 3)), "Random": rng.random((5, 3))}, [0.1, 0.5, 1]),
+        "curves.png": plots.metric_curves({"IG": Curve([10, 50, 100], {"shift": rng.random((5, 3))}),
+                                           "Random": Curve([10, 50, 100], {"shift": rng.random((5, 3))})}),
         "radar.png": plots.radar_chart(pd.DataFrame({"a": [1.0, 2.0], "b": [2.0, 1.0]}, index=["IG", "Random"])),
         "meta.png": plots.meta_area(pd.DataFrame({"IAC_NR": [0.5], "IAC_AR": [0.4], "IEC_NR": [0.9], "IEC_AR": [0.7],
                                                   "MC": [0.625]}, index=["RepresentationShift"])),
         "heat.png": plots.pretext_heatmaps({"features": pd.DataFrame(np.eye(2), index=["r", "d"], columns=["r", "d"])}),
         "maps.png": plots.attribution_maps(rng.random((3, 1, 8, 8)), {"IG": rng.random((3, 1, 8, 8))}, n=2),
-        "rates.png": plots.similarity_rate_curves({"cosine": {"top": rng.random((4, 3)), "bottom": rng.random((4, 3))}},
-                                                  [1, 5, 10]),
+        "bars.png": plots.attribution_maps(rng.random((3, 1, 30)), {"IG": rng.random((3, 1, 30))}, n=2,
+                                           modality="tabular"),
+        "series.png": plots.attribution_maps(rng.random((3, 40, 1)), {"IG": rng.random((3, 40, 1))}, n=2,
+                                             modality="time_series"),
+        "rates.png": plots.metric_curves({"cosine": Curve([1, 5, 10], {"top": rng.random((4, 3)),
+                                                                       "bottom": rng.random((4, 3))})}, ylim=(0, 1)),
     }
     (tmp_path / "plots").mkdir()
     paths = []

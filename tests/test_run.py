@@ -111,8 +111,8 @@ def test_report_references_every_plot(small):
     d = small["dir"]
     html = (d / "report.html").read_text()
     plots = sorted(p.name for p in (d / "plots").glob("*.png"))
-    expected = {"consistency_curves.png", "similarity_rate_curves.png", "radar_features.png", "radar_examples.png",
-                "meta_model.png", "meta_input.png", "pretext_heatmaps.png",
+    expected = {"curves_RepresentationShift.png", "curves_SimilarityRate.png", "radar_features.png",
+                "radar_examples.png", "meta_model.png", "meta_input.png", "pretext_heatmaps.png",
                 *(f"attributions_{p}.png" for p in PRETEXTS)}
     assert expected <= set(plots)
     for name in plots:

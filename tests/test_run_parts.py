@@ -1,5 +1,5 @@
 """The parts of ``lfeval run`` that need no full run: stored explanations, ranking tables, the stage
-store, the metric registry and the config's errors."""
+store, the metric catalogue and the config's errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import lfeval
 from lfeval.config import RunConfig
 from lfeval.errors import InvalidArgument, UnknownName
 from lfeval.explain.precomputed import PrecomputedExplanations
+from lfeval.metrics import score_direction as direction
+from lfeval.metrics.catalogue import CATALOGUE, FEATURES, MetricContext, build_metric
 from lfeval.pipeline import StageStore
-from lfeval.pipeline.metric_registry import FEATURES, REGISTRY, MetricContext, build_metric, direction
 from lfeval.pipeline.outputs import OVERALL, rank_table
 
 
@@ -82,10 +83,10 @@ def test_stage_store_resumes_and_refuses_other_settings(tmp_path):
         StageStore(tmp_path / "run", {"seed": 1})
 
 
-def test_registry_builds_every_metric_with_a_valid_direction(encoders, digits):
-    ctx = MetricContext(n_features=64, seed=0, fractions=[0.1, 0.5, 1.0], counts=[1, 5], y_train=digits.y_train.numpy(),
+def test_catalogue_builds_every_metric_with_a_valid_direction(encoders, digits):
+    ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train.numpy(),
                         references={"denoising": encoders["denoising"]}, explain_func=PrecomputedExplanations())
-    for name, entry in REGISTRY.items():
+    for name, entry in CATALOGUE.items():
         for kind in entry.kinds:
             metric = build_metric(name, ctx, kind)
             assert direction(metric) in ("higher", "lower"), name
@@ -94,16 +95,16 @@ def test_registry_builds_every_metric_with_a_valid_direction(encoders, digits):
     assert direction(build_metric("MaxSensitivity", ctx, FEATURES)) == "lower"
 
 
-def test_every_registry_metric_scores_a_digits_encoder(encoders, digits):
-    """Each metric of the registry, built with its run defaults, gives finite scores through lfeval.evaluate."""
+def test_every_catalogue_metric_scores_a_digits_encoder(encoders, digits):
+    """Each metric of the catalogue, built with its run defaults, gives finite scores through lfeval.evaluate."""
     enc, x = encoders["reconstruction"], digits.x_test[:12].numpy()
     cache = PrecomputedExplanations()
-    ctx = MetricContext(n_features=64, seed=0, fractions=[0.1, 0.5, 1.0], counts=[1, 5],
-                        y_train=digits.y_train[:100].numpy(), references={"denoising": encoders["denoising"]},
+    ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train[:100].numpy(),
+                        references={"denoising": encoders["denoising"]},
                         explain_func=cache,
                         example_explain_func=functools.partial(lfeval.explain.examples.explain_func,
                                                                x_train=digits.x_train[:100]))
-    for name, entry in REGISTRY.items():
+    for name, entry in CATALOGUE.items():
         for kind in entry.kinds:
             metric = build_metric(name, ctx, kind)
             method, func = ("Saliency", cache) if kind == FEATURES else ("cosine", ctx.example_explain_func)

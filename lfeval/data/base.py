@@ -8,6 +8,8 @@ from typing import Callable, Union
 
 import torch
 
+from ..modalities import get_modality
+
 Baseline = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -28,8 +30,9 @@ class Dataset:
         The masking baseline the paper uses for this data (zeros for digit images, the
         mean normal beat for ECG5000, a Gaussian blur for CIFAR-10). A tensor broadcasts
         to one input; a callable maps a batch (N, ...) to a batch of baselines.
-    modality : str
-        ``"image"``, ``"tabular"`` or ``"time_series"``.
+    modality : lfeval.modalities.Modality
+        Image, tabular or time series (a name is converted; the object equals its name, so
+        ``ds.modality == "image"`` holds). It owns the layout, the masking unit and the plot kind.
     classes : list of str
         Class names, index = label.
     """
@@ -43,6 +46,9 @@ class Dataset:
     modality: str
     classes: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.modality = get_modality(self.modality)
 
     @property
     def input_shape(self) -> tuple:

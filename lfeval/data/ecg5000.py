@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._validation import check_finite
 from ..errors import DatasetUnavailable, InvalidInput
+from ..validation import check_finite
 from .base import Dataset
 
 _NAMES = [("ECG5000_TRAIN.txt", "ECG5000_TEST.txt"), ("ECG5000_TRAIN.tsv", "ECG5000_TEST.tsv")]

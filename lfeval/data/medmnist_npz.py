@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._validation import check_choice
 from ..errors import DatasetUnavailable, InvalidArgument
+from ..validation import check_choice
 from .base import Dataset
 
 

@@ -2,7 +2,9 @@
 
 ``lfeval.explain`` is both this package and a function: calling it runs
 :func:`lfeval.explain.features.explain` (Quantus' ``explain_func`` signature), while
-``lfeval.explain.features``, ``.examples`` and ``.contrastive`` hold the methods.
+``lfeval.explain.base`` holds the explainer base class and registry, ``.features`` the entry
+points, ``.captum_methods``, ``.stochastic`` and ``.contrastive`` the feature methods, ``.examples``
+example importance and ``.precomputed`` the store of finished explanations.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 import sys
 import types
 
-_SUBMODULES = ("features", "examples", "contrastive", "precomputed")
+_SUBMODULES = ("base", "features", "captum_methods", "stochastic", "examples", "contrastive", "precomputed")
 
 
 class _CallableModule(types.ModuleType):
@@ -26,6 +28,8 @@ def __getattr__(name: str):
         return importlib.import_module(f"{__name__}.{name}")
     if name in ("explain", "explain_units"):
         return getattr(importlib.import_module(f"{__name__}.features"), name)
+    if name in ("FeatureExplainer", "register_explainer", "get_explainer", "explainer_names", "EXPLAINERS"):
+        return getattr(importlib.import_module(f"{__name__}.base"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import as_tensor, check_batch, check_choice, check_eval_mode, check_finite, model_device
 from ..errors import InvalidArgument, InvalidInput
 from ..models.probe import latents
-from .features import _QUANTUS_KEYS
+from ..validation import as_tensor, check_batch, check_choice, check_finite, check_module, model_device
+from .base import QUANTUS_KEYS, FeatureExplainer, register_explainer
 
 MODES = ("PP", "PN")
 TASKS = ("auto", "classifier", "encoder")
@@ -110,9 +110,7 @@ def fit_prototypes(encoder: nn.Module, x_train, n_prototypes: int = 10, seed: in
     """
     from sklearn.cluster import KMeans
 
-    if not isinstance(encoder, nn.Module):
-        raise InvalidArgument(f"`encoder` must be a torch.nn.Module, got {type(encoder).__name__}.")
-    check_eval_mode(encoder, "encoder")
+    check_module(encoder, "encoder")
     x = check_batch(as_tensor(x_train, "x_train"), "x_train")
     if not isinstance(n_prototypes, (int, np.integer)) or not 2 <= n_prototypes <= len(x):
         raise InvalidArgument(
@@ -185,14 +183,9 @@ class ContrastiveExplainer:
                  kappa: float = 0.1, beta: float = 0.1, gamma: float = 100.0, c_init: float = 10.0,
                  c_steps: int = 9, iterations: int = 200, lr: float = 1e-2, seed: int = 0, prototypes=None,
                  n_prototypes: int = 10, x_train=None, clip: tuple = (0.0, 1.0), task: str = "auto"):
-        if not isinstance(model, nn.Module):
-            raise InvalidArgument(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-        check_eval_mode(model)
+        check_module(model)
         if autoencoder is not None:
-            if not isinstance(autoencoder, nn.Module):
-                raise InvalidArgument(f"`autoencoder` must be a torch.nn.Module or None, got "
-                                      f"{type(autoencoder).__name__}.")
-            check_eval_mode(autoencoder, "autoencoder")
+            check_module(autoencoder, "autoencoder")
         self.model, self.autoencoder = model, autoencoder
         self.row_block = ROW_BLOCK
         self.mode = check_choice(mode, MODES, "CEM mode")
@@ -354,6 +347,32 @@ _EXPLAINER_KEYS = tuple(p for p in inspect.signature(ContrastiveExplainer.__init
                         if p not in ("self", "model", "mode"))
 
 
+class _CEM(FeatureExplainer):
+    """CEM as a feature explainer: |δ| of the pertinent positive or negative (options:
+    :class:`ContrastiveExplainer`'s, ``seed`` seeds its prototype fit). The decision is the model's
+    own (argmax class, or nearest prototype for an encoder), so no g_x is attributed."""
+
+    mode = "PP"
+    option_names = _EXPLAINER_KEYS
+
+    def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None, **options):
+        self.check_options(options)
+        if reference is not None:
+            raise InvalidArgument(f"{self.name} explains the model's decision, not a latent unit; use a gradient "
+                                  "or perturbation method for lfeval.explain_units.")
+        options.setdefault("seed", seed)
+        result = ContrastiveExplainer(self.encoder, mode=self.mode, **options).explain(inputs)
+        return result.delta.abs().to(torch.float32).reshape(np.shape(inputs))
+
+
+_CEM_CLASSES = {
+    f"CEM-{mode}": register_explainer(f"CEM-{mode}")(type(f"CEM{mode}", (_CEM,), {
+        "mode": mode, "__module__": __name__,
+        "__doc__": f"CEM pertinent {'positive' if mode == 'PP' else 'negative'}: |δ| (Dhurandhar et al. 2018)."}))
+    for mode in MODES
+}
+
+
 def explain(model, inputs, targets=None, method: str = "CEM-PP", device=None, **kwargs) -> np.ndarray:
     """CEM attributions with Quantus' ``explain_func`` signature: |δ| of the PP or the PN.
 
@@ -379,11 +398,9 @@ def explain(model, inputs, targets=None, method: str = "CEM-PP", device=None, **
     np.ndarray, float32, same shape as ``inputs``: |δ|, which is 0 for samples without a solution.
     """
     method = check_choice(method, METHODS, "contrastive method")
-    for key in _QUANTUS_KEYS:
+    for key in QUANTUS_KEYS:
         kwargs.pop(key, None)
-    unknown = sorted(set(kwargs) - set(_EXPLAINER_KEYS))
-    if unknown:
-        raise InvalidArgument(f"Unknown CEM option(s) {', '.join(map(repr, unknown))}; valid options: "
-                              f"{', '.join(_EXPLAINER_KEYS)}.")
-    result = ContrastiveExplainer(model, mode=method[4:], **kwargs).explain(inputs)
-    return result.delta.abs().numpy().astype(np.float32)
+    seed = kwargs.pop("seed", 0)
+    return _CEM_CLASSES[method](model).attribute(inputs, seed=seed, **kwargs).numpy()
+
+

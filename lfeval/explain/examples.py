@@ -18,10 +18,11 @@ import torch
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from .._validation import as_tensor, check_batch, check_choice, check_eval_mode, model_device
+from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
-
-METHODS = ("cosine", "dknn", "simplex", "tracin", "influence")
+from ..models.pretext import PretextModel
+from ..validation import check_choice, check_eval_mode, check_inputs, check_model, check_module, model_device, to_numpy
+from .base import QUANTUS_KEYS
 
 
 class ExampleImportance:
@@ -38,15 +39,14 @@ class ExampleImportance:
     """
 
     def __init__(self, encoder: torch.nn.Module, batch_size: int = 256, display_progressbar: bool = True):
-        if not isinstance(encoder, torch.nn.Module):
-            raise InvalidArgument(f"`encoder` must be a torch.nn.Module, got {type(encoder).__name__}.")
-        check_eval_mode(encoder, "encoder")
-        self.encoder, self.batch_size, self.display_progressbar = encoder, int(batch_size), display_progressbar
+        self.encoder = check_module(encoder, "encoder")
+        self.batch_size, self.display_progressbar = int(batch_size), display_progressbar
         self.device = model_device(encoder)
 
     def _inputs(self, x_train, x_test):
-        x_train = check_batch(as_tensor(x_train, "x_train", device=self.device), "x_train")
-        x_test = check_batch(as_tensor(x_test, "x_test", device=self.device), "x_test")
+        self.encoder = enc = check_model(self.encoder, x_train, name="encoder")
+        x_train = enc.canonical(check_inputs(x_train, enc, "x_train", device=self.device))
+        x_test = enc.canonical(check_inputs(x_test, enc, "x_test", device=self.device))
         if x_train.shape[1:] != x_test.shape[1:]:
             raise InvalidInput(
                 f"`x_train` examples have shape {tuple(x_train.shape[1:])} but `x_test` examples "
@@ -145,19 +145,24 @@ class _LossBased(ExampleImportance):
     def __init__(self, encoder, model=None, loss: Optional[Callable] = None, y_train=None, y_test=None,
                  chunk_size: int = 128, **kw):
         super().__init__(encoder, **kw)
-        model = model if model is not None else getattr(encoder, "pretext_model", None)
+        contract = encoder if isinstance(encoder, Encoder) else None
+        if model is None and contract is not None:
+            model = contract.pretext_model
         if model is None:
             raise InvalidArgument(
                 f"{type(self).__name__} differentiates a loss: pass `model` (encoder + decoder/head) and `loss`, or "
                 "use an encoder from lfeval.models.train_encoder, which carries its `pretext_model`."
             )
         check_eval_mode(model, "model")
-        task = getattr(model, "task", None)
+        task = model.task if isinstance(model, PretextModel) else None
+        if loss is None and contract is not None and contract.pretext_model is model:
+            loss = contract.loss
         if loss is None and task is None:
             raise InvalidArgument(f"{type(self).__name__}: pass `loss(forward, x, y, extra) -> (N,)` for this model.")
         self.model, self.task = model, task
         self.loss = loss if loss is not None else task.example_loss
-        prefix = next((n for n, m in model.named_modules() if m is encoder), None)
+        net = contract.module if contract is not None else encoder
+        prefix = next((n for n, m in model.named_modules() if m is net), None)
         if prefix is None:
             raise InvalidArgument("`encoder` must be a submodule of `model` (its parameters are differentiated).")
         self.prefix = f"{prefix}." if prefix else ""
@@ -165,7 +170,7 @@ class _LossBased(ExampleImportance):
 
     def _labels(self, y, n: int, name: str):
         if y is None:
-            if self.task is not None and getattr(self.task, "needs_labels", False):
+            if self.task is not None and self.task.needs_labels:
                 raise InvalidArgument(f"The {self.task.name} pretext loss needs labels: pass `{name}`.")
             return torch.zeros(n, dtype=torch.long, device=self.device)
         y = torch.as_tensor(y, device=self.device).long()
@@ -192,7 +197,7 @@ class _LossBased(ExampleImportance):
                          None if extra is None else extra.unsqueeze(0))[0]
 
     def _extra(self, x):
-        return self.task.example_extra(x) if self.task is not None and hasattr(self.task, "example_extra") else None
+        return self.task.example_extra(x) if self.task is not None else None
 
     def per_example_grads(self, x, y, theta, fixed) -> torch.Tensor:
         """Flattened gradients (N, P) of each example's loss w.r.t. the encoder parameters."""
@@ -215,7 +220,9 @@ class TracIn(_LossBased):
 
     def __init__(self, encoder, checkpoints=None, **kw):
         super().__init__(encoder, **kw)
-        self.checkpoints = checkpoints if checkpoints is not None else getattr(encoder, "checkpoints", None)
+        if checkpoints is None and isinstance(encoder, Encoder):
+            checkpoints = encoder.checkpoints
+        self.checkpoints = checkpoints
         if not self.checkpoints:
             raise InvalidArgument(
                 "TracIn needs training checkpoints: train with lfeval.models.train_encoder(..., checkpoints=K) or "
@@ -377,8 +384,24 @@ class InfluenceFunctions(_LossBased):
         return h / self.scale
 
 
-_CLASSES = {"cosine": CosineSimilarity, "dknn": DkNN, "simplex": SimplEx, "tracin": TracIn,
-            "influence": InfluenceFunctions}
+#: method name -> ExampleImportance subclass (extend with :func:`register_example_method`)
+EXAMPLE_METHODS = {"cosine": CosineSimilarity, "dknn": DkNN, "simplex": SimplEx, "tracin": TracIn,
+                   "influence": InfluenceFunctions}
+#: methods that differentiate a pretext loss (need the full model, a loss and, for TracIn, checkpoints)
+LOSS_BASED = ("tracin", "influence")
+
+
+def register_example_method(name: str, cls: type) -> None:
+    """Make an :class:`ExampleImportance` subclass available as ``method=name``."""
+    if not (isinstance(cls, type) and issubclass(cls, ExampleImportance)):
+        raise InvalidArgument(f"register_example_method({name!r}) needs an ExampleImportance subclass, got {cls!r}.")
+    EXAMPLE_METHODS[name] = cls
+
+
+def __getattr__(name: str):
+    if name == "METHODS":
+        return tuple(EXAMPLE_METHODS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def importance(encoder, x_train, x_test, method: str = "cosine", **kwargs) -> torch.Tensor:
@@ -395,22 +418,22 @@ def importance(encoder, x_train, x_test, method: str = "cosine", **kwargs) -> to
         :class:`InfluenceFunctions`); loss-based methods take ``model``, ``loss``, ``y_train``,
         ``y_test`` and default to the encoder's pretext model and loss.
     """
-    check_choice(method, METHODS, "example-importance method")
-    return _CLASSES[method](encoder, **kwargs).attribute(x_train, x_test)
+    check_choice(method, EXAMPLE_METHODS, "example-importance method")
+    return EXAMPLE_METHODS[method](encoder, **kwargs).attribute(x_train, x_test)
 
 
-def explain_func(model, inputs, targets=None, method: str = "cosine", x_train=None, device=None,
-                 **kwargs) -> np.ndarray:
+def explain_func(model, inputs, targets=None, method: str = "cosine", x_train=None, **kwargs) -> np.ndarray:
     """Quantus-style explain function: the (n, n_train) importance matrix of ``inputs`` as NumPy.
 
     Bind the training examples: ``functools.partial(explain_func, x_train=x_train)``.
     """
     if x_train is None:
         raise InvalidArgument("Example importance needs the training examples: pass `x_train`.")
-    for key in ("xai_lib", "softmax", "channel_first"):
+    for key in QUANTUS_KEYS:
         kwargs.pop(key, None)
-    return importance(model, x_train, inputs, method=method, **kwargs).detach().cpu().numpy()
+    return to_numpy(importance(model, x_train, inputs, method=method, **kwargs))
 
 
-__all__ = ["METHODS", "ExampleImportance", "CosineSimilarity", "DkNN", "SimplEx", "TracIn", "InfluenceFunctions",
+__all__ = ["EXAMPLE_METHODS", "LOSS_BASED", "register_example_method", "ExampleImportance", "CosineSimilarity",
+           "DkNN", "SimplEx", "TracIn", "InfluenceFunctions",
            "importance", "explain_func"]

@@ -21,16 +21,18 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..encoder import Encoder
 from ..errors import InvalidArgument
-from .features import _QUANTUS_KEYS
+from ..validation import to_numpy
+from .base import QUANTUS_KEYS
 
 #: keyword arguments that do not change an explanation's values
-_IGNORED = (*_QUANTUS_KEYS, "device", "targets")
+_IGNORED = (*QUANTUS_KEYS, "targets")
 
 
-def _as_numpy(x) -> np.ndarray:
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    return np.ascontiguousarray(x, dtype=np.float32)
+def _network(model) -> torch.nn.Module:
+    """The network behind a model: explanations are keyed on it, so every Encoder wrapping it shares them."""
+    return model.module if isinstance(model, Encoder) else model
 
 
 def _options_key(kwargs: dict) -> tuple:
@@ -38,7 +40,7 @@ def _options_key(kwargs: dict) -> tuple:
 
 
 def _row_keys(inputs) -> list:
-    x = _as_numpy(inputs)
+    x = to_numpy(inputs)
     return [(row.shape, hashlib.sha1(row.tobytes()).digest()) for row in x]
 
 
@@ -57,6 +59,15 @@ class PrecomputedExplanations:
 
     Use :meth:`put` with the same keyword arguments the explain function will be called with
     (typically ``method`` and ``seed``). ``hits`` and ``misses`` count lookups.
+
+    >>> import numpy as np, torch
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
+    >>> x = np.random.default_rng(0).random((4, 1, 3)).astype(np.float32)
+    >>> cache = PrecomputedExplanations()
+    >>> a = cache(net, x, method="Saliency")            # computed (a miss), then stored
+    >>> cache.put(net, x, a, method="Saliency")
+    >>> bool(np.array_equal(cache(net, x[[2, 0]], method="Saliency"), a[[2, 0]])), (cache.hits, cache.misses)
+    (True, (1, 1))
     """
 
     def __init__(self, fallback: Optional[Callable] = None, method_params: Optional[dict] = None):
@@ -75,15 +86,15 @@ class PrecomputedExplanations:
     def put(self, model: torch.nn.Module, inputs, attributions, **kwargs) -> None:
         """Store ``attributions`` (same length as ``inputs``) as the explanation of ``inputs`` by ``model``."""
         kwargs = self._options(kwargs)
-        a = _as_numpy(attributions)
+        a = to_numpy(attributions)
         if len(a) != len(inputs):
             raise InvalidArgument(f"`attributions` has {len(a)} rows for {len(inputs)} inputs.")
-        rows = self._store.setdefault(model, {}).setdefault(_options_key(kwargs), {})
+        rows = self._store.setdefault(_network(model), {}).setdefault(_options_key(kwargs), {})
         rows.update(zip(_row_keys(inputs), a))
 
     def __call__(self, model, inputs, targets=None, **kwargs) -> np.ndarray:
         kwargs = self._options(kwargs)
-        rows = self._store.get(model, {}).get(_options_key(kwargs))
+        rows = self._store.get(_network(model), {}).get(_options_key(kwargs))
         if rows and len(inputs):
             found = [rows.get(k) for k in _row_keys(inputs)]
             if all(r is not None for r in found):

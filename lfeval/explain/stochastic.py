@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InvalidArgument
+from ..validation import as_tensor, check_positive_int
+from .base import FeatureExplainer, register_explainer
+
 _MOD = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
 
 
@@ -76,3 +80,38 @@ def random_attribution(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     values = ((key[:, None] * mult[None, :]) % _MOD + shift[None, :]) % _MOD
     values = (values * 16807) % _MOD  # one more Lehmer step decorrelates neighbouring features
     return (values.double() / _MOD * 2 - 1).to(x.dtype).view_as(x)
+
+
+@register_explainer("GradientShap")
+class GradientShap(FeatureExplainer):
+    """Batch-invariant GradientShap of g_x (:func:`gradient_shap`). ``baselines``: a distribution of
+    reference inputs (B, *input_shape); default the encoder's baseline of the chunk's first input."""
+
+    uses_baseline = True
+
+    def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.0, baselines=None):
+        n_samples = check_positive_int(n_samples, "n_samples")
+        base = baseline[:1] if baselines is None else as_tensor(baselines, "baselines", device=x.device)
+        try:
+            base = base.reshape(-1, *x.shape[1:])
+        except RuntimeError:
+            raise InvalidArgument(f"`baselines` of shape {tuple(base.shape)} are not inputs of shape "
+                                  f"{tuple(x.shape[1:])}.") from None
+        return gradient_shap(self.aux, x, z_ref, base, n_samples=n_samples, stdevs=float(stdevs), seed=seed)
+
+
+@register_explainer("SmoothGrad")
+class SmoothGrad(FeatureExplainer):
+    """Batch-invariant SmoothGrad of g_x (:func:`smooth_grad`)."""
+
+    def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.15):
+        n_samples = check_positive_int(n_samples, "n_samples")
+        return smooth_grad(self.aux, x, z_ref, n_samples=n_samples, stdevs=float(stdevs), seed=seed)
+
+
+@register_explainer("Random")
+class Random(FeatureExplainer):
+    """The Random control: U(-1, 1) per feature, keyed on the seed and the input's content only."""
+
+    def attribute_batch(self, x, z_ref, baseline, seed):
+        return random_attribution(x, seed=seed)

@@ -34,21 +34,18 @@ from metaquantus import MetaEvaluation
 from metaquantus.helpers.utils import generate_explanations
 from tqdm.auto import tqdm
 
-from .._validation import check_choice, check_eval_mode
 from ..errors import InvalidArgument
+from ..metrics.base import score_direction as direction_of
+from ..validation import check_choice, check_model
 
 TEST_NAMES = ("Model Resilience Test", "Model Adversary Test", "Input Resilience Test", "Input Adversary Test")
 
 
 def lower_is_better(score_direction, estimator=None) -> bool:
-    """Normalise a score direction to MetaQuantus' bool (True = lower is better)."""
+    """Normalise a score direction to MetaQuantus' bool (True = lower is better); None reads the
+    estimator's (:func:`lfeval.metrics.score_direction`)."""
     if score_direction is None:
-        direction = getattr(estimator, "score_direction", None)
-        if direction is None:
-            raise InvalidArgument(
-                f"{type(estimator).__name__} declares no `score_direction`; pass score_direction='higher' or 'lower'."
-            )
-        score_direction = getattr(direction, "value", direction)
+        return direction_of(estimator) == "lower"
     if isinstance(score_direction, (bool, np.bool_)):
         return bool(score_direction)
     value = str(score_direction).lower()
@@ -92,7 +89,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         (SimilarityRate); label-free explain functions ignore them.
         """
         lower = lower_is_better(score_direction, estimator)
-        check_eval_mode(model)
+        model = check_model(model, x_batch)
         if score_labels is not None:
             if y_batch is not None:
                 raise InvalidArgument("Pass either `y_batch` (a classifier: y = argmax f(x)) or `score_labels` "
@@ -140,7 +137,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         unperturbed = {}
         for method, kwargs in self.xai_methods.items():  # once for all tests
             kwargs = {**kwargs, "method": method}
-            if getattr(estimator, "example_attributions", False):  # (N, n_train) matrices: nothing to expand
+            if getattr(estimator, "example_attributions", False):  # stock estimators lack it; (N, n_train) matrices
                 a = np.asarray(self.explain_func(model=model, inputs=x_batch, targets=y, **kwargs))
             else:
                 a = generate_explanations(model=model, x_batch=x_batch, y_batch=y, explain_func=self.explain_func,

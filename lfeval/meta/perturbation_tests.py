@@ -13,7 +13,6 @@ noisy input into the clean data's range (the upper clip was a no-op).
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Callable, Optional, Union
 
@@ -22,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from metaquantus.perturbation_tests.base import PerturbationTestBase
 
-from .._validation import as_tensor, check_choice, model_device
 from ..errors import InvalidArgument
+from ..validation import as_tensor, check_choice, check_model
 
 TYPES = ("Resilience", "Adversary")
 KEEP = ("cosine", "knn")
@@ -102,9 +101,8 @@ class LatentPerturbationTest(PerturbationTestBase):
     def __call__(self, estimator, nr_perturbations: int, xai_methods: dict, model, x_batch, y_batch, a_batch,
                  s_batch, channel_first, explain_func, model_predict_kwargs, softmax, device):
         """MetaQuantus' test protocol: returns (scores {method: (K, N)}, closeness (K, N), keep (K, N) bool)."""
-        net = model.get_model() if hasattr(model, "get_model") else model
-        dev = model_device(net)
-        x = as_tensor(x_batch, "x_batch", device=dev)
+        net = check_model(model, x_batch)
+        x = as_tensor(x_batch, "x_batch", device=net.device)
         n = len(x)
         scores = {m: np.zeros((nr_perturbations, n)) for m in xai_methods}
         closeness = np.zeros((nr_perturbations, n))
@@ -152,9 +150,9 @@ class LatentModelPerturbationTest(LatentPerturbationTest):
         super().__init__(type, **kwargs)
 
     def perturb(self, model, x):
-        net = copy.deepcopy(model)
+        net = model.copy()  # the network (and the pretext model around it); checkpoints are shared
         with torch.no_grad():
-            for p in net.parameters():
+            for p in net.module.parameters():
                 eps = self.mean + self.std * torch.randn(p.shape, generator=self._gen).to(p.device)
                 p.mul_(eps) if self.noise_type == "multiplicative" else p.add_(eps)
         return net.eval(), x

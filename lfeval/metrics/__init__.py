@@ -1,12 +1,18 @@
-"""Label-free metrics as :class:`quantus.Metric` subclasses (usable in :func:`quantus.evaluate`)."""
+"""Label-free metrics as :class:`quantus.Metric` subclasses (usable in :func:`quantus.evaluate`), their
+functional twins (:mod:`lfeval.metrics.functional`) and the catalogue ``lfeval run`` scores with
+(:mod:`lfeval.metrics.catalogue`)."""
 
-from .base import LabelFreeMetric
-from .label_free_adapter import ADAPTABLE, LabelFree
+from . import functional
+from .base import LabelFreeMetric, score_direction
+from .catalogue import CATALOGUE, CurveSpec, MetricContext, MetricEntry, build_metric, register_metric
+from .curve import Curve
+from .label_free_adapter import ADAPTABLE, NEEDS_MASKS, LabelFree
 from .pretext_correlation import PretextCorrelation, correlation_matrix, pretext_correlation_table
 from .representation_shift import RepresentationShift
 from .similarity_rate import SimilarityRate
 from .unit_saliency import UnitSaliencyCorrelation, unit_saliency_stats
 
-__all__ = ["LabelFreeMetric", "LabelFree", "ADAPTABLE", "PretextCorrelation", "pretext_correlation_table",
-           "correlation_matrix", "RepresentationShift", "SimilarityRate", "UnitSaliencyCorrelation",
-           "unit_saliency_stats"]
+__all__ = ["LabelFreeMetric", "score_direction", "LabelFree", "ADAPTABLE", "NEEDS_MASKS", "PretextCorrelation",
+           "pretext_correlation_table", "correlation_matrix", "RepresentationShift", "SimilarityRate",
+           "UnitSaliencyCorrelation", "unit_saliency_stats", "Curve", "CATALOGUE", "CurveSpec", "MetricContext",
+           "MetricEntry", "build_metric", "register_metric", "functional"]

@@ -4,6 +4,8 @@ A :class:`LabelFreeMetric` is a real :class:`quantus.Metric`: it runs Quantus'
 ``general_preprocess`` -> per-batch ``evaluate_batch`` -> ``custom_postprocess`` flow, so it
 works directly and inside :func:`quantus.evaluate`. What it changes:
 
+* ``model`` may be a plain ``nn.Module`` or an :class:`lfeval.Encoder`; the metric works on the
+  Encoder (:func:`lfeval.as_encoder`), so the modality, masking unit and baseline come from it.
 * ``y_batch`` defaults to ``None`` (encoders have no label to explain); a metric that needs
   labels only to *score* sets ``requires_labels = True`` and raises
   :class:`lfeval.errors.LabelsRequired` without them; one that ignores them warns.
@@ -23,8 +25,27 @@ import numpy as np
 import quantus
 import torch
 
-from .._validation import as_tensor, check_batch, check_eval_mode, model_device
 from ..errors import InvalidArgument, InvalidInput, LabelsRequired
+from ..validation import as_tensor, check_batch, check_inputs, check_model, to_numpy
+from .curve import Curve
+
+
+def score_direction(metric) -> str:
+    """``"higher"`` or ``"lower"``: which scores of ``metric`` are better, from its Quantus ``score_direction``
+    (as corrected by :class:`lfeval.metrics.LabelFree`). The one place a direction is read.
+
+    >>> import quantus
+    >>> score_direction(quantus.Complexity()), score_direction(quantus.Sparseness())
+    ('lower', 'higher')
+    """
+    direction = getattr(metric, "score_direction", None)  # any Quantus-style estimator, ours or stock
+    if direction is None:
+        raise InvalidArgument(f"{type(metric).__name__} declares no `score_direction`; pass 'higher' or 'lower'.")
+    value = str(getattr(direction, "value", direction)).lower()
+    if value not in ("higher", "lower"):
+        raise InvalidArgument(f"{type(metric).__name__}.score_direction must be 'higher' or 'lower', "
+                              f"got {direction!r}.")
+    return value
 
 
 class LabelFreeMetric(quantus.Metric):
@@ -101,12 +122,8 @@ class LabelFreeMetric(quantus.Metric):
             Precomputed attributions; otherwise ``explain_func(model, inputs, targets, **explain_func_kwargs)``
             is called per batch (e.g. ``lfeval.explain``).
         """
-        if not isinstance(model, torch.nn.Module):
-            raise InvalidArgument(
-                f"`model` must be a torch.nn.Module (the encoder), got {type(model).__name__}."
-            )
-        check_eval_mode(model, "model")
-        x_batch = self._validate_x(x_batch)
+        model = check_model(model, x_batch)
+        x_batch = self._validate_x(x_batch, model)
         y_batch = self._validate_y(y_batch, len(x_batch))
         if a_batch is not None:
             a_batch = self._validate_a(a_batch, x_batch)
@@ -135,14 +152,9 @@ class LabelFreeMetric(quantus.Metric):
         )
 
     # ------------------------------------------------------------------ validation
-    def _validate_x(self, x_batch) -> np.ndarray:
-        x = check_batch(as_tensor(x_batch, "x_batch"), "x_batch")
-        if x.ndim == 2:
-            raise InvalidInput(
-                f"`x_batch` has shape {tuple(x.shape)}; Quantus needs a channel axis. Reshape tabular data "
-                "to (N, 1, D) (lfeval.evaluate does this for you)."
-            )
-        return x.cpu().numpy()
+    def _validate_x(self, x_batch, encoder) -> np.ndarray:
+        """The inputs in the encoder's canonical layout (e.g. (N, 1, D) rows), as NumPy."""
+        return to_numpy(encoder.canonical(check_inputs(x_batch, encoder, "x_batch")))
 
     def _validate_y(self, y_batch, n: int):
         if y_batch is None:
@@ -207,15 +219,10 @@ class LabelFreeMetric(quantus.Metric):
 
     # ------------------------------------------------------------------ torch helpers
     @staticmethod
-    def torch_model(model) -> torch.nn.Module:
-        """The torch module behind Quantus' model wrapper (or the module itself)."""
-        return model.get_model() if hasattr(model, "get_model") else model
+    def torch_model(model):
+        """The :class:`lfeval.Encoder` behind Quantus' model wrapper (or the model itself)."""
+        return model.get_model() if isinstance(model, quantus.helpers.model.model_interface.ModelInterface) else model
 
-    @classmethod
-    @torch.no_grad()
-    def encode(cls, model, x, batch_size: int = 4096) -> torch.Tensor:
-        """f(x) for a NumPy or torch batch, on the model's device, in chunks of ``batch_size``."""
-        net = cls.torch_model(model)
-        device = model_device(net)
-        x = as_tensor(x, "x", device=device)
-        return torch.cat([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    def curve(self) -> Optional[Curve]:
+        """The last call's per-sample curves (:class:`lfeval.metrics.Curve`), for metrics that have them."""
+        return None

@@ -1,8 +1,8 @@
 """``LabelFree``: score stock Quantus faithfulness metrics on an encoder, through g_x.
 
 Stock metrics read ``model.predict(x')[:, y]``, a class logit. An encoder has none, so they are
-silently wrong on it (REFERENCE.md). The adapter presents the encoder as a model whose output
-column j, for any perturbed input x', is the label-free score of Crabbé & van der Schaar
+silently wrong on it (they index latent units as if they were classes). The adapter presents the
+encoder as a model whose output column j, for any perturbed input x', is the label-free score of Crabbé & van der Schaar
 (2022, Eq. 2) against sample j of the batch:
 
     out(x')_j = s(f(x_j), f(x'))     s = <.,.> ("inner", the paper's g_x), -||.-.||^2 or cosine
@@ -12,6 +12,11 @@ wherever it perturbs, reshapes, batches or loops, so each perturbed row of sampl
 against f(x_i): the pairing rides on the convention every label-based metric already follows.
 Scores are computed in torch on whole batches ((rows, d) @ (d, N)).
 
+Removed features take the encoder's masking baseline (:meth:`lfeval.Encoder.baseline_for`: the data
+set's, e.g. the blur of the image for CIFAR-10), the same one RepresentationShift masks with, for
+every metric that removes features by baseline replacement and was left at Quantus' default
+``perturb_baseline="black"`` (``baseline="metric"`` keeps Quantus' own).
+
 Two Quantus 0.6.0 slips are corrected on the way: ROAD and SensitivityN keep only the first
 batch's results (``evaluation_scores[0]``), so the adapter runs them on the whole batch at once;
 and curve metrics are summarised per sample (see :data:`ADAPTABLE`) so ``quantus.evaluate``
@@ -20,6 +25,8 @@ aggregates a number per sample.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -28,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import as_tensor, check_batch, check_choice, check_eval_mode, model_device
 from ..errors import InvalidArgument, NotAdaptable
+from ..validation import check_choice, check_inputs, check_model, model_device, to_numpy
 
 SIMILARITIES = ("inner", "negative_distance", "cosine")
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
@@ -98,6 +105,7 @@ ADAPTABLE = {
     "Infidelity": Spec(),
 }
 #: metrics that read only attributions and segmentation masks: label-free once s_batch is given
+#: (lfeval.evaluate refuses them without s_batch too)
 NEEDS_MASKS = frozenset({
     "PointingGame", "AttributionLocalisation", "TopKIntersection", "RelevanceRankAccuracy",
     "RelevanceMassAccuracy", "AUC", "Focus",
@@ -113,6 +121,42 @@ def _direction(metric, spec: Spec):
     if spec.direction is None:
         return metric.score_direction
     return quantus.helpers.enums.ScoreDirection(spec.direction(metric))
+
+
+BASELINES = ("encoder", "metric")
+
+
+class BaselineReplacement:
+    """A Quantus ``perturb_func`` (``arr`` (B, F), ``indices`` (B, k)) that replaces features with the
+    encoder's baseline rows of the current Quantus batch (:meth:`select` sets them from the sample ids)."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows, self.current = rows, rows
+        flat = rows.reshape(-1)
+        self.constant = float(flat[0]) if flat.size and np.all(flat == flat[0]) else None
+
+    def select(self, ids) -> None:
+        self.current = self.rows[np.asarray(ids, dtype=int)]
+
+    def __call__(self, arr, indices, **kwargs):
+        arr = np.asarray(arr)
+        # Quantus' baseline lookup draws a "uniform" candidate on every call; draw it too, so the metric's
+        # own random choices (FaithfulnessCorrelation's subsets, ...) follow the same np.random stream as stock
+        np.random.uniform(low=kwargs.get("uniform_low", 0.0), high=kwargs.get("uniform_high", 1.0),
+                          size=np.shape(indices)[0])
+        out = arr.copy()
+        rows = np.arange(len(arr))[:, None]
+        if self.current.shape == arr.shape:
+            out[rows, indices] = self.current[rows, indices]
+        elif self.constant is not None:  # padded patches (Selectivity, RegionPerturbation): a constant fills any shape
+            out[rows, indices] = self.constant
+        else:
+            raise InvalidArgument(
+                f"The metric perturbs padded inputs ({arr.shape[1]} features for {self.current.shape[1]}) and the "
+                "encoder's baseline varies per feature; choose a patch size that tiles the input, or pass "
+                "LabelFree(..., baseline='metric') to use Quantus' own baseline."
+            )
+        return out
 
 
 class ReferenceScores(torch.nn.Module):
@@ -142,13 +186,26 @@ class LabelFree:
     similarity : {"inner", "negative_distance", "cosine"}, optional
         s in out(x')_j = s(f(x_j), f(x')); "inner" is the paper's g_x and the default, except for
         ROAD (-distance). Metrics that divide by the unperturbed score refuse -distance (it is 0).
+    baseline : {"encoder", "metric"}
+        What a removed feature becomes, for metrics that remove features by baseline replacement with
+        Quantus' default ``perturb_baseline="black"``: the encoder's baseline (default; the one
+        RepresentationShift uses) or Quantus' black (the sample's minimum). A metric built with another
+        ``perturb_baseline`` ("uniform", "mean", a number) keeps it.
 
     Called like any Quantus metric (``model`` = the encoder, ``y_batch`` is not needed); the
     metric's attributes (``score_direction``, ``abs``, ``normalise``, ...) show through, so the
     adapter also works as a MetaQuantus estimator and in ``quantus.evaluate``.
+
+    >>> import numpy as np, quantus, torch
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
+    >>> x = np.random.default_rng(0).random((4, 1, 4, 4)).astype(np.float32)
+    >>> metric = LabelFree(quantus.PixelFlipping(features_in_step=4, disable_warnings=True))
+    >>> scores = metric(net, x, a_batch=x)               # no y_batch: each sample is scored on its own g_x
+    >>> len(scores), metric.score_direction.value
+    (4, 'lower')
     """
 
-    def __init__(self, metric, similarity: Optional[str] = None):
+    def __init__(self, metric, similarity: Optional[str] = None, baseline: str = "encoder"):
         cls = type(metric).__name__
         if cls not in ADAPTABLE and cls not in NEEDS_MASKS:
             raise NotAdaptable(
@@ -165,6 +222,7 @@ class LabelFree:
                 f"the argmax of, the score); use one of {spec.similarities}."
             )
         self.summary, self.raw = spec.summary, spec.raw
+        self.baseline = check_choice(baseline, BASELINES, "LabelFree baseline")
         self.score_direction = _direction(metric, spec)
         self.name = f"LabelFree({getattr(metric, 'name', cls)})"
 
@@ -182,6 +240,37 @@ class LabelFree:
             z_ref = encoder(x.to(model_device(encoder)))
         return ReferenceScores(encoder, z_ref.detach(), self.similarity).eval()
 
+    def _replaces_with_black(self) -> bool:
+        """The metric removes features by baseline replacement, at Quantus' default 'black'."""
+        import quantus
+
+        func = getattr(self.metric, "perturb_func", None)  # stock metrics without a perturbation have none
+        return (isinstance(func, functools.partial)
+                and func.func is quantus.functions.perturb_func.batch_baseline_replacement_by_indices
+                and func.keywords.get("perturb_baseline") == "black")
+
+    @contextlib.contextmanager
+    def _encoder_baseline(self, encoder, x: torch.Tensor):
+        """While scoring: features removed by the metric take the encoder's baseline (see ``baseline``)."""
+        if self.baseline != "encoder" or not self._replaces_with_black():
+            yield
+            return
+        with torch.no_grad():
+            rows = to_numpy(encoder.baseline_for(x.to(encoder.device))).reshape(len(x), -1)
+        replace = BaselineReplacement(rows)
+        metric, original = self.metric, self.metric.perturb_func
+
+        def evaluate_batch(*args, y_batch=None, **kwargs):  # Quantus passes the batch's sample ids as y_batch
+            replace.select(y_batch)
+            return type(metric).evaluate_batch(metric, *args, y_batch=y_batch, **kwargs)
+
+        metric.perturb_func, metric.evaluate_batch = replace, evaluate_batch
+        try:
+            yield
+        finally:
+            metric.perturb_func = original
+            del metric.evaluate_batch
+
     def __call__(self, model, x_batch, y_batch=None, a_batch=None, s_batch=None, channel_first: bool = True,
                  explain_func: Optional[Callable] = None, explain_func_kwargs: Optional[dict] = None,
                  model_predict_kwargs: Optional[dict] = None, softmax: bool = False, device=None,
@@ -189,10 +278,8 @@ class LabelFree:
         cls = type(self.metric).__name__
         if cls in NEEDS_MASKS and s_batch is None:
             raise InvalidArgument(f"{cls} needs segmentation masks: pass s_batch (same shape as x_batch).")
-        if not isinstance(model, torch.nn.Module):
-            raise InvalidArgument(f"`model` must be the encoder (a torch.nn.Module), got {type(model).__name__}.")
-        check_eval_mode(model)
-        x = check_batch(as_tensor(x_batch, "x_batch"), "x_batch")
+        model = check_model(model, x_batch)
+        x = model.canonical(check_inputs(x_batch, model, "x_batch"))
         if y_batch is not None:
             warnings.warn(f"{self.name} scores against each sample's own representation; y_batch is ignored.",
                           stacklevel=2)
@@ -200,7 +287,7 @@ class LabelFree:
             if explain_func is None:
                 from ..explain.features import explain as explain_func
             a_batch = explain_func(model=model, inputs=x.numpy(), targets=None, **(explain_func_kwargs or {}))
-        a = np.asarray(a_batch.detach().cpu() if isinstance(a_batch, torch.Tensor) else a_batch, dtype=np.float32)
+        a = to_numpy(a_batch)
         if a.shape[0] != len(x):
             raise InvalidArgument(f"a_batch has {a.shape[0]} samples, x_batch has {len(x)}.")
         if cls in WHOLE_BATCH:
@@ -209,11 +296,12 @@ class LabelFree:
         if self.raw:
             self.metric.return_aggregate = False
         try:
-            scores = self.metric(model=self.score_model(model, x), x_batch=x.numpy(), y_batch=np.arange(len(x)),
-                                 a_batch=a, s_batch=s_batch, channel_first=channel_first, explain_func=explain_func,
-                                 explain_func_kwargs=explain_func_kwargs or {},
-                                 model_predict_kwargs=model_predict_kwargs, softmax=False, device=device,
-                                 batch_size=batch_size, **kwargs)
+            with self._encoder_baseline(model, x):
+                scores = self.metric(model=self.score_model(model, x), x_batch=x.numpy(), y_batch=np.arange(len(x)),
+                                     a_batch=a, s_batch=s_batch, channel_first=channel_first,
+                                     explain_func=explain_func, explain_func_kwargs=explain_func_kwargs or {},
+                                     model_predict_kwargs=model_predict_kwargs, softmax=False, device=device,
+                                     batch_size=batch_size, **kwargs)
         finally:
             self.metric.return_aggregate = aggregate
         summary = self.summary(scores)

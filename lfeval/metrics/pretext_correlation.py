@@ -17,38 +17,23 @@ import pandas as pd
 import quantus
 import torch
 
-from .._validation import as_tensor, check_batch, check_choice, check_eval_mode
+from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..validation import as_tensor, check_batch, check_choice, check_module
 from .base import LabelFreeMetric
-
-CORRELATIONS = ("pearson", "spearman")
-
-
-def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Average-free ranks along the last axis (ties broken by position), for Spearman."""
-    return torch.argsort(torch.argsort(v, dim=-1, stable=True), dim=-1).to(v.dtype)
-
-
-def rowwise_correlation(a: torch.Tensor, b: torch.Tensor, kind: str = "pearson") -> torch.Tensor:
-    """Correlation of each row of a with the same row of b: (N, D), (N, D) -> (N,). NaN for a constant row."""
-    if kind == "spearman":
-        a, b = _ranks(a), _ranks(b)
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-30), torch.full_like(den, float("nan")))
+from .functional import CORRELATIONS, pooled_correlation, rowwise_correlation
 
 
 def _check_encoders(encoders: Sequence[torch.nn.Module], x: torch.Tensor, what: str) -> None:
     if len(encoders) == 0:
         raise InvalidArgument(f"`{what}` is empty: pass encoders trained on other pretext tasks.")
-    shapes = {tuple(e.input_shape) for e in encoders if hasattr(e, "input_shape")}
+    for e in encoders:
+        check_module(e, what)
+    shapes = {e.input_shape for e in encoders if isinstance(e, Encoder) and e.input_shape is not None}
     if len(shapes) > 1:
         raise InvalidInput(f"`{what}` have different input shapes {sorted(shapes)}; train them on the same data.")
     if shapes and tuple(x.shape[1:]) not in shapes:
         raise InvalidInput(f"x has sample shape {tuple(x.shape[1:])}, the encoders expect {shapes.pop()}.")
-    for e in encoders:
-        check_eval_mode(e)
 
 
 class PretextCorrelation(LabelFreeMetric):
@@ -85,8 +70,8 @@ class PretextCorrelation(LabelFreeMetric):
         refs = list(references.values()) if isinstance(references, dict) else list(references or [])
         if not refs:
             raise InvalidArgument("PretextCorrelation needs reference encoders trained on other pretext tasks.")
-        if not all(isinstance(r, torch.nn.Module) for r in refs):
-            raise InvalidArgument("`references` must be torch.nn.Module encoders.")
+        for r in refs:
+            check_module(r, "references")
         self.references = refs
         self.reference_explain_func = explain_func
         self.reference_kwargs = dict(explain_func_kwargs or {})
@@ -108,11 +93,6 @@ class PretextCorrelation(LabelFreeMetric):
                 a_ref = a_ref.reshape(len(x), *np.asarray(a_batch).shape[1:]).flatten(1)
             scores.append(rowwise_correlation(a, a_ref, self.correlation))
         return torch.stack(scores).mean(0).numpy()
-
-
-def _pooled_corr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of all entries of a and b (the paper pools over all test pixels / the matrix)."""
-    return float(rowwise_correlation(a.reshape(1, -1).double(), b.reshape(1, -1).double())[0])
 
 
 def pretext_correlation_table(encoders: dict, x, kind: str = "features", method: Optional[str] = None,
@@ -169,7 +149,7 @@ def pretext_correlation_table(encoders: dict, x, kind: str = "features", method:
             maps = {t: importance(v[r], x_train, xt, method=method or "dknn", **method_kwargs).detach().cpu()
                     for t, v in runs.items()}
         for a, b in corr:
-            corr[(a, b)].append(_pooled_corr(maps[a], maps[b]))
+            corr[(a, b)].append(pooled_correlation(maps[a], maps[b]))
     rows = [{"task_a": a, "task_b": b, "mean": float(np.mean(v)), "std": float(np.std(v)), "runs": len(v)}
             for (a, b), v in corr.items()]
     return pd.DataFrame(rows)

@@ -19,33 +19,14 @@ from typing import Callable, Optional
 import numpy as np
 import quantus
 import torch
-import torch.nn.functional as F
 
-from .._validation import as_tensor, model_device
 from ..errors import InvalidArgument
-from ..explain.features import resolve_baseline
 from ..explain.stochastic import random_attribution
-from .base import LabelFreeMetric
+from ..validation import as_tensor
+from .base import Curve, LabelFreeMetric
+from .functional import DISTANCES, normalised_auc, representation_shift_curve, unit_importance
 
 _DT = quantus.helpers.enums.DataType
-DISTANCES = ("squared_l2", "normalised_l2", "cosine")
-
-
-def feature_ranks(importance: torch.Tensor) -> torch.Tensor:
-    """Rank of each feature per sample, 0 = most important. ``importance``: (N, F) -> (N, F) int64."""
-    order = torch.argsort(importance, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return ranks
-
-
-def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str) -> torch.Tensor:
-    """Shift between latents (..., d): squared L2 (paper), squared L2 / ||z||^2, or 1 - cosine."""
-    if distance == "squared_l2":
-        return (z - z_masked).pow(2).sum(-1)
-    if distance == "normalised_l2":
-        return (z - z_masked).pow(2).sum(-1) / z.pow(2).sum(-1).clamp_min(1e-12)
-    return 1 - F.cosine_similarity(z, z_masked, dim=-1)
 
 
 class RepresentationShift(LabelFreeMetric):
@@ -56,12 +37,12 @@ class RepresentationShift(LabelFreeMetric):
     fractions : sequence of float in (0, 1]
         Fractions of features masked; M = round(p * n_features), at least 1.
     baseline : number, tensor, callable or None
-        Replacement of masked features. None = the data set's baseline carried by the encoder
-        (zeros for digits/MNIST, mean beat for ECG5000, Gaussian blur for CIFAR-10), else 0.
+        Replacement of masked features. None = the encoder's baseline (the data set's: zeros for
+        digits/MNIST, mean beat for ECG5000, Gaussian blur for CIFAR-10; zeros for a plain module).
     distance : {"squared_l2", "normalised_l2", "cosine"}
         The paper's ||f(x) - f(x_M)||^2, the same divided by ||f(x)||^2, or cosine distance.
     per_channel : bool
-        Rank each channel of each pixel separately instead of summing |a| over channels.
+        Rank every entry separately instead of the modality's masking unit (a pixel in all channels).
     relative : bool
         Report AUC(attribution) - mean AUC of ``n_random`` random rankings of the same sample
         (the paper's comparison with random masks); > 0 means better than random.
@@ -78,9 +59,18 @@ class RepresentationShift(LabelFreeMetric):
         The shift curves of the last call; ``all_curves`` keeps every call's.
     random_curves : np.ndarray (N, K) or None
         The mean random-ranking curves of the last call (``relative=True``).
+
+    >>> import torch, lfeval
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2, bias=False)).eval()
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[1., 0, 0, 0], [0, 0, 0, 0]]))   # f reads feature 0 only
+    >>> x = torch.ones(1, 1, 4).numpy()
+    >>> oracle = torch.tensor([[[1., 0, 0, 0]]]).numpy()                           # rank feature 0 first
+    >>> [float(s) for s in RepresentationShift(fractions=(0.25, 1.0))(net, x, a_batch=oracle)]  # shift 1 at once
+    [1.0]
     """
 
-    name = "Representation Shift"
+    name = "RepresentationShift"
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
@@ -111,48 +101,26 @@ class RepresentationShift(LabelFreeMetric):
         self._batch_curves, self._batch_random = [], []
 
     # ------------------------------------------------------------------ the computation
-    def importance(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Per-feature importance (N, F). For images (N, C, H, W) the paper sums |a| over channels
-        (F = H*W, a pixel is masked in every channel) unless ``per_channel``; attributions already
-        reduced to one channel are used as they are. Otherwise every entry is a feature."""
-        a = a.abs()
-        if x.ndim == 4 and a.shape == x.shape and not self.per_channel:
-            a = a.sum(1)
-        return a.reshape(len(a), -1)
-
-    def shift_curves(self, net: torch.nn.Module, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
-        """Shifts (N, K) for masks of the top-M features at each fraction, in batched forward passes."""
-        n, n_feat = importance.shape
-        ranks = feature_ranks(importance)
-        m = torch.clamp(torch.round(torch.as_tensor(self.fractions, device=x.device) * n_feat), min=1).long()
-        masks = ranks[:, None, :] < m[None, :, None]  # (N, K, F)
-        shape = x.shape[1:] if n_feat == x[0].numel() else (1, *x.shape[2:])  # (1, H, W): shared by channels
-        masks = masks.view(n, len(m), *shape)
-        base = resolve_baseline(net, x, self.baseline)
-        with torch.no_grad():
-            z = net(x)
-            masked = torch.where(masks, base.unsqueeze(1), x.unsqueeze(1)).reshape(n * len(m), *x.shape[1:])
-            zm = torch.cat([net(masked[i:i + self.chunk_size]) for i in range(0, len(masked), self.chunk_size)])
-        return representation_distance(z.unsqueeze(1), zm.view(n, len(m), -1), self.distance)
+    def shift_curves(self, encoder, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Shifts (N, K) for masks of the top-M units of attributions ``a`` at each fraction."""
+        imp = unit_importance(encoder, a, tuple(x.shape[1:]), self.per_channel)
+        return representation_shift_curve(encoder, x, imp, self.fractions, self.baseline, self.distance,
+                                          self.chunk_size)
 
     def auc(self, curves: torch.Tensor) -> torch.Tensor:
         """Normalised trapezoid area over the fractions: (N, K) -> (N,)."""
-        fr = torch.as_tensor(self.fractions, dtype=curves.dtype, device=curves.device)
-        return torch.trapezoid(curves, fr, dim=-1) / (fr[-1] - fr[0])
+        return normalised_auc(curves, torch.as_tensor(self.fractions))
 
     def evaluate_batch(self, model, x_batch, y_batch=None, a_batch=None, s_batch=None, **kwargs) -> np.ndarray:
-        net = self.torch_model(model)
-        device = model_device(net)
+        encoder = self.torch_model(model)
+        device = encoder.device
         x = as_tensor(x_batch, "x_batch", device=device)
-        imp = self.importance(x, as_tensor(a_batch, "a_batch", device=device))
-        curves = self.shift_curves(net, x, imp)
+        curves = self.shift_curves(encoder, x, as_tensor(a_batch, "a_batch", device=device))
         scores = self.auc(curves)
         self._batch_curves.append(curves.cpu().numpy())
         if self.relative:
-            rand = torch.stack([
-                self.shift_curves(net, x, self.importance(x, random_attribution(x, seed=self.seed + r)))
-                for r in range(self.n_random)
-            ]).mean(0)
+            rand = torch.stack([self.shift_curves(encoder, x, random_attribution(x, seed=self.seed + r))
+                                for r in range(self.n_random)]).mean(0)
             self._batch_random.append(rand.cpu().numpy())
             scores = scores - self.auc(rand)
         return scores.cpu().numpy()
@@ -165,3 +133,7 @@ class RepresentationShift(LabelFreeMetric):
         self.random_curves = np.concatenate(self._batch_random) if self._batch_random else None
         if self.curves is not None:
             self.all_curves.append(self.curves)
+
+    def curve(self) -> Curve:
+        """The last call's shift curves over the % of features masked (paper Fig. 2)."""
+        return Curve(x=self.fractions * 100, series={"shift": self.curves})

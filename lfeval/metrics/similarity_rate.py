@@ -24,9 +24,10 @@ import numpy as np
 import quantus
 import torch
 
-from .._validation import as_tensor, check_batch
 from ..errors import InvalidArgument, InvalidInput
-from .base import LabelFreeMetric
+from ..validation import as_tensor, check_batch
+from .base import Curve, LabelFreeMetric
+from .functional import similarity_rates
 
 _DT = quantus.helpers.enums.DataType
 
@@ -46,9 +47,16 @@ class SimilarityRate(LabelFreeMetric):
     The per-sample score is the top-M rate averaged over the values of M (minus the bottom-M
     rate when ``contrast``). ``rates`` holds the last call's per-sample curves:
     ``{"M": counts, "top": (N, len(M)), "bottom": (N, len(M))}``.
+
+    >>> import numpy as np, torch
+    >>> net = torch.nn.Flatten().eval()
+    >>> importance = np.array([[0.9, 0.8, 0.1, 0.0], [0.0, 0.2, 0.7, 0.9]], dtype=np.float32)
+    >>> metric = SimilarityRate(y_train=[0, 0, 1, 1], M=[1, 2])
+    >>> [float(s) for s in metric(net, np.zeros((2, 1, 3)), y_batch=[0, 1], a_batch=importance)]
+    [1.0, 1.0]
     """
 
-    name = "Similarity Rate"
+    name = "SimilarityRate"
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
@@ -103,13 +111,7 @@ class SimilarityRate(LabelFreeMetric):
         a = torch.as_tensor(np.asarray(a_batch), dtype=torch.float32)
         if not bool(torch.isfinite(a).all()):
             raise InvalidInput("The example-importance matrix contains NaN/inf.")
-        y = torch.as_tensor(np.asarray(y_batch)).reshape(-1, 1)
-        k = int(self.counts.max())
-        top = self.y_train[torch.topk(a, k, dim=1).indices] == y  # (N, k), most important first
-        bottom = self.y_train[torch.topk(-a, k, dim=1).indices] == y
-        idx = torch.as_tensor(self.counts - 1)
-        top_rate = (top.cumsum(1).float() / torch.arange(1, k + 1))[:, idx]
-        bottom_rate = (bottom.cumsum(1).float() / torch.arange(1, k + 1))[:, idx]
+        top_rate, bottom_rate = similarity_rates(a, self.y_train, torch.as_tensor(np.asarray(y_batch)), self.counts)
         self._parts.append((top_rate.numpy(), bottom_rate.numpy()))
         score = top_rate.mean(1) - (bottom_rate.mean(1) if self.contrast else 0)
         return score.numpy()
@@ -118,3 +120,7 @@ class SimilarityRate(LabelFreeMetric):
         if self._parts:
             self.rates = {"M": self.counts, "top": np.concatenate([p[0] for p in self._parts]),
                           "bottom": np.concatenate([p[1] for p in self._parts])}
+
+    def curve(self) -> Curve:
+        """The last call's top-M and bottom-M same-label rates over M (paper Fig. 3)."""
+        return Curve(x=self.rates["M"], series={"top": self.rates["top"], "bottom": self.rates["bottom"]})

@@ -13,8 +13,8 @@ import numpy as np
 import quantus
 import torch
 
-from .._validation import check_choice
 from ..errors import InvalidArgument
+from ..validation import check_choice
 from .base import LabelFreeMetric
 
 

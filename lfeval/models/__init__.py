@@ -1,9 +1,15 @@
-"""Encoders, decoders and pretext training (paper §4.2)."""
+"""Encoder networks, decoders and pretext training (paper §4.2).
 
+:func:`train_encoder` returns an :class:`lfeval.Encoder` (also exported here as ``Encoder``), the
+contract that carries the modality, baseline, pretext model and checkpoints of the trained network.
+"""
+
+from ..encoder import Encoder
 from .architectures import (
+    ARCHITECTURES,
     ConvDecoder,
     ConvEncoder,
-    Encoder,
+    EncoderNet,
     LSTMDecoder,
     LSTMEncoder,
     MLPDecoder,
@@ -17,8 +23,8 @@ from .training import train_encoder, train_encoders
 from .vae import TCVAE, VAE_PRETEXTS, BetaVAE, VAEEncoder
 
 __all__ = [
-    "ConvDecoder", "ConvEncoder", "Encoder", "LSTMDecoder", "LSTMEncoder", "MLPDecoder", "MLPEncoder",
-    "build_decoder", "build_encoder", "PRETEXTS", "PretextModel", "PretextTask", "make_task",
-    "latents", "probe_accuracy", "reconstruction_mse", "train_encoder", "train_encoders",
+    "ARCHITECTURES", "ConvDecoder", "ConvEncoder", "Encoder", "EncoderNet", "LSTMDecoder", "LSTMEncoder",
+    "MLPDecoder", "MLPEncoder", "build_decoder", "build_encoder", "PRETEXTS", "PretextModel", "PretextTask",
+    "make_task", "latents", "probe_accuracy", "reconstruction_mse", "train_encoder", "train_encoders",
     "BetaVAE", "TCVAE", "VAEEncoder", "VAE_PRETEXTS",
 ]

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgument
+from ..modalities import get_modality
 
 
-class Encoder(nn.Module):
-    """Base class: an encoder knows its input shape and latent size.
+class EncoderNet(nn.Module):
+    """Base class of lfeval's encoder networks: each knows its input shape and latent size.
 
-    lfeval sets ``pretext`` (the task it was trained on), ``pretext_model`` (the full model,
-    encoder + decoder/head, not registered as a submodule) and ``checkpoints`` after training.
+    :func:`lfeval.models.train_encoder` wraps the trained network in an :class:`lfeval.Encoder`, which
+    carries the modality, baseline, pretext model and checkpoints.
     """
 
     def __init__(self, input_shape: tuple, latent_dim: int):
@@ -29,7 +30,10 @@ class Encoder(nn.Module):
             raise InvalidArgument(f"`latent_dim` must be >= 1, got {latent_dim}.")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.latent_dim = int(latent_dim)
-        self.pretext = None
+
+    def mirrored(self) -> "EncoderNet":
+        """The network a decoder mirrors (a VAE's decoder mirrors its base network)."""
+        return self
 
 
 def _down_sizes(size: int) -> list:
@@ -41,7 +45,7 @@ def _down_sizes(size: int) -> list:
     return sizes
 
 
-class ConvEncoder(Encoder):
+class ConvEncoder(EncoderNet):
     """CNN encoder for images (N, C, H, W) with H = W in {8, 28, 32, ...}."""
 
     def __init__(self, input_shape: tuple, latent_dim: int, width: int = 16, hidden: int = 128):
@@ -85,7 +89,7 @@ class ConvDecoder(nn.Module):
         return self.net(self.fc(z).view(-1, *self.start))
 
 
-class MLPEncoder(Encoder):
+class MLPEncoder(EncoderNet):
     """MLP encoder for tabular data (N, 1, D)."""
 
     def __init__(self, input_shape: tuple, latent_dim: int, hidden: tuple = (64, 32)):
@@ -119,7 +123,7 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *self.output_shape)
 
 
-class LSTMEncoder(Encoder):
+class LSTMEncoder(EncoderNet):
     """LSTM encoder for time series (N, T, C): the last hidden state, projected to the latent space."""
 
     def __init__(self, input_shape: tuple, latent_dim: int, hidden: int = 64):
@@ -149,18 +153,22 @@ class LSTMDecoder(nn.Module):
         return self.out(y)
 
 
-def build_encoder(modality: str, input_shape: tuple, latent_dim: int) -> Encoder:
-    """The encoder architecture for a data modality ("image", "tabular", "time_series")."""
-    if modality == "image":
-        return ConvEncoder(input_shape, latent_dim)
-    if modality == "tabular":
-        return MLPEncoder(input_shape, latent_dim)
-    if modality == "time_series":
-        return LSTMEncoder(input_shape, latent_dim)
-    raise InvalidArgument(f"Unknown modality {modality!r}; expected 'image', 'tabular' or 'time_series'.")
+#: encoder family (a modality's ``architecture``) -> (encoder network, mirroring decoder)
+ARCHITECTURES = {"conv": (ConvEncoder, ConvDecoder), "mlp": (MLPEncoder, MLPDecoder),
+                 "lstm": (LSTMEncoder, LSTMDecoder)}
 
 
-def build_decoder(encoder: Encoder) -> nn.Module:
+def build_encoder(modality, input_shape: tuple, latent_dim: int) -> EncoderNet:
+    """The encoder network of a modality's architecture family (conv for images, MLP for tabular
+    rows, LSTM for time series)."""
+    family = get_modality(modality).architecture
+    if family not in ARCHITECTURES:
+        raise InvalidArgument(f"No encoder architecture {family!r}; known: {', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[family][0](input_shape, latent_dim)
+
+
+def build_decoder(encoder: EncoderNet) -> nn.Module:
     """The decoder that mirrors ``encoder``."""
-    kinds = {ConvEncoder: ConvDecoder, MLPEncoder: MLPDecoder, LSTMEncoder: LSTMDecoder}
-    return kinds[type(getattr(encoder, "base", encoder))](encoder)  # a VAE's decoder mirrors its base network
+    net = encoder.mirrored()
+    decoder = next(dec for enc, dec in ARCHITECTURES.values() if type(net) is enc)
+    return decoder(encoder)

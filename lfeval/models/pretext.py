@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import Encoder, build_decoder
-from .augment import AUGMENTATIONS
+from ..modalities import get_modality
+from .architectures import EncoderNet, build_decoder
 
 PRETEXTS = ("reconstruction", "denoising", "inpainting", "classification", "contrastive")
 
@@ -26,7 +26,7 @@ class PretextTask:
     def corrupt(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return x
 
-    def build_head(self, encoder: Encoder, n_classes: int) -> nn.Module:
+    def build_head(self, encoder: EncoderNet, n_classes: int) -> nn.Module:
         return build_decoder(encoder)
 
     def loss(self, model: "PretextModel", x, y, generator) -> torch.Tensor:
@@ -97,8 +97,8 @@ class Contrastive(PretextTask):
 
     name = "contrastive"
 
-    def __init__(self, modality: str = "image", temperature: float = 0.5, proj_dim: int = 32):
-        self.augment = AUGMENTATIONS[modality]
+    def __init__(self, modality="image", temperature: float = 0.5, proj_dim: int = 32):
+        self.augment = get_modality(modality).augment
         self.temperature = temperature
         self.proj_dim = proj_dim
 
@@ -125,7 +125,7 @@ class Contrastive(PretextTask):
         return 1 - F.cosine_similarity(forward(x), forward(view), dim=1)
 
 
-def make_task(pretext: str, modality: str, **kwargs) -> PretextTask:
+def make_task(pretext: str, modality, **kwargs) -> PretextTask:
     """Instantiate the task called ``pretext`` (validated by the caller)."""
     from .vae import TCVAE, VAE_PRETEXTS, BetaVAE  # vae imports this module: import at call time
 
@@ -140,7 +140,7 @@ def make_task(pretext: str, modality: str, **kwargs) -> PretextTask:
 class PretextModel(nn.Module):
     """The full model: ``head(encoder(x))``; ``loss``/``example_loss`` delegate to the task."""
 
-    def __init__(self, encoder: Encoder, task: PretextTask, n_classes: int = 0):
+    def __init__(self, encoder: EncoderNet, task: PretextTask, n_classes: int = 0):
         super().__init__()
         self.encoder = encoder
         self.task = task

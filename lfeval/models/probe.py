@@ -6,8 +6,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from .._validation import model_device
 from ..data.base import Dataset
+from ..validation import model_device
 
 
 @torch.no_grad()

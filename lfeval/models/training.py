@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .._validation import check_choice, check_finite
 from ..data.base import Dataset
+from ..encoder import Encoder
 from ..errors import InvalidArgument
-from .architectures import Encoder, build_encoder
+from ..validation import check_choice, check_finite
+from .architectures import build_encoder
 from .pretext import PRETEXTS, PretextModel, make_task
 from .vae import VAE_PRETEXTS, VAEEncoder
 
@@ -65,13 +66,21 @@ def train_encoder(
     **task_kwargs
         Task options: ``sigma`` (denoising), ``p`` (inpainting), ``temperature`` (contrastive).
 
+    Examples
+    --------
+    >>> import lfeval
+    >>> ds = lfeval.data.load("breast_cancer")
+    >>> enc = lfeval.models.train_encoder(ds, "denoising", latent_dim=3, epochs=2, display_progressbar=False)
+    >>> enc.pretext, enc.modality.name, tuple(enc(ds.x_test[:4]).shape), enc.training
+    ('denoising', 'tabular', (4, 3), False)
+
     Returns
     -------
-    Encoder
-        (N, *input_shape) -> (N, latent_dim), in eval mode, with ``.pretext``, ``.pretext_model``
-        (the full model, whose ``loss``/``example_loss`` the loss-based example methods use),
-        ``.checkpoints`` (list of ``{"epoch", "lr", "state_dict"}`` of the full model), ``.history``
-        and ``.baseline`` (the data set's masking baseline).
+    lfeval.Encoder
+        (N, *input_shape) -> (N, latent_dim), in eval mode, carrying the data set's modality and
+        masking baseline, ``pretext``, ``pretext_model`` (the full model, whose per-example loss the
+        loss-based example methods use), ``checkpoints`` (list of ``{"epoch", "lr", "state_dict"}``
+        of the full model) and ``history``.
     """
     check_choice(pretext, PRETEXTS + VAE_PRETEXTS, "pretext")
     if not isinstance(latent_dim, int) or latent_dim < 1:
@@ -109,7 +118,7 @@ def train_encoder(
         if cache_file.exists():
             saved = torch.load(cache_file, map_location=device, weights_only=False)
             model.load_state_dict(saved["state_dict"])
-            return _finish(model, saved["checkpoints"], saved["history"], config, ds.baseline)
+            return _finish(model, saved["checkpoints"], saved["history"], config, ds)
 
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x_all), generator=gen)
@@ -159,7 +168,7 @@ def train_encoder(
         tmp = cache_file.with_suffix(".tmp")
         torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config}, tmp)
         tmp.replace(cache_file)
-    return _finish(model, kept, history, config, ds.baseline)
+    return _finish(model, kept, history, config, ds)
 
 
 def _spread(states: list, k: int) -> list:
@@ -170,17 +179,11 @@ def _spread(states: list, k: int) -> list:
     return [states[i] for i in idx]
 
 
-def _finish(model: PretextModel, checkpoints: list, history: dict, config: dict, baseline) -> Encoder:
+def _finish(model: PretextModel, checkpoints: list, history: dict, config: dict, ds: Dataset) -> Encoder:
     model.eval()
-    enc = model.encoder
-    enc.pretext = model.pretext
-    # Plain attributes (not submodules): the encoder stays a small module of its own.
-    enc.__dict__["pretext_model"] = model
-    enc.__dict__["checkpoints"] = checkpoints
-    enc.__dict__["history"] = history
-    enc.__dict__["config"] = config
-    enc.__dict__["baseline"] = baseline  # the data set's masking baseline, the default of lfeval.explain
-    return enc
+    return Encoder(model.encoder, modality=ds.modality, baseline=ds.baseline, input_shape=ds.input_shape,
+                   pretext=model.pretext, pretext_model=model, loss=model.task.example_loss, checkpoints=checkpoints,
+                   history=history, config=config, name=f"{ds.name}-{model.pretext}").eval()
 
 
 def train_encoders(ds: Dataset, pretexts=PRETEXTS, **kwargs) -> dict:

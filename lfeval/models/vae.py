@@ -12,16 +12,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .architectures import Encoder
+from .architectures import EncoderNet
 from .pretext import PretextTask
 
 VAE_PRETEXTS = ("beta-vae", "tc-vae")
 
 
-class VAEEncoder(Encoder):
+class VAEEncoder(EncoderNet):
     """Gaussian posterior q(z|x) = N(mu(x), diag(exp(logvar(x)))); ``forward`` returns mu(x)."""
 
-    def __init__(self, base: Encoder):
+    def __init__(self, base: EncoderNet):
         super().__init__(base.input_shape, base.latent_dim // 2)
         self.base = base
 
@@ -30,6 +30,9 @@ class VAEEncoder(Encoder):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(super().__getattr__("base"), name)
+
+    def mirrored(self) -> EncoderNet:
+        return self.base
 
     def distribution(self, x: torch.Tensor):
         """(mu, logvar), each (N, d)."""

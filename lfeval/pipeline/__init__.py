@@ -14,7 +14,7 @@ from .store import StageStore
 __all__ = ["StageStore", "run"]
 
 
-def __getattr__(name: str):  # lfeval.config imports the metric registry from here: keep the job lazy
+def __getattr__(name: str):  # the job imports Quantus and MetaQuantus: load it on first use
     if name == "run":
         return importlib.import_module(f"{__name__}.job").run
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES
 from ..report import Section, normalise_scores, plots, rank_explainers, write_report
-from .metric_registry import EXAMPLES, FEATURES, REGISTRY
 
 OVERALL = "all"
 
@@ -57,8 +57,10 @@ def _save(fig, path: Path, caption: str, figures: list) -> None:
     figures.append((path, caption))
 
 
-def _metric_notes(names) -> str:
-    items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(REGISTRY[n].text)}</li>" for n in names)
+def _metric_notes(names, directions: dict) -> str:
+    """Each metric's catalogue text and its direction (read from the built metric)."""
+    items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(CATALOGUE[n].text)} "
+                    f"{'Higher' if directions[n] == 'higher' else 'Lower'} is better.</li>" for n in names)
     return f"<ul>{items}</ul>"
 
 
@@ -101,40 +103,31 @@ def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attribution
             tables[f"mean scores, {p} encoder"] = wide(scores, kind, p, "score")
         title = "Feature attributions" if kind == FEATURES else "Example importance"
         text = ("Scores are means over the explained inputs (per-sample values and their standard errors are in "
-                "scores.csv); directions: " + ", ".join(f"{m} {directions[m]} is better" for m in metric_names)
-                + "." + _metric_notes(metric_names))
+                "scores.csv)." + _metric_notes(metric_names, directions))
         sections.append(Section(f"{title}: scores and ranking", text, tables, figures))
 
     figures = []
     if attributions:
         for p, per_method in attributions.items():
-            fig = plots.attribution_maps(rd.x_np, per_method, n=4, title=f"Label-free attributions, {p} encoder")
+            fig = plots.attribution_maps(rd.x_np, per_method, n=4, title=f"Label-free attributions, {p} encoder",
+                                         modality=rd.ds.modality)
             _save(fig, plot_dir / f"attributions_{p}.png", f"Example attribution maps per method ({p} encoder)",
                   figures)
-    curves = {p: r["curves"] for p, r in scored.items() if r["curves"]}
-    if curves:
-        fig, axes = plots.panels(len(curves))
-        for i, (ax, (p, c)) in enumerate(zip(axes, curves.items())):
-            plots.consistency_curves(c, config.mask_fractions, title=p, ax=ax, legend=i == 0)
-        fig.suptitle("Representation shift when the top features are masked (mean, 95% band)", y=1.03)
-        _save(fig, plot_dir / "consistency_curves.png", "Feature consistency curves per encoder", figures)
     if figures:
-        sections.append(Section("Feature attributions: maps and consistency curves", (
-            "Attribution maps show |a| of the first explained inputs. The consistency curves are the paper's Fig. 2: "
-            "a faithful method moves the representation most when its top features are masked, far above Random."),
-            figures=figures))
+        sections.append(Section("Feature attributions: maps", "Attribution maps show |a| of the first explained "
+                                "inputs, per method.", figures=figures))
 
-    rates = {p: r["rates"] for p, r in scored.items() if r["rates"]}
-    if rates:
-        figures = []
-        fig, axes = plots.panels(len(rates))
-        for i, (ax, (p, r)) in enumerate(zip(axes, rates.items())):
-            plots.similarity_rate_curves(r, config.similarity_counts, title=p, ax=ax, legend=i == 0)
-        fig.suptitle("Same-label rate of the top-M (solid) and bottom-M (dashed) training examples", y=1.03)
-        _save(fig, plot_dir / "similarity_rate_curves.png", "Example consistency curves per encoder", figures)
-        sections.append(Section("Example importance: similarity-rate curves", (
-            "The paper's Fig. 3: the most important training examples should share the test example's label "
-            "(high solid curves) and the least important should not (low dashed curves)."), figures=figures))
+    curve_metrics = list(dict.fromkeys(m for r in scored.values() for m in r["curves"]))
+    for metric in curve_metrics:  # every catalogue entry with a curve: one panel per encoder
+        spec, figures = CATALOGUE[metric].curve, []
+        per_encoder = {p: r["curves"][metric] for p, r in scored.items() if metric in r["curves"]}
+        fig, axes = plots.panels(len(per_encoder))
+        for i, (ax, (p, by_method)) in enumerate(zip(axes, per_encoder.items())):
+            plots.metric_curves(by_method, title=p, xlabel=spec.xlabel, ylabel=spec.ylabel, ylim=spec.ylim, ax=ax,
+                                legend=i == 0)
+        fig.suptitle(spec.title, y=1.03)
+        _save(fig, plot_dir / f"curves_{metric}.png", f"{metric} curves per encoder", figures)
+        sections.append(Section(f"{metric}: curves", html.escape(spec.text), figures=figures))
 
     if len(pretext):
         figures = []

@@ -16,11 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_mod
+from ..encoder import Encoder
 from ..evaluation import evaluate
 from ..explain import examples as example_mod
 from ..explain.precomputed import PrecomputedExplanations
-from ..models import probe_accuracy, train_encoder
-from .metric_registry import EXAMPLES, FEATURES, REGISTRY, MetricContext, build_metric, direction
+from ..metrics import score_direction
+from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, MetricContext, build_metric
+from ..models import PretextModel, probe_accuracy, train_encoder
 
 
 def seed_everything(seed: int) -> None:
@@ -55,8 +57,7 @@ class RunData:
 
     @property
     def n_features(self) -> int:
-        shape = self.ds.input_shape
-        return shape[-2] * shape[-1] if self.ds.modality == "image" else int(np.prod(shape))
+        return self.ds.modality.n_features(self.ds.input_shape)
 
     def encoder(self, pretext: str, seed=None):
         """The encoder of ``pretext`` trained with ``seed`` (default: the run's), via the weight cache."""
@@ -77,10 +78,10 @@ class RunData:
         references and explain functions that serve the stored explanations."""
         c = self.config
         refs = {p: self.encoder(p) for p in c.pretexts if p != pretext}
-        return MetricContext(n_features=self.n_features, seed=c.seed, fractions=list(c.mask_fractions),
-                             counts=list(c.similarity_counts), y_train=self.y_train.numpy(), references=refs,
+        return MetricContext(n_features=self.n_features, seed=c.seed, y_train=self.y_train.numpy(), references=refs,
                              explain_func=self.feature_cache(attributions),
-                             example_explain_func=self.example_cache(matrices))
+                             example_explain_func=self.example_cache(matrices),
+                             patch_size=self.ds.modality.patch_size(self.ds.input_shape))
 
     def feature_cache(self, attributions: dict | None = None) -> PrecomputedExplanations:
         """Explain function with the run's per-method options and, if given, the stored attributions
@@ -105,8 +106,8 @@ class RunData:
         training examples use their (training) labels, the explained inputs the class the pretext
         model predicts; test labels never explain.
         """
-        task = getattr(getattr(model, "pretext_model", None), "task", None)
-        if method in ("tracin", "influence") and getattr(task, "needs_labels", False):
+        full = model.pretext_model if isinstance(model, Encoder) else None
+        if method in example_mod.LOSS_BASED and isinstance(full, PretextModel) and full.task.needs_labels:
             with torch.no_grad():
                 predicted = model.pretext_model(torch.as_tensor(np.asarray(inputs))).argmax(1)
             kwargs = {"y_train": self.y_train, "y_test": predicted, **kwargs}
@@ -154,21 +155,21 @@ def _summarise(per_sample) -> tuple:
 def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict:
     """Score one encoder's explanations with every configured metric through :func:`lfeval.evaluate`.
 
-    Returns ``{"scores": long DataFrame, "directions": {metric: dir}, "curves": {method: (N, K)},
-    "rates": {method: {"top", "bottom"}}}``.
+    Returns ``{"scores": long DataFrame, "directions": {metric: "higher"|"lower"},
+    "curves": {metric: {method: Curve}}}`` (curves of the catalogue entries that declare one).
     """
     c = rd.config
     enc = rd.encoder(pretext)
     ctx = rd.metric_context(pretext, attributions, matrices)
-    rows, directions, curves, rates = [], {}, {}, {}
+    rows, directions, curves = [], {}, {}
     jobs = [(FEATURES, m, ctx.explain_func) for m in c.explainers] + \
            [(EXAMPLES, m, ctx.example_explain_func) for m in c.example_methods]
     for kind, method, explain_func in rd.bar(jobs, f"scores {pretext}"):
-        names = [n for n in c.metrics if kind in REGISTRY[n].kinds]  # RunConfig ensures references exist
+        names = [n for n in c.metrics if kind in CATALOGUE[n].kinds]  # RunConfig ensures references exist
         if not names:
             continue
         metrics = {n: build_metric(n, ctx, kind, c.metric_params.get(n)) for n in names}
-        directions.update({n: direction(m) for n, m in metrics.items()})
+        directions.update({n: score_direction(m) for n, m in metrics.items()})
         seed_everything(c.seed)
         result = evaluate(metrics, {method: explain_func}, enc, rd.x_np,
                           y_batch=rd.y.numpy() if kind == EXAMPLES else None, agg_func=np.asarray,
@@ -177,12 +178,10 @@ def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict
             mean, sem, n = _summarise(per_sample)
             rows.append({"pretext": pretext, "kind": kind, "method": method, "metric": name, "score": mean,
                          "sem": sem, "n": n})
-        if "RepresentationShift" in metrics:
-            curves[method] = metrics["RepresentationShift"].curves
-        for name in ("SimilarityRate", "SimilarityContrast"):
-            if name in metrics:
-                rates[method] = {k: metrics[name].rates[k] for k in ("top", "bottom")}
-    return {"scores": pd.DataFrame(rows), "directions": directions, "curves": curves, "rates": rates}
+        for name, metric in metrics.items():
+            if CATALOGUE[name].curve is not None:
+                curves.setdefault(name, {})[method] = metric.curve()
+    return {"scores": pd.DataFrame(rows), "directions": directions, "curves": curves}
 
 
 def pretext_tables(rd: RunData) -> pd.DataFrame:
@@ -212,7 +211,7 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
 
     c = rd.config
     pretext = c.meta_pretext or c.pretexts[0]
-    kind = FEATURES if FEATURES in REGISTRY[metric].kinds else EXAMPLES
+    kind = FEATURES if FEATURES in CATALOGUE[metric].kinds else EXAMPLES
     enc = rd.encoder(pretext)
     ctx = rd.metric_context(pretext)
     estimator = build_metric(metric, ctx, kind, c.metric_params.get(metric))

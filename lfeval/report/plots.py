@@ -1,4 +1,4 @@
-"""Matplotlib figures of a run: curves with confidence bands, radar chart, MetaQuantus areas,
+"""Matplotlib figures of a run: metric curves with confidence bands, radar chart, MetaQuantus areas,
 pretext heatmaps and attribution maps. Each function returns a :class:`matplotlib.figure.Figure`."""
 
 from __future__ import annotations
@@ -30,34 +30,28 @@ def panels(n: int, width: float = 4.2, height: float = 3.6):
     return fig, list(axes[0])
 
 
-def consistency_curves(curves: dict, fractions, title: str = "Feature consistency (representation shift)", ax=None,
-                       legend: bool = True):
-    """``curves``: {method: (N, F) shifts at each mask fraction}. Paper §4.1, Fig. 2. Draws on ``ax`` if given."""
+def metric_curves(curves: dict, title: str = "", xlabel: str = "", ylabel: str = "", ylim=None, ax=None,
+                  legend: bool = True):
+    """``curves``: {method: :class:`lfeval.metrics.Curve`}. The first series of each method is drawn as a
+    mean with a 95% band, the others (e.g. SimilarityRate's bottom-M rates) as dashed means in the same
+    colour. Draws on ``ax`` if given; returns the figure."""
     fig, ax = _axes(ax, (6, 4))
-    for method, c in curves.items():
-        _band(ax, np.asarray(fractions) * 100, c, method)
-    ax.set(xlabel="% of features masked (most important first)", ylabel="representation shift", title=title)
+    for method, curve in curves.items():
+        series = list(curve.series.items())
+        if not series:
+            continue
+        first_label, first = series[0]
+        label = method if len(series) == 1 else f"{method} ({first_label})"
+        _band(ax, curve.x, first, label)
+        color = ax.lines[-1].get_color()
+        for name, values in series[1:]:
+            ax.plot(curve.x, np.asarray(values, dtype=float).mean(0), linestyle="--", marker="x", color=color,
+                    label=f"{method} ({name})")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if legend:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def similarity_rate_curves(rates: dict, counts, title: str = "Example consistency (similarity rate)", ax=None,
-                           legend: bool = True):
-    """``rates``: {method: {"top": (N, M), "bottom": (N, M)}} per-sample rates at each M. Paper §4.1, Fig. 3.
-    Draws on ``ax`` if given."""
-    fig, ax = _axes(ax, (6, 4))
-    for method, r in rates.items():
-        _band(ax, counts, r["top"], f"{method} (top)")
-    ax.set_prop_cycle(None)
-    for method, r in rates.items():
-        mean = np.asarray(r["bottom"], dtype=float).mean(0)
-        ax.plot(counts, mean, linestyle="--", marker="x", label=f"{method} (bottom)")
-    ax.set(xlabel="M (most / least important training examples)", ylabel="same-label rate", title=title, ylim=(0, 1))
-    if legend:
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -118,17 +112,20 @@ def pretext_heatmaps(tables: dict, title: str = "Pretext sensitivity: Pearson co
     return fig
 
 
-def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str = "Label-free attributions"):
-    """Inputs (first column) and |attribution| summed over channels, one column per method."""
+def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str = "Label-free attributions",
+                     modality="image"):
+    """Inputs (first column) and |attribution| per masking unit, one column per method, each drawn as the
+    modality draws it (images, bars for tabular rows, curves for time series)."""
+    from ..modalities import get_modality
+
+    modality = get_modality(modality)
     n = min(n, len(x))
     cols = 1 + len(attributions)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
     for i in range(n):
-        img = np.asarray(x[i])
-        axes[i, 0].imshow(img.mean(0) if img.ndim == 3 else img.reshape(1, -1), cmap="gray")
+        modality.draw_input(axes[i, 0], np.asarray(x[i]))
         for j, (method, a) in enumerate(attributions.items(), start=1):
-            ai = np.abs(np.asarray(a[i]))
-            axes[i, j].imshow(ai.sum(0) if ai.ndim == 3 else ai.reshape(1, -1), cmap="hot")
+            modality.draw_attribution(axes[i, j], np.asarray(a[i]))
             if i == 0:
                 axes[i, j].set_title(method, fontsize=7)
     axes[0, 0].set_title("input", fontsize=7)

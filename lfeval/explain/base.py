@@ -1,0 +1,170 @@
+"""The base class of label-free feature explainers and their registry (captum's pattern: one class per
+method on a shared base, constructed on the model, called with ``attribute``).
+
+An encoder f: X -> R^d has no scalar output to attribute. Crabbé & van der Schaar (2022, §2.1, Eq. 3)
+attribute the auxiliary function g_x(x') = <f(x), f(x')> with f(x) held fixed: any attribution
+method for scalar functions then explains the representation of x. :class:`FeatureExplainer` does
+the shared work (validation, the encoder's layout and device, chunking, the reference latent
+z = f(x) computed without gradients, the baseline) and subclasses implement :meth:`attribute_batch`.
+
+A user adds a method from their own file:
+
+>>> import torch
+>>> @register_explainer("Constant")
+... class Constant(FeatureExplainer):
+...     '''Every feature gets the same importance (a control).'''
+...     def attribute_batch(self, x, z_ref, baseline, seed):
+...         return torch.ones_like(x)
+>>> import lfeval
+>>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2)).eval()
+>>> float(lfeval.explain(net, torch.rand(3, 1, 6), method="Constant").sum())
+18.0
+>>> _ = EXPLAINERS.pop("Constant")
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+from ..validation import check_choice, check_inputs, check_model, check_positive_int
+
+#: keyword arguments Quantus (and MetaQuantus) may pass to an explain_func that do not concern the method
+QUANTUS_KEYS = ("xai_lib", "softmax", "channel_first", "model_predict_kwargs", "device")
+
+#: method name -> FeatureExplainer subclass
+EXPLAINERS: dict = {}
+
+
+def register_explainer(name: str) -> Callable:
+    """Class decorator: make a :class:`FeatureExplainer` subclass available as ``method=name`` in
+    :func:`lfeval.explain`, ``quantus.evaluate`` runs and ``lfeval run``'s ``explainers``."""
+
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, FeatureExplainer)):
+            raise InvalidArgument(f"register_explainer({name!r}) needs a FeatureExplainer subclass, got {cls!r}.")
+        cls.name = name
+        EXPLAINERS[name] = cls
+        return cls
+
+    return add
+
+
+def get_explainer(name: str) -> type:
+    """The registered explainer class of ``name`` (a clear error naming the closest one)."""
+    return EXPLAINERS[check_choice(name, EXPLAINERS, "explanation method")]
+
+
+def explainer_names() -> tuple:
+    """Names of every registered feature explainer."""
+    from . import features  # noqa: F401  (registers the built-in methods)
+
+    return tuple(EXPLAINERS)
+
+
+class AuxiliaryFunction(nn.Module):
+    """g(x', z) = <f(x'), z>: the paper's auxiliary function with the reference latent z = f(x) as input.
+
+    Passing z as an input (captum's ``additional_forward_args``) lets captum expand it with the inputs
+    (IG's internal batching, perturbation batches), so every sample is paired with its own f(x); the
+    paper's code repeats f(x) with ``.repeat`` and pairs samples with other samples' latents under
+    NoiseTunnel/GradientShap.
+    """
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, z_ref: torch.Tensor) -> torch.Tensor:
+        return (self.encoder(x) * z_ref).sum(-1)
+
+
+class FeatureExplainer:
+    """Base class: label-free feature attributions of an encoder.
+
+    Parameters
+    ----------
+    encoder : nn.Module or lfeval.Encoder
+        f, in eval mode; a plain module is wrapped by :func:`lfeval.as_encoder` on first use.
+
+    Subclasses set ``uses_baseline`` (the method takes a reference input) and implement
+    :meth:`attribute_batch`; :meth:`options` lists the keyword options it accepts.
+    """
+
+    name = ""
+    #: the method replaces features with a baseline / integrates from one
+    uses_baseline = False
+    #: option names accepted by attribute_batch (None: read from its signature)
+    option_names: Optional[tuple] = None
+
+    def __init__(self, encoder: nn.Module):
+        self.encoder = encoder
+
+    # ------------------------------------------------------------------ options
+    @classmethod
+    def options(cls) -> tuple:
+        """Keyword options of the method (besides ``baseline``, ``seed`` and ``batch_size``)."""
+        if cls.option_names is not None:
+            return tuple(cls.option_names)
+        params = inspect.signature(cls.attribute_batch).parameters
+        return tuple(p for p in params if p not in ("self", "x", "z_ref", "baseline", "seed"))
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise :class:`InvalidArgument` naming an option the method does not take (and the valid ones)."""
+        valid = cls.options()
+        for key in options:
+            if key not in valid:
+                import difflib
+
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise InvalidArgument(f"{cls.name or cls.__name__} has no option {key!r}.{hint} Its options: "
+                                      f"{', '.join(valid) or 'none'}.")
+
+    # ------------------------------------------------------------------ attribution
+    def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256,
+                  reference: Optional[Callable] = None, **options) -> torch.Tensor:
+        """Attributions (N, *input_shape) of ``inputs``, float32 on the CPU.
+
+        Parameters
+        ----------
+        inputs : array or tensor (N, *input_shape)
+        baseline : number, tensor or callable, optional
+            Reference input; default the encoder's (the data set's) baseline.
+        seed : int
+            Seed of the method's randomness (same seed, same numbers, batch-invariant).
+        batch_size : int
+            Inputs per chunk.
+        reference : callable, optional
+            ``reference(x) -> z`` replaces z = f(x) in g_x (e.g. one-hot units, :func:`lfeval.explain_units`).
+        """
+        self.check_options(options)
+        self.encoder = encoder = check_model(self.encoder, inputs)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        x = encoder.canonical(check_inputs(inputs, encoder))
+        device = encoder.device
+        self.aux = AuxiliaryFunction(encoder)
+        out = []
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device)
+            with torch.no_grad():
+                z_ref = (reference or encoder)(xb)
+            base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
+            a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
+            out.append(a.detach().to("cpu", torch.float32))
+        return torch.cat(out).reshape(inputs.shape)
+
+    def attribute_batch(self, x: torch.Tensor, z_ref: torch.Tensor, baseline: Optional[torch.Tensor],
+                        seed: int) -> torch.Tensor:
+        """Attributions of one chunk ``x`` (on the encoder's device) for the references ``z_ref``;
+        ``self.aux`` is the auxiliary function g(x', z) and ``baseline`` the chunk's baseline (or None)."""
+        raise NotImplementedError
+
+
+__all__ = ["FeatureExplainer", "AuxiliaryFunction", "EXPLAINERS", "QUANTUS_KEYS", "register_explainer",
+           "get_explainer", "explainer_names"]

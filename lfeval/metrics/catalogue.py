@@ -1,0 +1,286 @@
+"""The metric catalogue: every metric ``lfeval run`` (and anything else that loops over metrics) can
+score with, as one :class:`MetricEntry` each.
+
+An entry holds the kinds of explanation the metric scores (feature attributions, example importance),
+how to build it for one encoder (:class:`MetricContext` -> metric), its defaults (scaled to the number
+of input features, so 8x8 digits and 28x28 MNIST both get a sensible number of perturbation steps),
+a short text for the report, the constructor that ``metric_params`` are checked against and, if the
+metric exposes per-sample curves (:meth:`LabelFreeMetric.curve`), how the report titles them. The
+score direction is read from the built metric (:func:`lfeval.metrics.score_direction`), never restated.
+
+Adding a metric is one file: a class and :func:`register_metric`:
+
+>>> import quantus
+>>> entry = register_metric(MetricEntry("GiniSparseness", build=lambda ctx, kind, params: quantus.Sparseness(
+...     disable_warnings=True, **params), text="Gini index of |attribution|.", target=quantus.Sparseness))
+>>> "GiniSparseness" in CATALOGUE
+True
+>>> _ = CATALOGUE.pop("GiniSparseness")
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import InvalidArgument
+from ..validation import check_choice
+
+FEATURES, EXAMPLES = "features", "examples"
+
+
+@dataclass
+class MetricContext:
+    """What a metric needs to be built for one encoder of a run."""
+
+    n_features: int  # masking units per input (pixels for images, entries otherwise)
+    seed: int
+    y_train: Optional[np.ndarray] = None  # labels of the example-importance columns (scoring only)
+    references: dict = field(default_factory=dict)  # {name: encoder} of the run's other encoders
+    explain_func: Optional[Callable] = None  # feature explain function (a PrecomputedExplanations)
+    example_explain_func: Optional[Callable] = None  # example-importance explain function
+    patch_size: int = 2  # the modality's patch side for patch-based stock metrics
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    """How the report draws a metric's :class:`~lfeval.metrics.Curve`: one panel per encoder, one line
+    per method (the first series with a 95% band, the others dashed)."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    text: str = ""
+    ylim: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """One metric of the catalogue.
+
+    Attributes
+    ----------
+    name : str
+        The catalogue key (config ``metrics``, CSV ``metric`` column).
+    build : callable
+        ``build(ctx, kind, params) -> metric``: a fresh metric for one encoder; ``params`` are the
+        run's ``metric_params[name]`` (override the defaults).
+    text : str
+        What it scores, for the report (the direction is appended from the metric).
+    kinds : tuple
+        ``("features",)``, ``("examples",)`` or both.
+    target : type or None
+        The constructor ``metric_params`` are checked against (and ``extra_params`` it also takes).
+    label_free : bool
+        lfeval's own label-free metrics and adapted stock ones (False: stock metrics used as they are).
+    needs : frozenset
+        Run data the metric needs: ``"references"`` (other encoders), ``"labels"`` (scores with labels).
+    curve : CurveSpec or None
+        The report's plot of the metric's per-sample curves.
+    """
+
+    name: str
+    build: Callable
+    text: str
+    kinds: tuple = (FEATURES,)
+    target: Optional[type] = None
+    extra_params: tuple = ()
+    label_free: bool = True
+    needs: frozenset = frozenset()
+    curve: Optional[CurveSpec] = None
+
+    def check_params(self, params) -> None:
+        """Refuse a parameter the metric's constructor does not take, naming the closest valid one."""
+        if not isinstance(params, dict):
+            raise InvalidArgument(f"metric_params[{self.name!r}] must be a table of parameters, got {params!r}.")
+        if self.target is None:
+            return
+        valid = (set(inspect.signature(self.target.__init__).parameters) - {"self", "args", "kwargs"}) | set(
+            self.extra_params)
+        for key in sorted(set(params) - valid):
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise InvalidArgument(f"metric_params[{self.name!r}] has unknown parameter {key!r}.{hint} "
+                                  f"{self.target.__name__} takes: {', '.join(sorted(valid))}.")
+
+
+#: name -> MetricEntry
+CATALOGUE: dict = {}
+
+
+def register_metric(entry: MetricEntry) -> MetricEntry:
+    """Add (or replace) a catalogue entry."""
+    if not isinstance(entry, MetricEntry):
+        raise InvalidArgument(f"register_metric needs a MetricEntry, got {type(entry).__name__}.")
+    for kind in entry.kinds:
+        check_choice(kind, (FEATURES, EXAMPLES), f"kind of metric {entry.name!r}")
+    CATALOGUE[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> MetricEntry:
+    return CATALOGUE[check_choice(name, CATALOGUE, "metric")]
+
+
+def build_metric(name: str, ctx: MetricContext, kind: str, params: Optional[dict] = None):
+    """A fresh metric ``name`` for one encoder, scoring explanations of ``kind``."""
+    return get_entry(name).build(ctx, kind, dict(params or {}))
+
+
+def metric_names(kind: Optional[str] = None) -> tuple:
+    """Catalogue names (of one kind of explanation, if given)."""
+    return tuple(n for n, e in CATALOGUE.items() if kind is None or kind in e.kinds)
+
+
+# ---------------------------------------------------------------------------------------------- builders
+def _steps(ctx: MetricContext, n: int = 16) -> int:
+    """Features per perturbation step so that a curve has about ``n`` steps and F is a multiple."""
+    step = max(1, ctx.n_features // n)
+    while ctx.n_features % step:
+        step -= 1
+    return step
+
+
+def _own(cls: type, defaults: Callable = lambda ctx: {}) -> Callable:
+    """Builder of an lfeval metric class: its defaults for the context, then the run's parameters."""
+
+    def build(ctx, kind, params):
+        return cls(**{**defaults(ctx), **params})
+
+    return build
+
+
+def _pretext_correlation(ctx, kind, params):
+    from .pretext_correlation import PretextCorrelation
+
+    func = ctx.explain_func if kind == FEATURES else ctx.example_explain_func
+    return PretextCorrelation(references=ctx.references, **{"explain_func": func, "explanations": kind, **params})
+
+
+def _similarity_rate(contrast: bool) -> Callable:
+    def build(ctx, kind, params):
+        from .similarity_rate import SimilarityRate
+
+        return SimilarityRate(ctx.y_train, **{"contrast": contrast, **params})
+
+    return build
+
+
+def _quantus(name: str):
+    import quantus
+
+    return getattr(quantus, name)
+
+
+def _adapted(name: str, defaults: Callable, text: str) -> MetricEntry:
+    """A stock Quantus faithfulness metric scored on g_x through :class:`lfeval.metrics.LabelFree`."""
+
+    def build(ctx, kind, params):
+        from .label_free_adapter import LabelFree
+
+        params = dict(params)
+        adapter = {k: params.pop(k) for k in ("similarity", "baseline") if k in params}
+        metric = _quantus(name)(**{"disable_warnings": True, **defaults(ctx), **params})
+        return LabelFree(metric, **adapter)
+
+    return MetricEntry(name, build, text, target=_quantus(name), extra_params=("similarity", "baseline"))
+
+
+def _stock(name: str, text: str, defaults: Optional[dict] = None) -> MetricEntry:
+    """A stock Quantus metric that never reads a label (used as it is)."""
+
+    def build(ctx, kind, params):
+        return _quantus(name)(**{"disable_warnings": True, **(defaults or {}), **params})
+
+    return MetricEntry(name, build, text, label_free=False, target=_quantus(name))
+
+
+def _register_builtins() -> None:
+    from .pretext_correlation import PretextCorrelation
+    from .representation_shift import RepresentationShift
+    from .similarity_rate import SimilarityRate
+
+    robust = {"nr_samples": 10}  # Quantus' 200 explanations per sample cost minutes on CPU
+    stability = {**robust, "return_nan_when_prediction_changes": False}  # an encoder has no prediction to keep
+    entries = [
+        MetricEntry("RepresentationShift", _own(RepresentationShift, lambda c: {"seed": c.seed}), (
+            "Label-free feature consistency (paper §4.1): mask the top-M features by |attribution| with the "
+            "baseline and measure ||f(x) - f(x_M)||²; the score is the normalised area under that curve over "
+            "the mask fractions."), target=RepresentationShift, curve=CurveSpec(
+            "Representation shift when the top features are masked (mean, 95% band)",
+            "% of features masked (most important first)", "representation shift",
+            "The paper's Fig. 2: a faithful method moves the representation most when its top features are "
+            "masked, far above Random.")),
+        MetricEntry("PretextCorrelation", _pretext_correlation, (
+            "Pretext sensitivity (paper §4.2): Pearson correlation of an explanation with the same method's "
+            "explanation of the encoders trained on the other pretext tasks, per sample; a high value means the "
+            "explanation reflects the input more than the pretext task. An explanation that ignores the model "
+            "(Random depends on the input only) scores 1, so read it next to the faithfulness metrics."),
+            kinds=(FEATURES, EXAMPLES), target=PretextCorrelation, needs=frozenset({"references"})),
+        MetricEntry("SimilarityRate", _similarity_rate(False), (
+            "Label-free example consistency (paper §4.1): share of the top-M training examples that have the "
+            "test example's label, averaged over M. Labels only score; they never explain."),
+            kinds=(EXAMPLES,), target=SimilarityRate, needs=frozenset({"labels"}), curve=CurveSpec(
+                "Same-label rate of the top-M (solid) and bottom-M (dashed) training examples",
+                "M (most / least important training examples)", "same-label rate",
+                "The paper's Fig. 3: the most important training examples should share the test example's label "
+                "(high solid curves) and the least important should not (low dashed curves).", ylim=(0, 1))),
+        MetricEntry("SimilarityContrast", _similarity_rate(True), (
+            "Top-M minus bottom-M similarity rate, the paper's contrast between the most and the least important "
+            "examples: how well the ranking separates same-class from other-class examples."),
+            kinds=(EXAMPLES,), target=SimilarityRate, needs=frozenset({"labels"})),
+        _adapted("PixelFlipping", lambda c: {"features_in_step": _steps(c)}, (
+            "Stock Quantus PixelFlipping scored label-free through lfeval.metrics.LabelFree: features are "
+            "removed most important first while g_x(x') = <f(x), f(x')> is tracked; the score is the mean of "
+            "that curve, and a faster drop is more faithful.")),
+        _adapted("FaithfulnessCorrelation", lambda c: {
+            "nr_runs": 50, "subset_size": max(1, c.n_features // 8), "return_aggregate": False}, (
+            "Stock Quantus FaithfulnessCorrelation on g_x: correlation between the attribution mass of random "
+            "feature subsets and the drop of g_x when they are masked.")),
+        _adapted("FaithfulnessEstimate", lambda c: {"features_in_step": _steps(c)}, (
+            "Stock Quantus FaithfulnessEstimate on g_x: correlation of the attributions with the drop of g_x as "
+            "features are removed step by step.")),
+        _adapted("MonotonicityCorrelation", lambda c: {"features_in_step": _steps(c), "nr_samples": 5}, (
+            "Stock Quantus MonotonicityCorrelation on g_x: Spearman correlation of |attribution| with the "
+            "variance of g_x when each step's features are perturbed.")),
+        _adapted("Selectivity", lambda c: {"patch_size": c.patch_size}, (
+            "Stock Quantus Selectivity on g_x: patches removed most important first; the score is the mean of "
+            "the curve, and a faster drop is more faithful.")),
+        _adapted("RegionPerturbation", lambda c: {"patch_size": c.patch_size, "regions_evaluation": 8}, (
+            "Stock Quantus RegionPerturbation (MoRF, AOPC) on g_x: the drop of g_x as regions are perturbed most "
+            "important first; lfeval corrects Quantus' direction (a bigger drop is better).")),
+        _adapted("ROAD", lambda c: {"percentages": [10, 30, 50, 70, 90]}, (
+            "Stock Quantus ROAD on the encoder: is f(x') still closest to f(x) among the batch after the top "
+            "features are imputed (noisy linear imputation)? The area of that curve over the removed "
+            "percentages.")),
+        _adapted("Infidelity", lambda c: {"n_perturb_samples": 10, "perturb_patch_sizes": [c.patch_size]}, (
+            "Stock Quantus Infidelity on g_x: squared error between attribution-weighted perturbations and the "
+            "change of g_x.")),
+        _stock("Sparseness", "Stock Quantus Sparseness: the Gini index of |attribution|."),
+        _stock("Complexity", "Stock Quantus Complexity: the entropy of the attribution distribution."),
+        _stock("MaxSensitivity", (
+            "Stock Quantus MaxSensitivity: the largest change of the explanation under uniform input noise "
+            "(10 draws)."), robust),
+        _stock("AvgSensitivity", (
+            "Stock Quantus AvgSensitivity: the mean change of the explanation under uniform input noise "
+            "(10 draws)."), robust),
+        _stock("RelativeInputStability", (
+            "Stock Quantus RelativeInputStability: change of the explanation relative to the change of the input "
+            "(10 draws)."), stability),
+        _stock("RelativeRepresentationStability", (
+            "Stock Quantus RelativeRepresentationStability: change of the explanation relative to the change of "
+            "the encoder's internal representations (10 draws), with return_nan_when_prediction_changes=False "
+            "as an encoder has no prediction to keep."), stability),
+    ]
+    for entry in entries:
+        register_metric(entry)
+
+
+_register_builtins()
+
+__all__ = ["FEATURES", "EXAMPLES", "MetricContext", "CurveSpec", "MetricEntry", "CATALOGUE", "register_metric",
+           "get_entry", "build_metric", "metric_names"]

@@ -1,0 +1,63 @@
+"""Data modalities (image, tabular, time series) as objects, and their registry.
+
+Every modality-dependent decision (layout, masking unit, baseline rule, Quantus ``DataType``,
+augmentation, architecture, plot) is a method of a :class:`Modality`; code asks the encoder's or
+the data set's modality instead of looking at ``ndim``.
+
+>>> get_modality("image").n_features((3, 32, 32))      # a pixel is masked in every channel
+1024
+>>> get_modality("tabular").canonical_shape((30,))      # Quantus needs a channel axis
+(1, 30)
+>>> str(get_modality("time_series").data_type)
+'DataType.TIMESERIES'
+"""
+
+from __future__ import annotations
+
+from ..errors import InvalidArgument
+from ..validation import check_choice
+from .base import Modality
+from .image import Image
+from .tabular import Tabular
+from .time_series import TimeSeries
+
+MODALITIES: dict = {}
+
+
+def register_modality(modality: Modality) -> Modality:
+    """Add a :class:`Modality` instance under its ``name`` (a new modality is one file plus this call)."""
+    if not isinstance(modality, Modality):
+        raise InvalidArgument(f"register_modality needs a Modality instance, got {type(modality).__name__}.")
+    MODALITIES[modality.name] = modality
+    return modality
+
+
+def get_modality(modality) -> Modality:
+    """The registered :class:`Modality` for a name (or the modality itself)."""
+    if isinstance(modality, Modality):
+        return modality
+    return MODALITIES[check_choice(modality, MODALITIES, "modality")]
+
+
+def default_modality(sample_shape: tuple) -> Modality:
+    """The documented default for a plain module given no modality, from one input's shape:
+    (D,) or (1, D) -> tabular, (T, C) -> time series, (C, H, W) -> image. Pass ``modality=`` to
+    :func:`lfeval.as_encoder` to choose another."""
+    shape = tuple(sample_shape)
+    if len(shape) == 1 or (len(shape) == 2 and shape[0] == 1):
+        return MODALITIES["tabular"]
+    if len(shape) == 2:
+        return MODALITIES["time_series"]
+    if len(shape) == 3:
+        return MODALITIES["image"]
+    raise InvalidArgument(
+        f"No default modality for samples of shape {shape}; pass modality= one of {sorted(MODALITIES)} "
+        "and inputs in its layout."
+    )
+
+
+for _m in (Image(), Tabular(), TimeSeries()):
+    register_modality(_m)
+
+__all__ = ["Modality", "Image", "Tabular", "TimeSeries", "MODALITIES", "register_modality", "get_modality",
+           "default_modality"]

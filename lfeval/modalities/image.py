@@ -1,0 +1,55 @@
+"""Images (C, H, W), channel first, values in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Modality
+
+
+class Image(Modality):
+    """Images laid out (C, H, W). The masking unit is a pixel, removed in every channel at once (paper
+    §4.1 ranks pixels by |attribution| summed over channels); the default baseline is black (zeros)."""
+
+    name = "image"
+    layout = "(C, H, W)"
+    sample_ndim = 3
+    quantus_name = "IMAGE"
+    architecture = "conv"
+    plot_kind = "image"
+
+    def unit_shape(self, shape):
+        return (1, *tuple(shape)[1:])
+
+    def occlusion_window(self, shape):
+        """About 1/7 of each side (1 pixel on 8x8 digits, 4 on 28x28 MNIST), every channel."""
+        c, h, w = shape
+        return (c, max(1, h // 7), max(1, w // 7))
+
+    def patch_size(self, shape):
+        return 2 if min(shape[1:]) >= 4 else 1
+
+    def augment(self, x, generator):
+        """Random affine (rotation +-15 deg, scale 0.9-1.1, shift +-12.5%) plus Gaussian noise (sigma 0.05)."""
+        n = x.shape[0]
+        r = lambda *s: torch.rand(*s, generator=generator, device=x.device)  # noqa: E731
+        angle = (r(n) * 2 - 1) * math.radians(15)
+        scale = 0.9 + 0.2 * r(n)
+        shift = (r(n, 2) * 2 - 1) * 0.25  # grid coordinates span [-1, 1]: 0.25 = 12.5% of the width
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+        noise = torch.randn(out.shape, generator=generator, device=x.device) * 0.05
+        return (out + noise).clamp(0.0, 1.0)
+
+    def draw_input(self, ax, x):
+        img = np.asarray(x, dtype=float)
+        ax.imshow(img.transpose(1, 2, 0) if img.shape[0] == 3 else img.mean(0), cmap="gray")
+
+    def draw_attribution(self, ax, a):
+        ax.imshow(np.abs(np.asarray(a, dtype=float)).reshape(-1, *np.shape(a)[-2:]).sum(0), cmap="hot")

@@ -1,0 +1,130 @@
+"""Input checks shared by every public entry point (scikit-learn style): convert, validate, raise
+:mod:`lfeval.errors` exceptions whose message names the argument and the fix.
+
+>>> import numpy as np
+>>> check_inputs(np.zeros((2, 1, 3)), name="x_batch").shape
+torch.Size([2, 1, 3])
+>>> check_inputs(np.zeros((0, 3)), name="x_batch")
+Traceback (most recent call last):
+...
+lfeval.errors.InvalidInput: `x_batch` is an empty batch (shape (0, 3)); pass at least one sample.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .errors import InvalidArgument, InvalidInput, ModelStateError, UnknownName
+
+
+def as_tensor(x, name: str = "x", dtype=torch.float32, device=None) -> torch.Tensor:
+    """Return ``x`` (NumPy array or tensor) as a float tensor on ``device``.
+
+    Raises :class:`InvalidInput` for objects that are not array-like.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"`{name}` is not a numeric array ({exc}).") from None
+    else:
+        raise InvalidInput(f"`{name}` must be a NumPy array or a torch tensor, got {type(x).__name__}.")
+    if t.is_complex():
+        raise InvalidInput(f"`{name}` must hold real numbers, got dtype {t.dtype}.")
+    return t.to(device=device, dtype=dtype) if device is not None else t.to(dtype=dtype)
+
+
+def to_numpy(x, dtype=np.float32) -> np.ndarray:
+    """A contiguous NumPy copy of a tensor or array (detached, on the CPU), for the Quantus boundary."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Raise :class:`InvalidInput` if ``x`` holds NaN or inf."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise InvalidInput(
+            f"`{name}` contains {n_bad} NaN/inf value(s); clean or impute them before calling lfeval."
+        )
+    return x
+
+
+def check_batch(x: torch.Tensor, name: str = "x", min_ndim: int = 2) -> torch.Tensor:
+    """Check that ``x`` is a non-empty batch (first axis = samples) of finite values."""
+    if x.ndim < min_ndim:
+        raise InvalidInput(
+            f"`{name}` must have at least {min_ndim} dimensions (N, ...), got shape {tuple(x.shape)}."
+        )
+    if x.shape[0] == 0:
+        raise InvalidInput(f"`{name}` is an empty batch (shape {tuple(x.shape)}); pass at least one sample.")
+    return check_finite(x, name)
+
+
+def check_inputs(x, encoder=None, name: str = "inputs", device=None) -> torch.Tensor:
+    """A validated float batch: array-like, non-empty, finite and, given an :class:`lfeval.Encoder`, in
+    the encoder's layout (its modality's sample shape, and its input shape when known)."""
+    t = check_batch(as_tensor(x, name, device=device), name)
+    if encoder is not None:
+        encoder.check_sample_shape(tuple(t.shape[1:]), name)
+    return t
+
+
+def check_eval_mode(model: torch.nn.Module, name: str = "model") -> None:
+    """Raise :class:`ModelStateError` if ``model`` (or a submodule) is in train mode."""
+    if any(m.training for m in model.modules()):
+        raise ModelStateError(
+            f"`{name}` is in train mode; call `{name}.eval()` first so dropout/batch-norm "
+            "do not change the explanations."
+        )
+
+
+def check_module(model, name: str = "model") -> torch.nn.Module:
+    """``model`` if it is a ``torch.nn.Module`` in eval mode, else a clear error."""
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidArgument(f"`{name}` must be a torch.nn.Module (the encoder), got {type(model).__name__}.")
+    check_eval_mode(model, name)
+    return model
+
+
+def check_model(model, inputs=None, name: str = "model", **contract):
+    """The :class:`lfeval.Encoder` of ``model`` (eval mode checked): an Encoder is returned as it is, a
+    plain module is wrapped with the documented defaults (:func:`lfeval.as_encoder`), its modality read
+    from ``inputs``' sample shape."""
+    from .encoder import as_encoder
+
+    check_module(model, name)
+    return as_encoder(model, inputs, **contract)
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer >= ``minimum`` (bools and floats refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgument(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_choice(value, choices: Iterable, name: str):
+    """Return ``value`` if it is in ``choices``; else raise :class:`UnknownName` with the closest match."""
+    choices = list(choices)
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownName(f"Unknown {name} {value!r}.{hint} Valid values: {', '.join(map(repr, choices))}.")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for state-free models)."""
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
