@@ -26,6 +26,11 @@ def _run(args) -> int:
     return 0
 
 
+def _fail(message: str, code: int = 2) -> int:
+    print(f"lfeval: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lfeval", description="Label-free explainability, evaluated.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,13 +52,23 @@ def main(argv=None) -> int:
     p.add_argument("--meta-iterations", type=int, dest="meta_iterations")
     p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
+    p.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
     p.set_defaults(func=_run)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except LfevalError as exc:
-        print(f"lfeval: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted; the finished stages are stored, rerun the same command to resume.", 130)
+    except OSError as exc:  # disk full, permissions, a folder removed under the run
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''} ({type(exc).__name__}). Check the folder and "
+                     "rerun; finished stages are kept.")
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if getattr(args, "traceback", False):
+            raise
+        return _fail(f"unexpected {type(exc).__name__}: {exc}. This is a bug in lfeval or a plugin; rerun with "
+                     "--traceback for the details and report it.")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,19 +74,11 @@ class RunConfig:
     quiet: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.plugins, (list, tuple)):
-            raise InvalidArgument(f"Config `plugins` must be a list of modules or .py files, got {self.plugins!r}.")
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), _KINDS[f.name])
+        check_run_name(self.name)
         for plugin in self.plugins:  # user explainers and metrics register themselves on import
             load_plugin(plugin)
-        for key in ("latent_dim", "epochs", "n_explain", "n_train_examples", "meta_iterations",
-                    "meta_perturbations", "meta_samples"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise InvalidArgument(f"Config `{key}` must be an integer >= 1, got {getattr(self, key)!r}.")
-        if not isinstance(self.checkpoints, int) or self.checkpoints < 0:
-            raise InvalidArgument(f"Config `checkpoints` must be an integer >= 0, got {self.checkpoints!r}.")
-        for key in ("pretexts", "explainers", "example_methods", "metrics", "meta_metrics", "pretext_seeds"):
-            if not isinstance(getattr(self, key), (list, tuple)):
-                raise InvalidArgument(f"Config `{key}` must be a list, got {getattr(self, key)!r}.")
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
         _check_names("explainers", self.explainers, explainer_names())
         _check_names("example_methods", self.example_methods, EXAMPLE_METHODS)
@@ -122,8 +115,8 @@ class RunConfig:
             if "references" in CATALOGUE[name].needs and len(self.pretexts) < 2:
                 raise InvalidArgument(f"{name} compares encoders of different pretext tasks: name at least two "
                                       f"`pretexts` or drop it from `metrics` and `meta_metrics`.")
-        if not self.pretext_seeds or not all(isinstance(s, int) for s in self.pretext_seeds):
-            raise InvalidArgument(f"Config `pretext_seeds` must be a non-empty list of ints, got {self.pretext_seeds}.")
+        if not self.pretext_seeds:
+            raise InvalidArgument("Config `pretext_seeds` is empty; name at least one training seed, e.g. [0].")
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -140,11 +133,25 @@ class RunConfig:
     def from_toml(cls, path, **overrides) -> "RunConfig":
         """Read a TOML file (top-level keys, or a ``[run]`` table); ``overrides`` win."""
         path = Path(path)
-        if not path.exists():
-            raise InvalidArgument(f"Config file {str(path)!r} does not exist.")
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-        values = values.get("run", values)
+        if not path.is_file():
+            raise InvalidArgument(f"Config file {str(path)!r} does not exist (or is not a file).")
+        try:
+            with path.open("rb") as fh:
+                values = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidArgument(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"Cannot read config file {str(path)!r}: {exc}.") from None
+        if "run" in values:
+            if not isinstance(values["run"], dict):
+                raise InvalidArgument(f"Config `run` in {str(path)!r} must be a table ([run]).")
+            stray = sorted(k for k in values if k != "run")
+            if stray:
+                raise InvalidArgument(
+                    f"Config file {str(path)!r} has keys {', '.join(map(repr, stray))} outside its [run] table, "
+                    "where they would be ignored; move them under [run] (or drop the [run] header)."
+                )
+            values = values["run"]
         return cls.from_dict({**values, **overrides})
 
     def to_dict(self) -> dict:
@@ -153,6 +160,51 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def check_run_name(name) -> str:
+    """A run name is one safe path component: letters, digits, '.', '_', '-', not starting with '.'."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", name):
+        raise InvalidArgument(
+            f"Run name {name!r} is not a safe folder name: use 1-100 letters, digits, '.', '_' or '-', not "
+            "starting with '.' (it becomes <out_dir>/<name>/)."
+        )
+    return name
+
+
+#: the type of each config field: checked before anything runs (a TOML `true` is not the integer 1)
+_KINDS = {
+    "name": str, "out_dir": str, "data": str, "data_root": (str, None), "data_options": dict, "seed": (int, 0),
+    "pretexts": [str], "latent_dim": (int, 1), "epochs": (int, 1), "checkpoints": (int, 0), "cache_dir": str,
+    "explainers": [str], "explainer_params": dict, "example_methods": [str], "plugins": [str], "metrics": [str],
+    "metric_params": dict, "n_explain": (int, 2), "n_train_examples": (int, 2), "pretext_seeds": [int],
+    "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
+    "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
+    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool,
+}
+
+
+def _check_type(key: str, value, kind) -> None:
+    """Raise :class:`InvalidArgument` unless ``value`` has the field's kind (see :data:`_KINDS`)."""
+    if isinstance(kind, tuple) and kind[1] is None:  # optional
+        if value is None:
+            return
+        kind = kind[0]
+    if isinstance(kind, tuple):  # an integer with a minimum
+        if isinstance(value, bool) or not isinstance(value, int) or value < kind[1]:
+            raise InvalidArgument(f"Config `{key}` must be an integer >= {kind[1]}, got {value!r}.")
+    elif isinstance(kind, list):
+        item = kind[0]
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, item) and not (item is int and isinstance(v, bool)) for v in value):
+            raise InvalidArgument(f"Config `{key}` must be a list of {item.__name__}s, got {value!r}.")
+        if len(set(value)) != len(value):
+            raise InvalidArgument(f"Config `{key}` names an entry twice: {list(value)}.")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"Config `{key}` must be true or false, got {value!r}.")
+    elif not isinstance(value, kind) or (kind is str and key not in ("data_root",) and not value):
+        raise InvalidArgument(f"Config `{key}` must be a non-empty {kind.__name__}, got {value!r}.")
 
 
 def load_plugin(plugin: str) -> None:

@@ -91,9 +91,26 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ the network
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x): the module's output, checked to be the latent batch (N, d)."""
         if self.native_shape is not None and self.native_shape != self.input_shape:
             x = x.reshape(len(x), *self.native_shape)
-        return self.module(x)
+        try:
+            z = self.module(x)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            if isinstance(exc, (InvalidArgument, InvalidInput)):
+                raise
+            raise InvalidInput(f"The encoder failed on inputs of shape {tuple(x.shape)}: "
+                               f"{type(exc).__name__}: {exc}. Pass inputs in the layout the module takes.") from exc
+        if not isinstance(z, torch.Tensor):
+            raise InvalidArgument(
+                f"The encoder returned a {type(z).__name__}, not a tensor: lfeval explains a representation "
+                "f(x) of shape (N, d). Wrap the module so it returns that tensor (e.g. the first element or the "
+                "pooled output).")
+        if z.ndim != 2 or z.shape[0] != x.shape[0]:
+            raise InvalidArgument(
+                f"The encoder returned shape {tuple(z.shape)} for {x.shape[0]} inputs; lfeval explains a "
+                "representation of shape (N, d). Flatten or pool the output (a scalar per sample is (N, 1)).")
+        return z
 
     @property
     def device(self) -> torch.device:

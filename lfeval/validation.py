@@ -77,6 +77,23 @@ def check_inputs(x, encoder=None, name: str = "inputs", device=None) -> torch.Te
     return t
 
 
+def check_labels(y, name: str = "y", n: int | None = None) -> torch.Tensor:
+    """Class labels as a 1-D int64 tensor (integer-valued, finite), of length ``n`` if given."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError):
+        arr = np.asarray([None])
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iuf" or (
+            arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr)))):
+        raise InvalidInput(f"`{name}` must be a non-empty 1-D array of integer class labels, got "
+                           f"{type(y).__name__} of shape {arr.shape} and dtype {arr.dtype}.")
+    if n is not None and len(arr) != n:
+        raise InvalidInput(f"`{name}` has {len(arr)} labels for {n} samples.")
+    return torch.as_tensor(arr.astype(np.int64))
+
+
 def check_eval_mode(model: torch.nn.Module, name: str = "model") -> None:
     """Raise :class:`ModelStateError` if ``model`` (or a submodule) is in train mode."""
     if any(m.training for m in model.modules()):
@@ -109,6 +126,30 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidArgument(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_number(value, name: str, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite float >= ``minimum`` (> with ``strict``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not np.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise InvalidArgument(f"`{name}` must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}.")
+    return float(value)
+
+
+def check_device(device) -> torch.device:
+    """A usable torch device (default CPU); requesting CUDA/MPS where there is none is a clear error."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidArgument(f"`device` {device!r} is not a torch device; use 'cpu' or 'cuda'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument(f"`device` {str(device)!r} requested, but this machine has no usable CUDA GPU; "
+                              "use device='cpu'.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgument("`device` 'mps' requested, but MPS is not available here; use device='cpu'.")
+    return device
 
 
 def check_choice(value, choices: Iterable, name: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -132,6 +133,25 @@ def test_second_invocation_loads_every_stage_and_gives_identical_tables(small, c
     assert seconds < 0.5 * small["seconds"], (seconds, small["seconds"])
 
 
+def _stored(stages: Path) -> dict:
+    """Stages the manifest lists as finished, with their files' modification times."""
+    manifest = stages / "manifest.json"
+    names = json.loads(manifest.read_text())["stages"] if manifest.exists() else {}
+    return {s: [p.stat().st_mtime_ns for p in sorted(stages.glob(f"{s}.*"))] for s in names}
+
+
+def _resume_and_compare(small, cmd, out, name, kept: dict):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    loaded = re.search(r"(\d+) stage\(s\) computed, (\d+) loaded", result.stdout)
+    assert loaded and int(loaded.group(2)) == len(kept), result.stdout
+    stored = _stored(out / name / "stages")
+    assert {s: stored[s] for s in kept} == kept  # the stored stages were loaded, not recomputed
+    for n in CSVS:
+        assert (out / name / n).read_bytes() == (small["dir"] / n).read_bytes(), n
+    return result
+
+
 def test_killed_run_resumes_with_identical_tables(small):
     """Kill a run (SIGKILL) once some stages are stored; the rerun keeps them and ends with the same numbers."""
     out, name = small["root"] / "runs", "killed"
@@ -140,19 +160,31 @@ def test_killed_run_resumes_with_identical_tables(small):
            "--name", name, "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
-    while not (stages / "scores-reconstruction.pkl").exists() and proc.poll() is None and time.time() < deadline:
+    while "scores-reconstruction" not in _stored(stages) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    kept = {p.name: p.stat().st_mtime_ns for p in stages.glob("*.pkl")}
-    assert "scores-reconstruction.pkl" in kept and not (out / name / "report.html").exists()
-    result = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
-    loaded = re.search(r"(\d+) stage\(s\) computed, (\d+) loaded", result.stdout)
-    assert loaded and int(loaded.group(2)) == len(kept)
-    assert {p: (stages / p).stat().st_mtime_ns for p in kept} == kept  # stored stages were not recomputed
-    for n in CSVS:
-        assert (out / name / n).read_bytes() == (small["dir"] / n).read_bytes(), n
+    kept = _stored(stages)
+    assert "scores-reconstruction" in kept and not (out / name / "report.html").exists()
+    _resume_and_compare(small, cmd[:-1], out, name, kept)
+
+
+def test_kill_during_a_stage_write_never_loads_a_torn_file(small):
+    """SIGKILL lands halfway through writing a stage's files (fault injection): that stage is not loaded, the
+    others are kept, and the resumed run ends byte-identical to an uninterrupted one."""
+    out, name = small["root"] / "runs", "torn"
+    stages = out / name / "stages"
+    cmd = [sys.executable, "-m", "lfeval.cli", "run", "--config", str(small["config"]), "--out", str(out),
+           "--name", name]
+    env = {**os.environ, "LFEVAL_FAULT_INJECT": "kill-during-write:scores-denoising"}
+    proc = subprocess.run(cmd + ["--quiet"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    torn = list(stages.glob("scores-denoising.*.tmp"))
+    assert torn and torn[0].stat().st_size > 0  # half a file is on disk
+    kept = _stored(stages)
+    assert "scores-reconstruction" in kept and "scores-denoising" not in kept
+    result = _resume_and_compare(small, cmd, out, name, kept)
+    assert "scores-denoising' done" in result.stdout and not list(stages.glob("*.tmp"))
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is missing (make test installs it)")

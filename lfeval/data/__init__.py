@@ -7,8 +7,11 @@ when the files are missing; lfeval never downloads at run time.
 
 from __future__ import annotations
 
-from ..errors import InvalidInput
-from ..validation import check_choice, check_finite
+import inspect
+import os
+
+from ..errors import InvalidArgument, InvalidInput
+from ..validation import check_choice, check_finite, check_positive_int
 from .base import Dataset
 from .baselines import GaussianBlur
 from .digits import load_digits_dataset
@@ -35,6 +38,8 @@ def available() -> list:
 
 def register(name: str, loader) -> None:
     """Register ``loader(root=None, seed=0, **kw) -> Dataset`` under ``name``."""
+    if not isinstance(name, str) or not name or not callable(loader):
+        raise InvalidArgument(f"register needs a name (str) and a loader callable, got {name!r} and {loader!r}.")
     _LOADERS[name] = loader
 
 
@@ -56,12 +61,25 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     **kwargs
         Loader options, e.g. ``size=28`` for digits.
     """
+    if not isinstance(name, str):
+        raise InvalidArgument(f"`name` must be a data set name (str), got {type(name).__name__}.")
     key = name
-    if isinstance(name, str) and name.startswith("medmnist:") and "medmnist:<flag>" in _LOADERS:
+    if name.startswith("medmnist:") and "medmnist:<flag>" in _LOADERS:
         key = "medmnist:<flag>"
         kwargs = {"flag": name.split(":", 1)[1], **kwargs}
     check_choice(key, _LOADERS, "data set")
-    ds = _LOADERS[key](root=root, seed=seed, **kwargs)
+    check_positive_int(seed, "seed", minimum=0)
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise InvalidArgument(f"`root` must be a folder path, got {type(root).__name__}.")
+    loader = _LOADERS[key]
+    params = inspect.signature(loader).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = [p for p in params if p not in ("root", "seed")]
+        for option in kwargs:
+            check_choice(option, valid, f"option of the {key!r} loader")
+    ds = loader(root=root, seed=seed, **kwargs)
+    if not isinstance(ds, Dataset):
+        raise InvalidArgument(f"The loader of {name!r} returned {type(ds).__name__}, not an lfeval.data.Dataset.")
     for attr in ("x_train", "x_test"):
         x = check_finite(getattr(ds, attr), f"{name}.{attr}")
         if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):

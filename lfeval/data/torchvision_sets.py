@@ -13,23 +13,37 @@ import torch
 from torchvision import datasets
 
 from ..errors import DatasetUnavailable
+from . import safe_pickle
 from .base import Dataset
 from .baselines import GaussianBlur
 
 
-class _CIFAR10(datasets.CIFAR10):
-    """torchvision's CIFAR-10 reader that checks the batch files exist instead of their MD5.
+class _CIFAR10:
+    """CIFAR-10's python batches (torchvision's layout ``<root>/cifar-10-batches-py``), read with lfeval's
+    restricted unpickler (:mod:`lfeval.data.safe_pickle`): a batch file can only yield arrays and labels,
+    never run code, which torchvision's ``pickle.load`` would allow. The MD5 check is skipped, so subsets
+    or re-packed copies in the same format load too."""
 
-    The pickled batches are read exactly as torchvision reads them; the MD5 check is skipped so
-    subsets or re-packed copies in the same format load too.
-    """
+    base_folder = datasets.CIFAR10.base_folder
 
-    meta = {**datasets.CIFAR10.meta, "md5": None}  # torchvision checks existence only when md5 is None
-
-    def _check_integrity(self) -> bool:
-        base = Path(self.root) / self.base_folder
-        names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-        return all((base / name).exists() for name in names)
+    def __init__(self, root, train: bool = True, download: bool = False):
+        base = Path(root) / self.base_folder
+        files = [n for n, _ in (datasets.CIFAR10.train_list if train else datasets.CIFAR10.test_list)]
+        names = files + [datasets.CIFAR10.meta["filename"]]
+        if not all((base / n).exists() for n in names):
+            raise RuntimeError("Dataset not found.")
+        data, targets = [], []
+        for name in files:
+            with open(base / name, "rb") as fh:
+                entry = safe_pickle.load(fh, str(base / name))
+            data.append(np.asarray(entry.get("data", entry.get(b"data"))).reshape(-1, 3, 32, 32))
+            targets.extend(entry.get("labels", entry.get(b"labels", entry.get("fine_labels"))))
+        self.data = np.vstack(data).transpose(0, 2, 3, 1)  # (N, H, W, C), as torchvision keeps it
+        self.targets = targets
+        with open(base / datasets.CIFAR10.meta["filename"], "rb") as fh:
+            meta = safe_pickle.load(fh, str(base / datasets.CIFAR10.meta["filename"]))
+        self.classes = [c.decode() if isinstance(c, bytes) else c
+                        for c in meta.get("label_names", meta.get(b"label_names", []))]
 
 
 _SETS = {

@@ -146,6 +146,7 @@ class FeatureExplainer:
         self.check_options(options)
         self.encoder = encoder = check_model(self.encoder, inputs)
         batch_size = check_positive_int(batch_size, "batch_size")
+        seed = check_positive_int(seed, "seed", minimum=0)
         x = encoder.canonical(check_inputs(inputs, encoder))
         device = encoder.device
         self.aux = AuxiliaryFunction(encoder)

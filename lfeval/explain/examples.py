@@ -21,7 +21,17 @@ from tqdm.auto import tqdm
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
 from ..models.pretext import PretextModel
-from ..validation import check_choice, check_eval_mode, check_inputs, check_model, check_module, model_device, to_numpy
+from ..validation import (
+    check_choice,
+    check_eval_mode,
+    check_inputs,
+    check_model,
+    check_module,
+    check_number,
+    check_positive_int,
+    model_device,
+    to_numpy,
+)
 from .base import QUANTUS_KEYS
 
 
@@ -40,7 +50,7 @@ class ExampleImportance:
 
     def __init__(self, encoder: torch.nn.Module, batch_size: int = 256, display_progressbar: bool = True):
         self.encoder = check_module(encoder, "encoder")
-        self.batch_size, self.display_progressbar = int(batch_size), display_progressbar
+        self.batch_size, self.display_progressbar = check_positive_int(batch_size, "batch_size"), display_progressbar
         self.device = model_device(encoder)
 
     def _inputs(self, x_train, x_test):
@@ -82,7 +92,7 @@ class DkNN(ExampleImportance):
     def __init__(self, encoder, kind: str = "inverse_distance", k: int = 10, eps: float = 1e-12, **kw):
         super().__init__(encoder, **kw)
         self.kind = check_choice(kind, ("inverse_distance", "knn"), "DkNN kind")
-        self.k, self.eps = int(k), float(eps)
+        self.k, self.eps = check_positive_int(k, "k"), check_number(eps, "eps", strict=True)
 
     def attribute(self, x_train, x_test):
         x_train, x_test = self._inputs(x_train, x_test)
@@ -104,7 +114,8 @@ class SimplEx(ExampleImportance):
 
     def __init__(self, encoder, n_steps: int = 1000, lr: float = 0.1, seed: int = 0, **kw):
         super().__init__(encoder, **kw)
-        self.n_steps, self.lr, self.seed = int(n_steps), float(lr), int(seed)
+        self.n_steps, self.lr = check_positive_int(n_steps, "n_steps"), check_number(lr, "lr", strict=True)
+        self.seed = check_positive_int(seed, "seed", minimum=0)
         self.loss_history = []
 
     def fit(self, h_train: torch.Tensor, h_test: torch.Tensor) -> torch.Tensor:
@@ -166,7 +177,7 @@ class _LossBased(ExampleImportance):
         if prefix is None:
             raise InvalidArgument("`encoder` must be a submodule of `model` (its parameters are differentiated).")
         self.prefix = f"{prefix}." if prefix else ""
-        self.y_train, self.y_test, self.chunk_size = y_train, y_test, int(chunk_size)
+        self.y_train, self.y_test, self.chunk_size = y_train, y_test, check_positive_int(chunk_size, "chunk_size")
 
     def _labels(self, y, n: int, name: str):
         if y is None:
@@ -268,10 +279,11 @@ class InfluenceFunctions(_LossBased):
         super().__init__(encoder, **kw)
         self.solver = check_choice(solver, ("exact", "lissa"), "influence solver")
         self.params = check_choice(params, ("auto", "all", "last"), "influence params")
-        if damping < 0:
-            raise InvalidArgument(f"`damping` must be >= 0, got {damping}.")
-        self.damping, self.max_exact, self.scale, self.depth = float(damping), int(max_exact), float(scale), int(depth)
-        self.lissa_batch, self.seed = int(lissa_batch), int(seed)
+        self.damping = check_number(damping, "damping")
+        self.max_exact, self.depth = check_positive_int(max_exact, "max_exact"), check_positive_int(depth, "depth")
+        self.scale = check_number(scale, "scale", strict=True)
+        self.lissa_batch = check_positive_int(lissa_batch, "lissa_batch")
+        self.seed = check_positive_int(seed, "seed", minimum=0)
 
     def _select(self, theta: dict) -> list:
         if self.params == "all" or (self.params == "auto" and sum(v.numel() for v in theta.values()) <= self.max_exact):

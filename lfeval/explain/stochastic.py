@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgument
-from ..validation import as_tensor, check_positive_int
+from ..validation import as_tensor, check_number, check_positive_int
 from .base import FeatureExplainer, register_explainer
 
 _MOD = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
@@ -97,7 +97,8 @@ class GradientShap(FeatureExplainer):
         except RuntimeError:
             raise InvalidArgument(f"`baselines` of shape {tuple(base.shape)} are not inputs of shape "
                                   f"{tuple(x.shape[1:])}.") from None
-        return gradient_shap(self.aux, x, z_ref, base, n_samples=n_samples, stdevs=float(stdevs), seed=seed)
+        stdevs = check_number(stdevs, "stdevs")
+        return gradient_shap(self.aux, x, z_ref, base, n_samples=n_samples, stdevs=stdevs, seed=seed)
 
 
 @register_explainer("SmoothGrad")
@@ -106,7 +107,7 @@ class SmoothGrad(FeatureExplainer):
 
     def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.15):
         n_samples = check_positive_int(n_samples, "n_samples")
-        return smooth_grad(self.aux, x, z_ref, n_samples=n_samples, stdevs=float(stdevs), seed=seed)
+        return smooth_grad(self.aux, x, z_ref, n_samples=n_samples, stdevs=check_number(stdevs, "stdevs"), seed=seed)
 
 
 @register_explainer("Random")

@@ -46,10 +46,19 @@ def benchmark(grid: dict, metrics: dict, xai_methods: dict, out_dir, iterations:
     -------
     DataFrame with columns data, encoder, metric, test (Model/Input), IAC_NR, IAC_AR, IEC_NR, IEC_AR, MC.
     """
-    if not grid or not metrics:
-        raise InvalidArgument("`grid` and `metrics` must be non-empty.")
+    if not isinstance(grid, dict) or not grid or not isinstance(metrics, dict) or not metrics:
+        raise InvalidArgument("`grid` and `metrics` must be non-empty dicts: {data: {'x': ..., 'encoders': {...}}} "
+                              "and {name: metric}.")
+    for data, spec in grid.items():
+        if not isinstance(spec, dict) or "x" not in spec or not isinstance(spec.get("encoders"), dict) \
+                or not spec["encoders"]:
+            raise InvalidArgument(f"grid[{data!r}] must be {{'x': inputs, 'encoders': {{name: encoder}}}} with at "
+                                  "least one encoder.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot create `out_dir` {str(out)!r}: {exc.strerror or exc}.") from None
     make_suite = test_suite or (lambda: default_test_suite(seed=seed))
     cells = [(d, e, m) for d, spec in grid.items() for e in spec["encoders"] for m in metrics]
     rows = []

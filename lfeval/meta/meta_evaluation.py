@@ -34,9 +34,9 @@ from metaquantus import MetaEvaluation
 from metaquantus.helpers.utils import generate_explanations
 from tqdm.auto import tqdm
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidInput
 from ..metrics.base import score_direction as direction_of
-from ..validation import check_choice, check_model
+from ..validation import check_choice, check_inputs, check_model, check_positive_int, to_numpy
 
 TEST_NAMES = ("Model Resilience Test", "Model Adversary Test", "Input Resilience Test", "Input Adversary Test")
 
@@ -70,15 +70,22 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
             raise InvalidArgument("`test_suite` is empty; e.g. lfeval.meta.default_test_suite().")
         for name in test_suite:
             check_choice(name, TEST_NAMES, "test name (MetaQuantus reads these exact names)")
-        if int(iterations) < 1 or int(nr_perturbations) < 1:
-            raise InvalidArgument("`iterations` and `nr_perturbations` must be >= 1.")
+        iterations = check_positive_int(iterations, "iterations")
+        nr_perturbations = check_positive_int(nr_perturbations, "nr_perturbations")
+        if not isinstance(xai_methods, dict) or len(xai_methods) < 2:
+            raise InvalidArgument(
+                f"`xai_methods` must name at least two methods ({{method: explain kwargs}}), got {xai_methods!r}: "
+                "inter-consistency (IEC) compares the ranking of methods, which one method cannot have.")
+        for method, kwargs in xai_methods.items():
+            if not isinstance(kwargs, dict):
+                raise InvalidArgument(f"xai_methods[{method!r}] must be a dict of explain kwargs, got {kwargs!r}.")
         if explain_func is None:
             from ..explain.features import explain as explain_func
         super().__init__(test_suite=test_suite, xai_methods=xai_methods, iterations=int(iterations),
                          nr_perturbations=int(nr_perturbations), explain_func=explain_func,
                          intra_measure=intra_measure, path=path, fname=fname, write_to_file=write_to_file, uid=uid,
                          sanity_check=None, print_results=print_results)
-        self.seed, self.display_progressbar = int(seed), display_progressbar
+        self.seed, self.display_progressbar = check_positive_int(seed, "seed", minimum=0), display_progressbar
 
     def __call__(self, estimator, model, x_batch, y_batch=None, a_batch=None, s_batch=None, channel_first=True,
                  softmax=False, device=None, model_predict_kwargs=None, score_direction=None, score_labels=None):
@@ -90,6 +97,10 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         """
         lower = lower_is_better(score_direction, estimator)
         model = check_model(model, x_batch)
+        x_batch = to_numpy(model.canonical(check_inputs(x_batch, model, "x_batch")))
+        if len(x_batch) < 2:
+            raise InvalidInput("A meta-evaluation compares scores over samples (Wilcoxon, rankings): pass at least 2 "
+                               "samples in `x_batch` (tens for meaningful p-values).")
         if score_labels is not None:
             if y_batch is not None:
                 raise InvalidArgument("Pass either `y_batch` (a classifier: y = argmax f(x)) or `score_labels` "

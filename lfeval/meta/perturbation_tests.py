@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from metaquantus.perturbation_tests.base import PerturbationTestBase
 
 from ..errors import InvalidArgument
-from ..validation import as_tensor, check_choice, check_model
+from ..validation import as_tensor, check_choice, check_inputs, check_model, check_number, check_positive_int
 
 TYPES = ("Resilience", "Adversary")
 KEEP = ("cosine", "knn")
@@ -60,14 +60,16 @@ class LatentPerturbationTest(PerturbationTestBase):
             check_choice(keep, KEEP, "keep rule")
         self.keep = keep
         default = 0.9 if keep == "cosine" else 0.5
-        self.threshold = default if threshold is None else float(threshold)
+        self.threshold = default if threshold is None else check_number(threshold, "threshold", minimum=-1.0)
         low = -1.0 if keep == "cosine" else 0.0
         if not callable(keep) and not low <= self.threshold <= 1.0:
             raise InvalidArgument(f"`threshold` for keep={keep!r} must be in [{low}, 1], got {self.threshold}.")
         if keep == "knn" and bank is None:
             raise InvalidArgument("keep='knn' needs `bank`: reference latents (M, d), e.g. f(x_train).")
-        self.bank = None if bank is None else as_tensor(bank, "bank")
-        self.k, self.seed = int(k), int(seed)
+        self.bank = None if bank is None else check_inputs(bank, name="bank")
+        if self.bank is not None and self.bank.ndim != 2:
+            raise InvalidArgument(f"`bank` must be reference latents (M, d), got shape {tuple(self.bank.shape)}.")
+        self.k, self.seed = check_positive_int(k, "k"), check_positive_int(seed, "seed", minimum=0)
         self.fraction_kept = []
         self.reset()
 
@@ -144,9 +146,8 @@ class LatentModelPerturbationTest(LatentPerturbationTest):
     def __init__(self, type: str = "Resilience", noise_type: str = "multiplicative", mean: float = 1.0,
                  std: float = 0.01, **kwargs):
         self.noise_type = check_choice(noise_type, ("multiplicative", "additive"), "noise_type")
-        if std < 0:
-            raise InvalidArgument(f"`std` must be >= 0, got {std}.")
-        self.mean, self.std = float(mean), float(std)
+        self.mean = check_number(mean, "mean", minimum=-np.inf)
+        self.std = check_number(std, "std")
         super().__init__(type, **kwargs)
 
     def perturb(self, model, x):
@@ -165,9 +166,7 @@ class LatentInputPerturbationTest(LatentPerturbationTest):
     kind = "Input"
 
     def __init__(self, type: str = "Resilience", noise: float = 0.01, **kwargs):
-        if noise <= 0:
-            raise InvalidArgument(f"`noise` must be > 0, got {noise}.")
-        self.noise = float(noise)
+        self.noise = check_number(noise, "noise", strict=True)
         super().__init__(type, **kwargs)
 
     def perturb(self, model, x):

@@ -26,7 +26,7 @@ import quantus
 import torch
 
 from ..errors import InvalidArgument, InvalidInput, LabelsRequired
-from ..validation import as_tensor, check_batch, check_inputs, check_model, to_numpy
+from ..validation import as_tensor, check_batch, check_inputs, check_labels, check_model, check_positive_int, to_numpy
 from .curve import Curve
 
 
@@ -123,6 +123,7 @@ class LabelFreeMetric(quantus.Metric):
             is called per batch (e.g. ``lfeval.explain``).
         """
         model = check_model(model, x_batch)
+        batch_size = check_positive_int(batch_size, "batch_size")
         x_batch = self._validate_x(x_batch, model)
         y_batch = self._validate_y(y_batch, len(x_batch))
         if a_batch is not None:
@@ -164,9 +165,11 @@ class LabelFreeMetric(quantus.Metric):
                     "explain); pass the test labels, e.g. y_batch=ds.y_test.numpy()."
                 )
             return None
+        if self.requires_labels or self.uses_labels:
+            return check_labels(y_batch, "y_batch", n).numpy()
         y = np.asarray(y_batch.cpu() if isinstance(y_batch, torch.Tensor) else y_batch)
-        if len(y) != n:
-            raise InvalidInput(f"`y_batch` has {len(y)} entries but `x_batch` has {n} samples.")
+        if y.ndim != 1 or len(y) != n:
+            raise InvalidInput(f"`y_batch` has shape {y.shape} but `x_batch` has {n} samples.")
         if not (self.requires_labels or self.uses_labels):
             warnings.warn(
                 f"{self.__class__.__name__} is label-free and ignores `y_batch`; pass y_batch=None to silence this."
@@ -182,6 +185,9 @@ class LabelFreeMetric(quantus.Metric):
                 raise InvalidInput(f"`a_batch` must be the ({len(x_batch)}, n_train) example-importance matrix, got "
                                    f"shape {a.shape}.")
             return a
+        if len(a) != len(x_batch):
+            raise InvalidInput(f"`a_batch` has {len(a)} samples but `x_batch` has {len(x_batch)}; pass one attribution "
+                               "per input.")
         ok = a.shape == x_batch.shape or (a.shape[0] == x_batch.shape[0] and a.shape[1:] == x_batch.shape[2:]) or (
             a.ndim == x_batch.ndim and a.shape[1] == 1 and a.shape[2:] == x_batch.shape[2:]
         )

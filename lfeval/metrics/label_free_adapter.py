@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidArgument, NotAdaptable
-from ..validation import check_choice, check_inputs, check_model, model_device, to_numpy
+from ..errors import InvalidArgument, InvalidInput, NotAdaptable
+from ..validation import check_choice, check_inputs, check_model, check_positive_int, model_device, to_numpy
 
 SIMILARITIES = ("inner", "negative_distance", "cosine")
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
@@ -279,7 +279,11 @@ class LabelFree:
         if cls in NEEDS_MASKS and s_batch is None:
             raise InvalidArgument(f"{cls} needs segmentation masks: pass s_batch (same shape as x_batch).")
         model = check_model(model, x_batch)
+        batch_size = check_positive_int(batch_size, "batch_size")
         x = model.canonical(check_inputs(x_batch, model, "x_batch"))
+        if cls == "ROAD" and len(x) < 2:
+            raise InvalidInput("LabelFree(ROAD) asks whether f(x') stays closest to f(x) among the batch: pass at "
+                               "least 2 samples (tens for a meaningful rate); one sample is trivially 'unchanged'.")
         if y_batch is not None:
             warnings.warn(f"{self.name} scores against each sample's own representation; y_batch is ignored.",
                           stacklevel=2)

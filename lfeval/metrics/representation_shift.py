@@ -22,7 +22,7 @@ import torch
 
 from ..errors import InvalidArgument
 from ..explain.stochastic import random_attribution
-from ..validation import as_tensor
+from ..validation import as_tensor, check_positive_int
 from .base import Curve, LabelFreeMetric
 from .functional import DISTANCES, normalised_auc, representation_shift_curve, unit_importance
 
@@ -85,18 +85,21 @@ class RepresentationShift(LabelFreeMetric):
                          normalise_func_kwargs=normalise_func_kwargs, return_aggregate=return_aggregate,
                          aggregate_func=aggregate_func, default_plot_func=default_plot_func,
                          disable_warnings=disable_warnings, display_progressbar=display_progressbar, **kwargs)
-        fr = np.asarray(fractions, dtype=float)
+        try:
+            fr = np.asarray(fractions, dtype=float)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"`fractions` must be numbers in (0, 1], got {fractions!r}.") from None
         if fr.ndim != 1 or len(fr) < 2 or np.any(fr <= 0) or np.any(fr > 1) or np.any(np.diff(fr) <= 0):
             raise InvalidArgument(
                 f"`fractions` must be >= 2 increasing values in (0, 1], got {list(fractions)}."
             )
         if distance not in DISTANCES:
             raise InvalidArgument(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
-        if int(n_random) < 1 or int(chunk_size) < 1:
-            raise InvalidArgument("`n_random` and `chunk_size` must be >= 1.")
         self.fractions, self.baseline, self.distance = fr, baseline, distance
-        self.per_channel, self.relative, self.n_random = bool(per_channel), bool(relative), int(n_random)
-        self.seed, self.chunk_size = int(seed), int(chunk_size)
+        self.per_channel, self.relative = bool(per_channel), bool(relative)
+        self.n_random = check_positive_int(n_random, "n_random")
+        self.seed, self.chunk_size = check_positive_int(seed, "seed", minimum=0), check_positive_int(chunk_size,
+                                                                                                  "chunk_size")
         self.curves, self.random_curves, self.all_curves = None, None, []
         self._batch_curves, self._batch_random = [], []
 

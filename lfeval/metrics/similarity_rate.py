@@ -25,7 +25,7 @@ import quantus
 import torch
 
 from ..errors import InvalidArgument, InvalidInput
-from ..validation import as_tensor, check_batch
+from ..validation import as_tensor, check_batch, check_labels
 from .base import Curve, LabelFreeMetric
 from .functional import similarity_rates
 
@@ -74,20 +74,23 @@ class SimilarityRate(LabelFreeMetric):
                          disable_warnings=disable_warnings, display_progressbar=display_progressbar, **kwargs)
         if y_train is None:
             raise InvalidArgument("`y_train` is required: the labels of the training examples, used only to score.")
-        self.y_train = torch.as_tensor(np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train))
-        if self.y_train.ndim != 1 or len(self.y_train) == 0:
-            raise InvalidArgument(
-                f"`y_train` must be a non-empty 1-D label array, got shape {tuple(self.y_train.shape)}.")
-        self.M = np.atleast_1d(np.asarray(M))
-        if self.M.size == 0 or np.any(self.M <= 0):
-            raise InvalidArgument(f"`M` must be positive counts or fractions in (0, 1], got {M}.")
+        self.y_train = check_labels(y_train, "y_train")
+        try:
+            self.M = np.atleast_1d(np.asarray(M))
+        except (TypeError, ValueError):
+            self.M = np.zeros(0)
+        if self.M.ndim != 1 or self.M.size == 0 or self.M.dtype.kind not in "iuf" or np.any(self.M <= 0):
+            raise InvalidArgument(f"`M` must be positive counts (ints) or fractions in (0, 1] (floats), got {M!r}.")
+        if self.M.dtype.kind == "f" and np.any(self.M > 1):
+            raise InvalidArgument(f"`M` mixes counts and fractions or holds a non-integer count: {M!r}. Pass counts "
+                                  "as ints (e.g. [1, 5, 10]) or fractions of n_train as floats in (0, 1].")
         self.counts = self._counts(len(self.y_train))
         self.contrast = bool(contrast)
         self.rates = None
         self._parts = []
 
     def _counts(self, n_train: int) -> np.ndarray:
-        if np.issubdtype(self.M.dtype, np.floating) and np.all(self.M <= 1):
+        if self.M.dtype.kind == "f":
             counts = np.maximum(1, np.round(self.M * n_train)).astype(int)
         else:
             counts = self.M.astype(int)

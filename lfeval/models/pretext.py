@@ -127,14 +127,24 @@ class Contrastive(PretextTask):
 
 def make_task(pretext: str, modality, **kwargs) -> PretextTask:
     """Instantiate the task called ``pretext`` (validated by the caller)."""
+    import inspect
+
+    from ..errors import InvalidArgument
     from .vae import TCVAE, VAE_PRETEXTS, BetaVAE  # vae imports this module: import at call time
 
     if pretext in VAE_PRETEXTS:
-        return (BetaVAE if pretext == "beta-vae" else TCVAE)(**kwargs)
-    if pretext == "contrastive":
-        return Contrastive(modality=modality, **kwargs)
-    return {"reconstruction": Reconstruction, "denoising": Denoising, "inpainting": Inpainting,
-            "classification": Classification}[pretext](**kwargs)
+        cls = BetaVAE if pretext == "beta-vae" else TCVAE
+    elif pretext == "contrastive":
+        cls, kwargs = Contrastive, {"modality": modality, **kwargs}
+    else:
+        cls = {"reconstruction": Reconstruction, "denoising": Denoising, "inpainting": Inpainting,
+               "classification": Classification}[pretext]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in kwargs:
+        if key not in valid:
+            raise InvalidArgument(f"The {pretext} pretext has no option {key!r}; its options: "
+                                  f"{', '.join(v for v in valid if v != 'modality') or 'none'}.")
+    return cls(**kwargs)
 
 
 class PretextModel(nn.Module):

@@ -6,6 +6,8 @@ import copy
 import hashlib
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,8 +15,8 @@ from tqdm.auto import tqdm
 
 from ..data.base import Dataset
 from ..encoder import Encoder
-from ..errors import InvalidArgument
-from ..validation import check_choice, check_finite
+from ..errors import InvalidArgument, InvalidInput
+from ..validation import check_choice, check_device, check_finite, check_number, check_positive_int
 from .architectures import build_encoder
 from .pretext import PRETEXTS, PretextModel, make_task
 from .vae import VAE_PRETEXTS, VAEEncoder
@@ -82,19 +84,26 @@ def train_encoder(
         loss-based example methods use), ``checkpoints`` (list of ``{"epoch", "lr", "state_dict"}``
         of the full model) and ``history``.
     """
+    if not isinstance(ds, Dataset):
+        raise InvalidArgument(f"`ds` must be an lfeval.data.Dataset (from lfeval.data.load), got {type(ds).__name__}.")
     check_choice(pretext, PRETEXTS + VAE_PRETEXTS, "pretext")
-    if not isinstance(latent_dim, int) or latent_dim < 1:
-        raise InvalidArgument(f"`latent_dim` must be an integer >= 1, got {latent_dim!r}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-        if int(value) < 1:
-            raise InvalidArgument(f"`{name}` must be >= 1, got {value}.")
-    if checkpoints < 0:
-        raise InvalidArgument(f"`checkpoints` must be >= 0, got {checkpoints}.")
-    if not 0.0 < val_fraction < 0.5:
-        raise InvalidArgument(f"`val_fraction` must be in (0, 0.5), got {val_fraction}.")
+    latent_dim = check_positive_int(latent_dim, "latent_dim")
+    epochs, patience = check_positive_int(epochs, "epochs"), check_positive_int(patience, "patience")
+    batch_size = check_positive_int(batch_size, "batch_size", minimum=2 if pretext == "contrastive" else 1)
+    checkpoints = check_positive_int(checkpoints, "checkpoints", minimum=0)
+    seed = check_positive_int(seed, "seed", minimum=0)
+    lr, weight_decay = check_number(lr, "lr", strict=True), check_number(weight_decay, "weight_decay")
+    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 0.5:
+        raise InvalidArgument(f"`val_fraction` must be in (0, 0.5), got {val_fraction!r}.")
     x_all = check_finite(ds.x_train, "ds.x_train")
     y_all = ds.y_train
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    n_val = max(1, int(round(val_fraction * len(x_all))))
+    if len(x_all) - n_val < 2:
+        raise InvalidInput(f"ds.x_train has {len(x_all)} samples: after the validation split ({n_val}) fewer than 2 "
+                           "remain to train on. Load more training data.")
+    if pretext == "classification" and len(torch.unique(y_all)) < 2:
+        raise InvalidInput("The classification pretext needs at least 2 classes in ds.y_train; pick another pretext.")
+    device = check_device(device)
 
     config = dict(
         data=ds.name, fingerprint=ds.fingerprint(), pretext=pretext, latent_dim=latent_dim, epochs=epochs,
@@ -114,15 +123,19 @@ def train_encoder(
     cache_file = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        cache_file = Path(cache_dir) / f"{ds.name}-{pretext}-d{latent_dim}-s{seed}-{key}.pt"
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{ds.name}-{pretext}")  # a data set name may hold a path
+        cache_file = Path(cache_dir) / f"{stem}-d{latent_dim}-s{seed}-{key}.pt"
         if cache_file.exists():
-            saved = torch.load(cache_file, map_location=device, weights_only=False)
-            model.load_state_dict(saved["state_dict"])
-            return _finish(model, saved["checkpoints"], saved["history"], config, ds)
+            try:  # weights_only: a planted or damaged file cannot run code, only fail to load
+                saved = torch.load(cache_file, map_location=device, weights_only=True)
+                model.load_state_dict(saved["state_dict"])
+                return _finish(model, saved["checkpoints"], saved["history"], config, ds)
+            except Exception as exc:  # noqa: BLE001 - any failure means the file is not the weights lfeval wrote
+                warnings.warn(f"Cached weights {cache_file} cannot be used ({type(exc).__name__}: {exc}); "
+                              "training again and replacing them.", stacklevel=2)
 
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x_all), generator=gen)
-    n_val = max(1, int(round(val_fraction * len(x_all))))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     x_tr, y_tr = x_all[train_idx].to(device), y_all[train_idx].to(device)
     x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
@@ -138,7 +151,7 @@ def train_encoder(
         total = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            if len(idx) < 2:  # NT-Xent needs a negative; a single leftover sample adds nothing
+            if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
                 continue
             loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
             opt.zero_grad()
@@ -152,6 +165,9 @@ def train_encoder(
         history["val_loss"].append(val)
         if checkpoints:
             states.append({"epoch": epoch, "lr": lr, "state_dict": copy.deepcopy(model.state_dict())})
+        if not math.isfinite(val):
+            raise InvalidInput(f"Training the {pretext} encoder diverged (validation loss {val}) at epoch {epoch}; "
+                               "lower `lr` or check the data's scale.")
         bar.set_postfix(val=f"{val:.4f}")
         if val < best - 1e-7:
             best, best_state, best_epoch, wait = val, copy.deepcopy(model.state_dict()), epoch, 0
@@ -164,10 +180,15 @@ def train_encoder(
     history["best_epoch"] = best_epoch
     kept = _spread(states[: best_epoch + 1], checkpoints)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config}, tmp)
-        tmp.replace(cache_file)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp")
+            torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config},
+                       tmp)
+            tmp.replace(cache_file)
+        except OSError as exc:
+            raise InvalidArgument(f"Cannot write the weight cache `cache_dir` {str(cache_dir)!r}: "
+                                  f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None
     return _finish(model, kept, history, config, ds)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -11,7 +10,7 @@ import pandas as pd
 from ..config import RunConfig
 from . import stages
 from .outputs import write_outputs
-from .store import StageStore
+from .store import StageStore, remove_run_dir
 
 
 def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
@@ -19,14 +18,15 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
 
     Stages: encoders -> attributions (per pretext) -> example importance (per pretext) -> scores
     (per pretext) -> pretext tables -> meta-evaluation (per metric) -> CSVs, plots, report. A rerun
-    loads finished stages; ``fresh=True`` deletes the run folder first.
+    loads finished stages (recomputing those whose files fail their check or whose data changed);
+    ``fresh=True`` first deletes the run folder, which must be one lfeval created.
     """
     c = config
-    if fresh and c.run_dir.exists():
-        shutil.rmtree(c.run_dir)
-    store = StageStore(c.run_dir, c.to_dict())
     with stages.expected_warnings_silenced():
-        rd = stages.RunData(c)
+        rd = stages.RunData(c)  # loads (and checks) the data before anything touches the run folder
+        if fresh and remove_run_dir(c.run_dir):
+            log(f"[lfeval] --fresh: deleted {c.run_dir}")
+        store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log)
         log(f"[lfeval] {rd.ds!r}")
         encoders = store.run("encoders", lambda: stages.encoder_summary(rd), log)
         attributions = {p: store.run(f"attributions-{p}", lambda p=p: stages.feature_attributions(rd, p), log)

@@ -1,67 +1,238 @@
-"""Resumable stage results of a run: ``<run_dir>/stages/<stage>.pkl``, written atomically."""
+"""Resumable stage results of a run, stored so that nothing is lost and nothing stored can run code.
+
+``<run_dir>/stages/<stage>.json`` (structure) and ``<stage>.safetensors`` (arrays) hold each finished
+stage (:mod:`lfeval.pipeline.codec`); ``<run_dir>/stages/manifest.json`` lists the finished stages with
+the SHA-256 of their files, the lfeval version and the fingerprint of the data they were computed on.
+
+* **Atomic**: files are written under temporary names, flushed to disk and renamed; the manifest is
+  updated last. A run killed mid-write leaves no file that a rerun would load.
+* **Verified**: a stage loads only if its files match their hashes and decode; otherwise the file is
+  named in the log and the stage is recomputed.
+* **Fresh**: when the data's fingerprint or the lfeval version differ from those of the stored stages,
+  every stage is recomputed, and the log says why.
+* **Safe to delete**: the folder carries a marker file (``.lfeval-run``); :func:`remove_run_dir`
+  (``--fresh``) deletes only a folder that has it, never anything above or beside it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import pickle
+import os
+import re
+import shutil
+import signal
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
-from ..errors import InvalidArgument
+import numpy as np
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+
+from ..errors import InvalidArgument, LfevalError
+from . import codec
 
 #: config keys that do not change any result (a rerun may differ in them)
-_COSMETIC = ("name", "out_dir", "quiet", "cache_dir")
+_COSMETIC = ("name", "out_dir", "quiet", "cache_dir", "threads", "backend", "address")
+MARKER = ".lfeval-run"
+FORMAT = 1
+#: fault injection for the tests: "kill-during-write:<stage>" SIGKILLs the process halfway through writing it
+FAULT_ENV = "LFEVAL_FAULT_INJECT"
+
+
+class StageMissing(LfevalError, RuntimeError):
+    """A stage is not stored (or its files failed their check)."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes, fault: bool = False) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        if fault:  # write half, make it visible, then die as a SIGKILL would
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def remove_run_dir(run_dir: Path) -> bool:
+    """Delete ``run_dir`` if lfeval created it (it holds the marker file); return whether it existed.
+
+    Refuses (with an error) a symlink or a folder without the marker: ``--fresh`` never deletes data
+    lfeval did not write.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists() and not run_dir.is_symlink():
+        return False
+    if run_dir.is_symlink() or not run_dir.is_dir() or not (run_dir / MARKER).is_file():
+        raise InvalidArgument(
+            f"--fresh refuses to delete {run_dir}: it is not a run folder lfeval created (no {MARKER} marker "
+            "inside). Move it away or choose another --name."
+        )
+    shutil.rmtree(run_dir)
+    return True
 
 
 class StageStore:
-    """Pickled stage results in ``<run_dir>/stages``.
+    """Finished stages of one run in ``<run_dir>/stages`` (see the module docstring).
 
-    A stage is stored as soon as it finishes; a rerun loads it instead of recomputing, so an
-    interrupted run continues with the first unfinished stage. The run's settings are kept in
-    ``<run_dir>/config.json``; reopening the folder with different settings is refused, as the
-    stored stages would silently mix two runs.
+    Parameters
+    ----------
+    run_dir : path
+        The run's folder; created (with its marker) if missing. An existing non-empty folder without
+        the marker is refused.
+    config : dict, optional
+        The run's settings, kept in ``config.json``. Reopening a folder whose stored stages came from
+        other settings is refused (pass ``--fresh`` or another ``--name``).
+    fingerprint : str, optional
+        A hash of the loaded data; stages stored for other data (or another lfeval version) are recomputed.
+    log : callable
+        Where notes about recomputed stages go.
     """
 
-    def __init__(self, run_dir: Path, config: dict | None = None):
+    def __init__(self, run_dir: Path, config: Optional[dict] = None, fingerprint: Optional[str] = None,
+                 log: Callable = print):
+        from .. import __version__
+
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.computed, self.loaded = [], []
+        self.log = log
+        self._open_folder()
+        self.computed, self.loaded, self.recomputed = [], [], []
+        self.state = {"format": FORMAT, "lfeval": __version__, "data": fingerprint}
+        self.manifest = self._read_manifest()
         if config is not None:
             self._check_config(config)
+        self._check_fresh()
+
+    # ------------------------------------------------------------------ the folder
+    def _open_folder(self) -> None:
+        d = self.run_dir
+        if d.exists() and not d.is_dir():
+            raise InvalidArgument(f"{d} exists and is not a folder; choose another --name or --out.")
+        if d.is_dir() and any(d.iterdir()) and not (d / MARKER).is_file():
+            raise InvalidArgument(f"{d} holds files that lfeval did not write (no {MARKER} marker); choose another "
+                                  "--name or --out, lfeval will not write into it.")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (d / MARKER).write_text("A folder written by lfeval run; `lfeval run --fresh` may delete it.\n")
+        except OSError as exc:
+            raise InvalidArgument(f"Cannot write the run folder {d}: {exc.strerror or exc}. Choose a writable "
+                                  "--out.") from None
+        for tmp in self.dir.glob("*.tmp"):  # leftovers of a run killed mid-write: never loaded
+            tmp.unlink(missing_ok=True)
+
+    def _read_manifest(self) -> dict:
+        path = self.dir / "manifest.json"
+        empty = {**self.state, "stages": {}}
+        if not path.exists():
+            return empty
+        try:
+            manifest = json.loads(path.read_text())
+            if not isinstance(manifest.get("stages"), dict):
+                raise ValueError("no stage table")
+            return manifest
+        except (ValueError, OSError) as exc:
+            self.log(f"[lfeval] {path} is unreadable ({exc}); every stage will be recomputed")
+            return empty
 
     def _check_config(self, config: dict) -> None:
         path = self.run_dir / "config.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            changed = sorted(k for k in set(old) | set(config) if k not in _COSMETIC and old.get(k) != config.get(k))
-            if changed and any(self.dir.iterdir()):
-                raise InvalidArgument(
-                    f"{self.run_dir} holds a run with other settings ({', '.join(changed)} differ); pass --fresh to "
-                    "start it again, or --name to run under another name."
-                )
+        if path.exists() and self.manifest["stages"]:
+            try:
+                old = json.loads(path.read_text())
+            except ValueError:
+                old = None
+            if old is not None:
+                changed = sorted(k for k in set(old) | set(config)
+                                 if k not in _COSMETIC and old.get(k) != json.loads(json.dumps(config.get(k),
+                                                                                                 default=str)))
+                if changed:
+                    raise InvalidArgument(
+                        f"{self.run_dir} holds a run with other settings ({', '.join(changed)} differ); pass --fresh "
+                        "to start it again, or --name to run under another name."
+                    )
         path.write_text(json.dumps(config, indent=2, default=str))
 
-    def path(self, stage: str) -> Path:
-        return self.dir / f"{stage}.pkl"
+    def _check_fresh(self) -> None:
+        reasons = []
+        for key, what in (("data", "the data (its fingerprint)"), ("lfeval", "the lfeval version"),
+                          ("format", "the stage format")):
+            old, new = self.manifest.get(key), self.state[key]
+            if self.manifest["stages"] and new is not None and old != new:
+                reasons.append(f"{what} changed: {old} -> {new}")
+        if reasons:
+            self.log(f"[lfeval] {'; '.join(reasons)}: recomputing every stored stage of {self.run_dir}")
+            self.recomputed.extend(self.manifest["stages"])
+            self.manifest = {**self.state, "stages": {}}
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        self.manifest.update(self.state)
+        _write_atomic(self.dir / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+
+    # ------------------------------------------------------------------ stages
+    @staticmethod
+    def _file_stem(stage: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", stage)
 
     def done(self, stage: str) -> bool:
-        return self.path(stage).exists()
+        return stage in self.manifest["stages"]
 
-    def run(self, stage: str, compute: Callable, log: Callable = print):
+    def load(self, stage: str):
+        """The stored result of ``stage``; :class:`StageMissing` (naming the file) if absent or damaged."""
+        entry = self.manifest["stages"].get(stage)
+        if entry is None:
+            raise StageMissing(f"Stage {stage!r} is not stored in {self.dir}; run `lfeval run` on this folder.")
+        parts = {}
+        for kind, expected in entry["files"].items():
+            path = self.dir / f"{self._file_stem(stage)}.{kind}"
+            try:
+                data = path.read_bytes()
+            except OSError:
+                raise StageMissing(f"Stage {stage!r}: {path} is missing.") from None
+            if _sha256(data) != expected:
+                raise StageMissing(f"Stage {stage!r}: {path} fails its SHA-256 check (changed or half-written).")
+            parts[kind] = data
+        try:
+            return codec.decode(json.loads(parts["json"]), load_arrays(parts["safetensors"]))
+        except Exception as exc:  # any decoding failure means the file is not what lfeval wrote
+            raise StageMissing(f"Stage {stage!r}: {self.dir / self._file_stem(stage)}.* cannot be decoded "
+                               f"({type(exc).__name__}: {exc}).") from None
+
+    def save(self, stage: str, result) -> None:
+        """Store ``result`` atomically and record it in the manifest (last)."""
+        document, arrays = codec.encode(result)
+        files = {"json": json.dumps(document).encode(), "safetensors": save_arrays(arrays or {"_": np.zeros(0)})}
+        fault = os.environ.get(FAULT_ENV, "") == f"kill-during-write:{stage}"
+        for i, (kind, data) in enumerate(files.items()):
+            _write_atomic(self.dir / f"{self._file_stem(stage)}.{kind}", data, fault=fault and i == 1)
+        self.manifest["stages"][stage] = {"files": {k: _sha256(v) for k, v in files.items()}}
+        self._write_manifest()
+
+    def run(self, stage: str, compute: Callable, log: Optional[Callable] = None):
         """Return the stored result of ``stage``, or compute, store and return it."""
-        path = self.path(stage)
-        if path.exists():
-            with path.open("rb") as fh:
+        log = log or self.log
+        if self.done(stage):
+            try:
+                result = self.load(stage)
                 self.loaded.append(stage)
-                return pickle.load(fh)
+                return result
+            except StageMissing as exc:
+                log(f"[lfeval] {exc} Recomputing it.")
+                self.manifest["stages"].pop(stage, None)
+                self.recomputed.append(stage)
         start = time.perf_counter()
         result = compute()
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(result, fh)
-        tmp.replace(path)
+        self.save(stage, result)
         self.computed.append(stage)
         log(f"[lfeval] stage {stage!r} done in {time.perf_counter() - start:.1f}s")
         return result
