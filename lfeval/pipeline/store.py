@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, RunIncomplete
 
 #: config keys that do not change any result (a rerun may differ in them)
 _COSMETIC = ("name", "out_dir", "quiet", "cache_dir")
@@ -49,13 +49,21 @@ class StageStore:
     def done(self, stage: str) -> bool:
         return self.path(stage).exists()
 
+    def load(self, stage: str):
+        """The stored result of ``stage``; :class:`RunIncomplete` naming the stage if it is not stored."""
+        path = self.path(stage)
+        if not path.exists():
+            raise RunIncomplete(f"Stage {stage!r} is not stored in {self.dir}: the run did not finish. Run "
+                                "`lfeval run` again with the same settings to finish it.")
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+
     def run(self, stage: str, compute: Callable, log: Callable = print):
         """Return the stored result of ``stage``, or compute, store and return it."""
         path = self.path(stage)
         if path.exists():
-            with path.open("rb") as fh:
-                self.loaded.append(stage)
-                return pickle.load(fh)
+            self.loaded.append(stage)
+            return self.load(stage)
         start = time.perf_counter()
         result = compute()
         tmp = path.with_suffix(".tmp")
