@@ -1,4 +1,5 @@
-"""Command line: ``lfeval run``, the main job (see :mod:`lfeval.pipeline` and :class:`lfeval.config.RunConfig`)."""
+"""Command line: ``lfeval run``, the main job (see :mod:`lfeval.pipeline` and :class:`lfeval.config.RunConfig`),
+and ``lfeval report RUN_DIR``, which draws a finished run's report again without recomputing."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _report(args) -> int:
+    from .pipeline import report
+
+    print(report(args.run_dir))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lfeval", description="Label-free explainability, evaluated.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +62,9 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
     p.set_defaults(func=_run)
+    p = sub.add_parser("report", help="redraw report.html and the plots of a finished run (recomputes nothing)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. runs/default")
+    p.set_defaults(func=_report)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

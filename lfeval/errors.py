@@ -26,6 +26,10 @@ class DatasetUnavailable(LfevalError, RuntimeError):
     """A data set's files are not on disk and cannot be downloaded here."""
 
 
+class RunIncomplete(LfevalError, RuntimeError):
+    """A run folder lacks a stored stage or table: the run did not finish."""
+
+
 class ModelStateError(LfevalError, RuntimeError):
     """A model is in the wrong state, e.g. in train mode where eval mode is required."""
 

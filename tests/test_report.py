@@ -10,6 +10,7 @@ from lfeval.config import RunConfig
 from lfeval.errors import InvalidArgument, UnknownName
 from lfeval.metrics import Curve
 from lfeval.report import Section, normalise_scores, plots, rank_explainers, write_report
+from lfeval.report.html import table_html
 
 
 def test_rank_explainers_known_answer():
@@ -18,14 +19,16 @@ def test_rank_explainers_known_answer():
     np.testing.assert_allclose(norm["faith"], [0.0, 1.0, 0.5])
     np.testing.assert_allclose(norm["lipschitz"], [0.0, 1.0, 0.5])
     ranks = rank_explainers(scores, {"faith": "higher", "lipschitz": "lower"})
-    assert list(ranks.index) == ["b", "c", "a"]
-    assert ranks.loc["b", "mean_rank"] == 3.0 and ranks.loc["a", "mean_rank"] == 1.0
+    assert list(ranks.index) == ["b", "c", "a"]  # best first; rank 1 = best
+    assert ranks.loc["b", "faith"] == ranks.loc["b", "lipschitz"] == 1.0
+    assert ranks.loc["b", "mean_rank"] == 1.0 and ranks.loc["a", "mean_rank"] == 3.0
 
 
 def test_rank_ties_and_constant_columns():
     scores = pd.DataFrame({"m": [1.0, 1.0, 0.0], "const": [2.0, 2.0, 2.0]}, index=["a", "b", "c"])
     ranks = rank_explainers(scores, {"m": "higher", "const": "lower"})
-    assert ranks.loc["a", "m"] == ranks.loc["b", "m"] == 2.5
+    assert ranks.loc["a", "m"] == ranks.loc["b", "m"] == 1.5  # tied best share ranks 1 and 2
+    assert ranks.loc["c", "m"] == 3.0
     assert set(ranks["const"]) == {2.0}
 
 
@@ -34,6 +37,33 @@ def test_rank_needs_directions():
         rank_explainers(pd.DataFrame({"m": [1.0]}, index=["a"]), {})
     with pytest.raises(InvalidArgument, match="'higher' or 'lower'"):
         rank_explainers(pd.DataFrame({"m": [1.0]}, index=["a"]), {"m": "up"})
+
+
+def test_radar_chart_draws_rank_one_outermost_and_labels_it():
+    ranks = pd.DataFrame({"a": [1.0, 3.0, 2.0], "b": [1.0, 2.5, 2.5], "c": [2.0, 1.0, 3.0],
+                          "mean_rank": [1.3, 2.2, 2.5]}, index=["IG", "Saliency", "Random"])
+    fig = plots.radar_chart(ranks)
+    ax = fig.axes[0]
+    radii = {line.get_label(): line.get_ydata() for line in ax.lines}
+    np.testing.assert_allclose(radii["IG"], [3, 3, 2, 3])  # rank r of 3 at radius 4 - r, closed polygon
+    np.testing.assert_allclose(radii["Saliency"], [1, 1.5, 3, 1])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["rank 3", "rank 2", "rank 1"]  # inner to outer
+    assert "rank 1 = best, outermost" in ax.get_title()
+
+
+def test_table_html_right_aligns_numbers_with_three_significant_digits():
+    df = pd.DataFrame({"score": [0.5, 0.012345, 1234.56], "rank": [1.0, 2.0, 3.0], "kind": ["a", "b", "c"],
+                       "n": [3, 40, 500]}, index=pd.Index(["IG", "Saliency", "Random"], name="method"))
+    out = table_html(df)
+    assert "<th>method</th><th>score</th><th>rank</th><th>kind</th><th>n</th>" in out
+    assert ("<tr><th>IG</th><td class='num'>0.500</td><td class='num'>1</td><td>a</td><td class='num'>3</td></tr>"
+            in out)
+    assert "<td class='num'>0.0123</td>" in out and "<td class='num'>1235</td>" in out
+    meta = pd.DataFrame({"MC": [0.61234, 0.7, 0.5]},
+                        index=pd.MultiIndex.from_tuples([("RS", "Model"), ("RS", "Input"), ("PF", "Model")],
+                                                        names=["metric", "test"]))
+    assert ("<tr><th>RS</th><th>Model</th><td class='num'>0.612</td></tr><tr><th></th><th>Input</th>"
+            "<td class='num'>0.700</td></tr><tr><th>PF</th><th>Model</th>") in table_html(meta)
 
 
 def test_report_embeds_and_references_every_plot(tmp_path):
@@ -64,7 +94,7 @@ def test_report_embeds_and_references_every_plot(tmp_path):
     for name in figs:
         assert f'data-file="plots/{name}"' in html
     assert html.count("data:image/png;base64,") == len(figs)
-    assert "<table" in html
+    assert "<h4>scores</h4><div class='table-box'><table>" in html  # every table scrolls inside its own box
 
 
 def test_config_names_closest_valid_key(tmp_path):

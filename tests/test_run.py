@@ -105,7 +105,7 @@ def test_run_numbers_hold_known_orderings(small):
         assert scores[(p, "dknn", "SimilarityContrast")] > 0.5
     ranks = pd.read_csv(small["dir"] / "ranks.csv")
     overall = ranks[(ranks["pretext"] == "all") & (ranks["metric"] == "RepresentationShift")].set_index("method")
-    assert overall.loc["Random", "rank"] == 1  # the lowest rank on the label-free faithfulness metric
+    assert overall.loc["Random", "rank"] == len(EXPLAINERS)  # rank 1 = best: Random is last on faithfulness
 
 
 def test_report_references_every_plot(small):
@@ -121,6 +121,74 @@ def test_report_references_every_plot(small):
     assert html.count("data:image/png;base64,") == len(plots)
     for metric in FEATURE_METRICS + EXAMPLE_METRICS:  # a short explanation of each metric
         assert f"<b>{metric}</b>:" in html
+
+
+def test_report_summary_names_the_best_explainers_and_trusted_metrics(small):
+    """The summary at the top agrees with ranks.csv (lowest mean rank) and meta.csv (highest mean MC)."""
+    d = small["dir"]
+    html = (d / "report.html").read_text()
+    summary = html[html.index("<div class='summary'"):html.index("</div>", html.index("<div class='summary'"))]
+    assert html.index("<div class='summary'") < html.index("<h2>Encoders</h2>")
+    items = re.findall(r"<li>(.*?)</li>", summary)
+    assert len(items) == 4  # features, examples, metrics to trust, the rank convention
+    ranks = pd.read_csv(d / "ranks.csv")
+    for item, kind in zip(items, ("features", "examples")):
+        mean = ranks[(ranks["kind"] == kind) & (ranks["metric"] == "mean_rank")].set_index(["pretext", "method"])
+        for pretext in PRETEXTS + ["all"]:
+            best = mean.loc[pretext, "rank"].idxmin()
+            needle = f"<b>{best}</b> is best overall" if pretext == "all" else f"{pretext} <b>{best}</b>"
+            assert needle in item, (needle, item)
+    mc = pd.read_csv(d / "meta.csv").groupby("metric")["MC"].mean()
+    best_feature = mc[["RepresentationShift", "PixelFlipping"]].idxmax()
+    assert f"<b>{best_feature}</b> for feature attributions (MC {mc[best_feature]:.2f}" in items[2]
+    assert f"<b>SimilarityRate</b> for example importance (MC {mc['SimilarityRate']:.2f}" in items[2]
+    assert items[3].startswith("Ranks: 1 = best")
+
+
+def test_lfeval_report_redraws_the_same_report_without_recomputing(small, tmp_path, capsys):
+    """`lfeval report RUN_DIR` on a copy of the run: the same report.html, byte for byte, no stage or
+    encoder touched (the copy's weight cache is empty: any training would fill it)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(small["dir"], copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "cache_dir": str(tmp_path / "empty-cache")}))
+    expected = (copy / "report.html").read_text()
+    (copy / "report.html").unlink()
+    shutil.rmtree(copy / "plots")
+    stages = {p.name: p.stat().st_mtime_ns for p in (copy / "stages").iterdir()}
+    start = time.perf_counter()
+    assert main(["report", str(copy)]) == 0
+    seconds = time.perf_counter() - start
+    assert capsys.readouterr().out.strip() == str((copy / "report.html").resolve())
+    assert (copy / "report.html").read_text() == expected
+    assert sorted(p.name for p in (copy / "plots").glob("*.png")) == sorted(
+        p.name for p in (small["dir"] / "plots").glob("*.png"))
+    assert {p.name: p.stat().st_mtime_ns for p in (copy / "stages").iterdir()} == stages
+    assert not (tmp_path / "empty-cache").exists()
+    assert seconds < 0.25 * small["seconds"], (seconds, small["seconds"])
+
+
+def test_lfeval_report_refuses_a_folder_that_is_not_a_finished_run(small, tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    assert main(["report", str(tmp_path / "plain")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lfeval: error: RUN_DIR") and "is not an lfeval run folder" in err, err
+    assert not (tmp_path / "plain" / "stages").exists()  # nothing written into a folder that is not a run
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(small["dir"], unfinished)
+    manifest = unfinished / "stages" / "manifest.json"
+    complete = manifest.read_text()
+    content = json.loads(complete)
+    del content["stages"]["scores-denoising"]
+    manifest.write_text(json.dumps(content))
+    assert main(["report", str(unfinished)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lfeval: error:") and "unfinished run: stage(s) 'scores-denoising' not stored" in err, err
+    manifest.write_text(complete)
+    (unfinished / "stages" / "scores-reconstruction.safetensors").unlink()  # listed, but its file is gone
+    assert main(["report", str(unfinished)]) == 2
+    err = capsys.readouterr().err
+    assert "Stage 'scores-reconstruction'" in err and "is missing" in err, err
 
 
 def test_second_invocation_loads_every_stage_and_gives_identical_tables(small, capsys):
@@ -188,18 +256,29 @@ def test_kill_during_a_stage_write_never_loads_a_torn_file(small):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is missing (make test installs it)")
-def test_report_images_render_in_headless_chromium(small, tmp_path):
+def test_report_renders_in_headless_chromium_within_the_page_width(small, tmp_path):
+    """Every image decodes, and at a 1280 px viewport nothing (wide tables included) widens the page."""
     page = tmp_path / "report.html"
-    probe = ("<script>window.addEventListener('load', () => { document.title = 'WIDTHS:' + "
-             "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1).join(','); });</script>")
+    probe = ("<script>window.addEventListener('load', () => { const d = document.documentElement; "
+             "document.title = 'WIDTHS:' + Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)"
+             ".join(',') + ';PAGE:' + [d.scrollWidth, d.clientWidth, window.innerWidth].join(',') + ';BOXES:' + "
+             "Array.from(document.querySelectorAll('.table-box')).map(b => b.scrollWidth > b.clientWidth ? 1 : 0)"
+             ".join(','); });</script>")
     page.write_text((small["dir"] / "report.html").read_text().replace("</body>", probe + "</body>"))
-    result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                             "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
-    match = re.search(r"<title>WIDTHS:([-\d,]*)</title>", result.stdout)
+    result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
+                             "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                            capture_output=True, text=True, timeout=180)
+    match = re.search(r"<title>WIDTHS:([-\d,]*);PAGE:(\d+),(\d+),(\d+);BOXES:([\d,]*)</title>", result.stdout)
     assert match, result.stderr[-2000:]
     widths = [int(w) for w in match.group(1).split(",")]
     assert len(widths) == len(list((small["dir"] / "plots").glob("*.png")))
     assert min(widths) > 0
+    scroll_width, client_width, viewport = (int(match.group(i)) for i in (2, 3, 4))
+    assert viewport == 1280
+    assert scroll_width == client_width, (scroll_width, client_width)  # no horizontal scroll of the page
+    assert "1" in match.group(5).split(",")  # the wide score tables do overflow, inside their own box
 
 
 @pytest.mark.parametrize("toml, message", [

@@ -11,12 +11,13 @@ import pytest
 
 import lfeval
 from lfeval.config import RunConfig
-from lfeval.errors import InvalidArgument, UnknownName
+from lfeval.errors import InvalidArgument, RunIncomplete, UnknownName
 from lfeval.explain.precomputed import PrecomputedExplanations
 from lfeval.metrics import score_direction as direction
 from lfeval.metrics.catalogue import CATALOGUE, FEATURES, MetricContext, build_metric
 from lfeval.pipeline import StageStore
 from lfeval.pipeline.outputs import OVERALL, rank_table
+from lfeval.pipeline.summary import best_explainers, trusted_metrics
 
 
 class _Counting:
@@ -64,12 +65,39 @@ def test_rank_table_known_answer():
                  {"pretext": pretext, "kind": "features", "method": "Random", "metric": "lip", "score": 2.0}]
     ranks = rank_table(pd.DataFrame(rows), {"faith": "higher", "lip": "lower"})
     r = ranks.set_index(["pretext", "method", "metric"])
-    assert r.loc[("p1", "IG", "faith"), "rank"] == 2 and r.loc[("p2", "IG", "faith"), "rank"] == 1
-    assert r.loc[("p1", "IG", "lip"), "rank"] == 2  # lower is better
+    # rank 1 = best: IG has the higher faith on p1, Random on p2
+    assert r.loc[("p1", "IG", "faith"), "rank"] == 1 and r.loc[("p1", "Random", "faith"), "rank"] == 2
+    assert r.loc[("p2", "IG", "faith"), "rank"] == 2 and r.loc[("p2", "Random", "faith"), "rank"] == 1
+    assert r.loc[("p1", "IG", "lip"), "rank"] == 1  # lower is better
+    assert r.loc[("p1", "IG", "mean_rank"), "rank"] == 1.0 and r.loc[("p2", "IG", "mean_rank"), "rank"] == 1.5
     # overall: faith normalised (1, 0) and (0, 1) average to a tie; lip favours IG on both encoders
     assert r.loc[(OVERALL, "IG", "faith"), "rank"] == r.loc[(OVERALL, "Random", "faith"), "rank"] == 1.5
-    assert r.loc[(OVERALL, "IG", "mean_rank"), "rank"] == 1.75
-    assert r.loc[(OVERALL, "Random", "mean_rank"), "rank"] == 1.25
+    assert r.loc[(OVERALL, "IG", "lip"), "rank"] == 1 and r.loc[(OVERALL, "Random", "lip"), "rank"] == 2
+    assert r.loc[(OVERALL, "IG", "mean_rank"), "rank"] == 1.25
+    assert r.loc[(OVERALL, "Random", "mean_rank"), "rank"] == 1.75
+    summary = best_explainers(ranks, "features")
+    assert summary == ("Feature attributions: <b>IG</b> is best overall (mean rank 1.25 of 2 methods over 2 metrics); "
+                       "best per encoder: p1 <b>IG</b>, p2 <b>IG</b> and <b>Random</b> (tied).")
+
+
+def test_trusted_metrics_names_the_highest_mc_per_kind():
+    meta = pd.DataFrame({"metric": ["RepresentationShift", "RepresentationShift", "PixelFlipping", "PixelFlipping",
+                                    "SimilarityRate", "SimilarityRate"],
+                         "test": ["Model", "Input"] * 3, "MC": [0.8, 0.6, 0.9, 0.7, 0.5, 0.7]})
+    kinds = {"RepresentationShift": "features", "PixelFlipping": "features", "SimilarityRate": "examples"}
+    # means: RepresentationShift 0.70, PixelFlipping 0.80, SimilarityRate 0.60
+    assert trusted_metrics(meta, kinds) == (
+        "Metrics to trust (highest meta-consistency MC, mean over the Model and Input tests; 1 = ideal): "
+        "<b>PixelFlipping</b> for feature attributions (MC 0.80, of 2 meta-evaluated); <b>SimilarityRate</b> for "
+        "example importance (MC 0.60, the only one meta-evaluated).")
+
+
+def test_stage_store_load_names_a_missing_stage(tmp_path):
+    store = StageStore(tmp_path / "run", {"seed": 0})
+    store.run("a", lambda: {"x": 1}, log=lambda *a: None)
+    assert store.load("a") == {"x": 1}
+    with pytest.raises(RunIncomplete, match="Stage 'scores-p1' is not stored.*did not finish"):
+        store.load("scores-p1")
 
 
 def test_stage_store_resumes_and_refuses_other_settings(tmp_path):

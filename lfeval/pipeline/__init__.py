@@ -2,7 +2,8 @@
 
 :func:`run` trains encoders, explains them (features and examples), scores the explanations
 with label-free and stock Quantus metrics, builds the pretext-correlation tables, meta-evaluates
-the label-free metrics with MetaQuantus, ranks the explainers and writes ``runs/<name>/``.
+the label-free metrics with MetaQuantus, ranks the explainers (rank 1 = best) and writes
+``runs/<name>/``; :func:`report` draws a finished run's report again without recomputing.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import importlib
 
 from .store import StageStore
 
-__all__ = ["StageStore", "run"]
+__all__ = ["StageStore", "run", "report"]
 
 
 def __getattr__(name: str):  # the job imports Quantus and MetaQuantus: load it on first use
-    if name == "run":
-        return importlib.import_module(f"{__name__}.job").run
+    if name in ("run", "report"):
+        return getattr(importlib.import_module(f"{__name__}.job"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

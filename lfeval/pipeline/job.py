@@ -1,15 +1,18 @@
-"""``lfeval run``: the stages in order, each stored as soon as it finishes (see :class:`StageStore`)."""
+"""``lfeval run``: the stages in order, each stored as soon as it finishes (see :class:`StageStore`);
+``lfeval report``: the report of a finished run drawn again from its tables and stages."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from ..config import RunConfig
+from ..errors import InvalidArgument, RunIncomplete
 from . import stages
-from .outputs import write_outputs
+from .outputs import render, write_outputs
 from .store import StageStore, remove_run_dir
 
 
@@ -44,3 +47,40 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
             report = write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext, meta)
     log(f"[lfeval] {len(store.computed)} stage(s) computed, {len(store.loaded)} loaded from {store.dir}")
     return report
+
+
+def stage_names(config: RunConfig) -> list:
+    """The stages a finished run of ``config`` has stored, in the order :func:`run` computes them."""
+    c = config
+    return (["encoders"] + ([f"attributions-{p}" for p in c.pretexts] if c.explainers else [])
+            + ([f"examples-{p}" for p in c.pretexts] if c.example_methods else [])
+            + [f"scores-{p}" for p in c.pretexts] + (["pretext"] if len(c.pretexts) > 1 else [])
+            + [f"meta-{m}" for m in c.meta_metrics])
+
+
+def report(run_dir) -> Path:
+    """Draw the plots and write ``report.html`` of the finished run in ``run_dir`` again, from its CSVs
+    and stored stages (:func:`lfeval.pipeline.outputs.render`, as :func:`run` does); recomputes nothing.
+    Returns the report's path."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file() or not (run_dir / "stages").is_dir():
+        raise InvalidArgument(f"RUN_DIR {str(run_dir)!r} is not an lfeval run folder (it has no config.json and "
+                              "stages/); pass a folder written by `lfeval run`, e.g. runs/default.")
+    try:
+        config = RunConfig.from_dict(json.loads(config_path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{config_path} is not valid JSON ({exc}); {str(run_dir)!r} is not a readable "
+                              "lfeval run folder.") from None
+    store = StageStore(run_dir)
+    missing = [s for s in stage_names(config) if not store.done(s)]
+    if missing:
+        named = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise RunIncomplete(f"{run_dir} is an unfinished run: stage(s) {named} not stored. Run `lfeval run` again "
+                            "with the same settings to finish it, then `lfeval report`.")
+    with stages.expected_warnings_silenced():
+        rd = stages.RunData(config)
+        attributions = ({p: store.load(f"attributions-{p}") for p in config.pretexts} if config.explainers
+                        else {})
+        scored = {p: store.load(f"scores-{p}") for p in config.pretexts}
+        return render(run_dir, config, rd, attributions, scored)

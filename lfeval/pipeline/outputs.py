@@ -1,4 +1,9 @@
-"""What ``lfeval run`` writes: the CSV tables, the PNG plots and the self-contained ``report.html``."""
+"""What ``lfeval run`` writes: the CSV tables, the PNG plots and the self-contained ``report.html``.
+
+:func:`write_tables` writes the CSVs from the stage results; :func:`render` draws the plots and
+writes ``report.html`` from the CSVs and the stored stages, for ``lfeval run`` and ``lfeval report``
+alike. Ranks follow lfeval's one convention: 1 = best.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,24 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..errors import RunIncomplete
 from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES
 from ..report import Section, normalise_scores, plots, rank_explainers, write_report
+from .summary import RANK_CONVENTION, summary_sentences
 
 OVERALL = "all"
+#: the tables of a run: name -> keyword arguments of pandas.read_csv
+TABLES = {"encoders": {"index_col": 0}, "scores": {}, "ranks": {}, "meta": {}, "pretext": {}}
 
 
 def rank_table(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
     """Ranks of the methods of each kind, per encoder and overall, as the Quantus tutorial ranks them.
 
     Per encoder: each metric's mean scores are min-max normalised (1 = best, using the metric's
-    direction) and ranked (highest rank = best, ties averaged). Overall (pretext ``"all"``): the
+    direction) and ranked (rank 1 = best, ties averaged). Overall (pretext ``"all"``): the
     normalised scores are averaged over encoders, then ranked. A ``mean_rank`` row per method
-    holds the mean of its ranks over metrics. Long format: kind, pretext, method, metric,
-    normalised, rank.
+    holds the mean of its ranks over metrics (lowest = best). Long format: kind, pretext, method,
+    metric, normalised, rank.
     """
     rows = []
 
@@ -64,12 +73,15 @@ def _metric_notes(names, directions: dict) -> str:
     return f"<ul>{items}</ul>"
 
 
-def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attributions: dict, scored: dict,
-                  pretext: pd.DataFrame, meta: pd.DataFrame) -> Path:
-    """Write scores/ranks/meta/pretext/encoders CSVs, the plots and report.html; return the report's path."""
+def metric_kind(name: str) -> str:
+    """The kind a metric is meta-evaluated on (as :func:`lfeval.pipeline.stages.meta_evaluation` picks it)."""
+    return FEATURES if FEATURES in CATALOGUE[name].kinds else EXAMPLES
+
+
+def write_tables(run_dir: Path, encoders: pd.DataFrame, scored: dict, pretext: pd.DataFrame,
+                 meta: pd.DataFrame) -> None:
+    """Write encoders/scores/ranks/meta/pretext CSVs from the stage results."""
     run_dir = Path(run_dir)
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
     scores = pd.concat([r["scores"] for r in scored.values()], ignore_index=True)
     directions = {k: v for r in scored.values() for k, v in r["directions"].items()}
     ranks = rank_table(scores, directions) if len(scores) else pd.DataFrame()
@@ -78,6 +90,39 @@ def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attribution
     ranks.to_csv(run_dir / "ranks.csv", index=False)
     meta.to_csv(run_dir / "meta.csv", index=False)
     pretext.to_csv(run_dir / "pretext.csv", index=False)
+
+
+def read_tables(run_dir: Path) -> dict:
+    """``{name: DataFrame}`` of the run's CSVs (an empty table for an empty file)."""
+    run_dir, tables = Path(run_dir), {}
+    for name, kwargs in TABLES.items():
+        path = run_dir / f"{name}.csv"
+        if not path.is_file():
+            raise RunIncomplete(f"{run_dir} has no {path.name}: the run did not finish writing its tables. Run "
+                                "`lfeval run` again with the same settings to finish it.")
+        try:
+            tables[name] = pd.read_csv(path, **kwargs)
+        except pd.errors.EmptyDataError:
+            tables[name] = pd.DataFrame()
+    return tables
+
+
+def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attributions: dict, scored: dict,
+                  pretext: pd.DataFrame, meta: pd.DataFrame) -> Path:
+    """``lfeval run``'s outputs: the CSVs, then the plots and report.html (:func:`render`); returns its path."""
+    write_tables(run_dir, encoders, scored, pretext, meta)
+    return render(run_dir, config, rd, attributions, scored)
+
+
+def render(run_dir: Path, config, rd, attributions: dict, scored: dict) -> Path:
+    """Draw the plots and write report.html from the run's CSVs (:func:`read_tables`) and the stored
+    attributions and scores stages (directions, curves); return the report's path. Recomputes nothing."""
+    run_dir = Path(run_dir)
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    t = read_tables(run_dir)
+    encoders, scores, ranks, meta, pretext = (t[k] for k in ("encoders", "scores", "ranks", "meta", "pretext"))
+    directions = {k: v for r in scored.values() for k, v in r["directions"].items()}
 
     sections = []
     intro = (f"Data set <b>{html.escape(rd.ds.name)}</b> ({len(rd.x)} explained test inputs, {len(rd.x_train)} "
@@ -95,15 +140,16 @@ def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attribution
         figures = []
         overall_ranks = wide(ranks, kind, OVERALL, "rank")
         if overall_ranks.shape[1] > 2:
-            fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers (higher = better)")
-            _save(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind})", figures)
-        tables = {"overall rank (normalised scores averaged over encoders)": overall_ranks.sort_values(
-            "mean_rank", ascending=False)}
+            fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers")
+            _save(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind}; rank 1 = best, "
+                  "drawn outermost)", figures)
+        tables = {"overall rank (normalised scores averaged over encoders; 1 = best)": overall_ranks.sort_values(
+            "mean_rank", ascending=True, kind="stable")}
         for p in config.pretexts:
             tables[f"mean scores, {p} encoder"] = wide(scores, kind, p, "score")
         title = "Feature attributions" if kind == FEATURES else "Example importance"
         text = ("Scores are means over the explained inputs (per-sample values and their standard errors are in "
-                "scores.csv)." + _metric_notes(metric_names, directions))
+                f"scores.csv). {RANK_CONVENTION}" + _metric_notes(metric_names, directions))
         sections.append(Section(f"{title}: scores and ranking", text, tables, figures))
 
     figures = []
@@ -157,4 +203,5 @@ def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attribution
             "(ranking of explainers); MC is their mean, 1 = ideal (the grey square). Hedström et al. 2023."),
             {"meta-consistency": meta.set_index(["metric", "test"])}, figures))
 
-    return write_report(run_dir / "report.html", f"lfeval run: {config.name}", sections, intro=intro)
+    summary = summary_sentences(ranks, meta, kinds, {m: metric_kind(m) for m in dict.fromkeys(meta.get("metric", []))})
+    return write_report(run_dir / "report.html", f"lfeval run: {config.name}", sections, intro=intro, summary=summary)

@@ -30,7 +30,7 @@ import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from ..errors import InvalidArgument, LfevalError
+from ..errors import InvalidArgument, RunIncomplete
 from . import codec
 
 #: config keys that do not change any result (a rerun may differ in them)
@@ -41,7 +41,7 @@ FORMAT = 1
 FAULT_ENV = "LFEVAL_FAULT_INJECT"
 
 
-class StageMissing(LfevalError, RuntimeError):
+class StageMissing(RunIncomplete):
     """A stage is not stored (or its files failed their check)."""
 
 

@@ -57,20 +57,27 @@ def metric_curves(curves: dict, title: str = "", xlabel: str = "", ylabel: str =
     return fig
 
 
-def radar_chart(ranks: pd.DataFrame, title: str = "Ranks of explainers (higher = better)"):
-    """Radar ("spyder") chart of per-metric ranks, as in the Quantus tutorial."""
+def radar_chart(ranks: pd.DataFrame, title: str = "Ranks of explainers"):
+    """Radar ("spyder") chart of per-metric ranks (1 = best), as in the Quantus tutorial.
+
+    Rank r of n methods is drawn at radius n + 1 - r, so the best method is outermost; the radial
+    tick labels show the ranks and the title says "1 = best, outermost".
+    """
     metrics = [c for c in ranks.columns if c != "mean_rank"]
+    n = len(ranks)
     angles = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(6, 6), subplot_kw=dict(polar=True))
     for method, row in ranks[metrics].iterrows():
-        values = row.to_numpy(dtype=float).tolist()
-        ax.plot(angles + angles[:1], values + values[:1], label=method)
-        ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
+        radii = (n + 1 - row.to_numpy(dtype=float)).tolist()
+        ax.plot(angles + angles[:1], radii + radii[:1], label=method)
+        ax.fill(angles + angles[:1], radii + radii[:1], alpha=0.1)
     ax.set_xticks(angles)
     ax.set_xticklabels(metrics, fontsize=8)
-    ax.set_ylim(0, len(ranks) + 0.5)
-    ax.set_title(title)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize=8)
+    ax.set_ylim(0, n + 0.5)
+    ax.set_yticks(range(1, n + 1))
+    ax.set_yticklabels([f"rank {n + 1 - r}" for r in range(1, n + 1)], fontsize=7)
+    ax.set_title(f"{title}\n(rank 1 = best, outermost)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.15, 1.05), fontsize=8, title="explainer", title_fontsize=8)
     fig.tight_layout()
     return fig
 

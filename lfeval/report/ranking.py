@@ -1,4 +1,8 @@
-"""Ranking explainers across metrics, as the Quantus tutorial does (normalise, then rank)."""
+"""Ranking explainers across metrics, as the Quantus tutorial does (normalise, then rank).
+
+Rank convention, everywhere in lfeval (API, ``ranks.csv``, report, radar charts): **1 = best**;
+tied methods share the mean of their ranks.
+"""
 
 from __future__ import annotations
 
@@ -33,10 +37,18 @@ def normalise_scores(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
 
 
 def rank_explainers(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
-    """Ranks per metric (highest rank = best, ties averaged) and their mean, sorted best first.
+    """Ranks per metric (1 = best, ties averaged) and their mean, sorted best first.
 
-    Returns a DataFrame: explainers x (metrics + ``mean_rank``).
+    Returns a DataFrame: explainers x (metrics + ``mean_rank``); the lowest ``mean_rank`` is the best
+    explainer over the metrics.
+
+    >>> scores = pd.DataFrame({"faith": [0.1, 0.5, 0.3], "lipschitz": [3.0, 1.0, 2.0]}, index=["a", "b", "c"])
+    >>> rank_explainers(scores, {"faith": "higher", "lipschitz": "lower"})
+       faith  lipschitz  mean_rank
+    b    1.0        1.0        1.0
+    c    2.0        2.0        2.0
+    a    3.0        3.0        3.0
     """
-    ranks = normalise_scores(scores, directions).rank(method="average")
+    ranks = normalise_scores(scores, directions).rank(method="average", ascending=False)
     ranks["mean_rank"] = ranks.mean(axis=1)
-    return ranks.sort_values("mean_rank", ascending=False)
+    return ranks.sort_values("mean_rank", ascending=True, kind="stable")
