@@ -15,6 +15,7 @@ from typing import Optional
 import tomllib
 
 from .data import available as available_data
+from .data import canonical_name
 from .errors import InvalidArgument, UnknownName
 from .explain.base import explainer_names, get_explainer
 from .explain.examples import EXAMPLE_METHODS
@@ -97,7 +98,7 @@ class RunConfig:
         _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
         if not self.pretexts:
             raise InvalidArgument("Config `pretexts` is empty; name at least one pretext task.")
-        data_key = "medmnist:<flag>" if str(self.data).startswith("medmnist:") else self.data
+        data_key = canonical_name(self.data)
         _check_names("data", [data_key], available_data())
         if not self.explainers and not self.example_methods:
             raise InvalidArgument("Config `explainers` and `example_methods` are both empty; name at least one.")

@@ -24,13 +24,13 @@ def test_modalities_own_layout_units_and_quantus_type():
     np.testing.assert_array_equal(image.unit_importance(a, (3, 2, 2)), a.abs().sum(1).reshape(2, -1))
     assert image.unit_importance(a[:, :1], (3, 2, 2)).shape == (2, 4)  # already reduced to one channel
     assert tab.canonical_shape((30,)) == (1, 30) and tab.n_features((1, 30)) == 30
-    assert series.n_features((140, 1)) == 140
+    assert series.n_features((1, 140)) == 140 and series.n_features((3, 140)) == 140  # a step in every channel
     assert [m.data_type for m in (image, tab, series)] == [quantus.helpers.enums.DataType.IMAGE,
                                                            quantus.helpers.enums.DataType.TABULAR,
                                                            quantus.helpers.enums.DataType.TIMESERIES]
     assert image == "image" and {image: 1}["image"] == 1  # a modality equals its name
     assert default_modality((30,)) == "tabular" and default_modality((1, 30)) == "tabular"
-    assert default_modality((140, 1)) == "time_series" and default_modality((3, 8, 8)) == "image"
+    assert default_modality((3, 140)) == "time_series" and default_modality((3, 8, 8)) == "image"
     with pytest.raises(InvalidInput, match=r"\(C, H, W\)"):
         image.check_sample_shape((8, 8))
     with pytest.raises(UnknownName, match="Did you mean 'image'"):

@@ -76,7 +76,7 @@ def test_cache_reuses_weights(digits, tmp_path):
 @pytest.mark.parametrize(
     "modality, shape",
     [("image", (1, 8, 8)), ("image", (1, 28, 28)), ("image", (3, 32, 32)), ("tabular", (1, 30)),
-     ("time_series", (140, 1))],
+     ("time_series", (1, 140)), ("time_series", (3, 50))],
 )
 def test_architectures_round_trip(modality, shape):
     torch.manual_seed(0)
@@ -101,8 +101,8 @@ def test_time_series_encoder_trains():
     t = torch.linspace(0, 6.28, 40)
     gen = torch.Generator().manual_seed(0)
     freq = torch.randint(1, 3, (120,), generator=gen)
-    x = (0.5 + 0.4 * torch.sin(freq[:, None] * t[None] + torch.rand(120, 1, generator=gen))).unsqueeze(-1)
-    ds = Dataset("waves", x[:90], freq[:90] - 1, x[90:], freq[90:] - 1, torch.zeros(40, 1), "time_series")
+    x = (0.5 + 0.4 * torch.sin(freq[:, None] * t[None] + torch.rand(120, 1, generator=gen))).unsqueeze(1)
+    ds = Dataset("waves", x[:90], freq[:90] - 1, x[90:], freq[90:] - 1, torch.zeros(1, 40), "time_series")
     enc = train_encoder(ds, pretext="reconstruction", latent_dim=3, epochs=5, seed=0, display_progressbar=False)
     assert enc(ds.x_test).shape == (30, 3)
     assert enc.history["val_loss"][-1] < enc.history["val_loss"][0]

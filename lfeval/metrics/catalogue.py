@@ -44,6 +44,7 @@ class MetricContext:
     explain_func: Optional[Callable] = None  # feature explain function (a PrecomputedExplanations)
     example_explain_func: Optional[Callable] = None  # example-importance explain function
     patch_size: int = 2  # the modality's patch side for patch-based stock metrics
+    encoder: Optional[object] = None  # the lfeval.Encoder the metric will score (for layer choices)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def _similarity_rate(contrast: bool) -> Callable:
     def build(ctx, kind, params):
         from .similarity_rate import SimilarityRate
 
-        return SimilarityRate(ctx.y_train, **{"contrast": contrast, **params})
+        counts = [m for m in (1, 5, 10, 20, 50) if m <= len(ctx.y_train)]  # small training sets: fewer M
+        return SimilarityRate(ctx.y_train, **{"contrast": contrast, "M": counts, **params})
 
     return build
 
@@ -176,32 +178,52 @@ def _quantus(name: str):
     return getattr(quantus, name)
 
 
-def _adapted(name: str, defaults: Callable, text: str) -> MetricEntry:
+def _adapted(name: str, defaults: Callable, text: str, quantus_name: Optional[str] = None) -> MetricEntry:
     """A stock Quantus faithfulness metric scored on g_x through :class:`lfeval.metrics.LabelFree`."""
+    quantus_name = quantus_name or name
 
     def build(ctx, kind, params):
         from .label_free_adapter import LabelFree
 
         params = dict(params)
         adapter = {k: params.pop(k) for k in ("similarity", "baseline") if k in params}
-        metric = _quantus(name)(**{"disable_warnings": True, **defaults(ctx), **params})
+        metric = _quantus(quantus_name)(**{"disable_warnings": True, **defaults(ctx), **params})
         return LabelFree(metric, **adapter)
 
-    return MetricEntry(name, build, text, target=_quantus(name), extra_params=("similarity", "baseline"))
+    return MetricEntry(name, build, text, target=_quantus(quantus_name), extra_params=("similarity", "baseline"))
 
 
 def _stock(name: str, text: str, defaults: Optional[dict] = None) -> MetricEntry:
     """A stock Quantus metric that never reads a label (used as it is)."""
 
     def build(ctx, kind, params):
-        return _quantus(name)(**{"disable_warnings": True, **(defaults or {}), **params})
+        extra = {}
+        if name == "RelativeRepresentationStability" and ctx.encoder is not None and "layer_names" not in params:
+            extra = {"layer_names": _hidden_layers(ctx.encoder)}
+        return _quantus(name)(**{"disable_warnings": True, **(defaults or {}), **extra, **params})
 
     return MetricEntry(name, build, text, label_free=False, target=_quantus(name))
+
+
+def _tiling_patch(ctx: MetricContext) -> int:
+    """Quantus 0.6.0's Infidelity indexes unpadded inputs with padded patches, so its patches must tile both
+    spatial axes: the modality's patch for images, single steps for time series (shown to Quantus as 1 x T)."""
+    return ctx.patch_size if ctx.encoder is None or ctx.encoder.modality == "image" else 1
+
+
+def _hidden_layers(encoder) -> list:
+    """The encoder's leaf layers whose output is one tensor: RelativeRepresentationStability's internal
+    representation (Quantus hooks every layer, and a recurrent layer returns a tuple)."""
+    import torch
+
+    return [n for n, m in encoder.named_modules()
+            if n and not any(True for _ in m.children()) and not isinstance(m, torch.nn.RNNBase)]
 
 
 def _register_builtins() -> None:
     from .pretext_correlation import PretextCorrelation
     from .representation_shift import RepresentationShift
+    from .road import ROAD
     from .similarity_rate import SimilarityRate
 
     robust = {"nr_samples": 10}  # Quantus' 200 explanations per sample cost minutes on CPU
@@ -253,11 +275,14 @@ def _register_builtins() -> None:
         _adapted("RegionPerturbation", lambda c: {"patch_size": c.patch_size, "regions_evaluation": 8}, (
             "Stock Quantus RegionPerturbation (MoRF, AOPC) on g_x: the drop of g_x as regions are perturbed most "
             "important first; lfeval corrects Quantus' direction (a bigger drop is better).")),
-        _adapted("ROAD", lambda c: {"percentages": [10, 30, 50, 70, 90]}, (
-            "Stock Quantus ROAD on the encoder: is f(x') still closest to f(x) among the batch after the top "
-            "features are imputed (noisy linear imputation)? The area of that curve over the removed "
-            "percentages.")),
-        _adapted("Infidelity", lambda c: {"n_perturb_samples": 10, "perturb_patch_sizes": [c.patch_size]}, (
+        MetricEntry("ROAD", _own(ROAD, lambda c: {"percentages": [10, 30, 50, 70, 90], "seed": c.seed}), (
+            "Label-free ROAD (Rong et al. 2022): the most relevant features are removed by noisy linear imputation "
+            "(no mask shape leaks to the encoder) and the relative shift ||f(x) - f(x')||² / ||f(x)||² is tracked; "
+            "the score is the normalised area of that curve over the removed percentages."), target=ROAD,
+            curve=CurveSpec("ROAD: relative representation shift as the top features are imputed (mean, 95% band)",
+                            "% of features imputed (most relevant first)", "||f(x) - f(x')||² / ||f(x)||²",
+                            "A faithful attribution moves the representation fastest (high curves).")),
+        _adapted("Infidelity", lambda c: {"n_perturb_samples": 10, "perturb_patch_sizes": [_tiling_patch(c)]}, (
             "Stock Quantus Infidelity on g_x: squared error between attribution-weighted perturbations and the "
             "change of g_x.")),
         _stock("Sparseness", "Stock Quantus Sparseness: the Gini index of |attribution|."),

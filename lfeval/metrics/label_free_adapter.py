@@ -128,15 +128,35 @@ BASELINES = ("encoder", "metric")
 
 class BaselineReplacement:
     """A Quantus ``perturb_func`` (``arr`` (B, F), ``indices`` (B, k)) that replaces features with the
-    encoder's baseline rows of the current Quantus batch (:meth:`select` sets them from the sample ids)."""
+    encoder's baseline rows of the current Quantus batch (:meth:`select` sets them from the sample ids).
 
-    def __init__(self, rows: np.ndarray):
-        self.rows, self.current = rows, rows
-        flat = rows.reshape(-1)
-        self.constant = float(flat[0]) if flat.size and np.all(flat == flat[0]) else None
+    Patch metrics (Selectivity, RegionPerturbation, Infidelity) perturb inputs padded to a multiple of the
+    patch size (Quantus' ``get_padding_size``, last two axes); the baseline is placed inside the same
+    padded grid (the padding is cropped away after each step, so its value does not matter).
+    """
+
+    def __init__(self, baselines: np.ndarray, patch_sizes=()):
+        self.baselines = baselines  # (N, C, H, W), the layout Quantus sees
+        self.patch_sizes = tuple(int(p) for p in np.atleast_1d(patch_sizes))
+        self.current = baselines
 
     def select(self, ids) -> None:
-        self.current = self.rows[np.asarray(ids, dtype=int)]
+        self.current = self.baselines[np.asarray(ids, dtype=int)]
+
+    def _rows(self, n_features: int) -> np.ndarray:
+        b = self.current
+        if b[0].size == n_features:
+            return b.reshape(len(b), -1)
+        import quantus
+
+        for p in self.patch_sizes:
+            pad_h, pad_w = (quantus.helpers.utils.get_padding_size(d, p) for d in b.shape[-2:])
+            padded = np.pad(b, ((0, 0), (0, 0), pad_h, pad_w))
+            if padded[0].size == n_features:
+                return padded.reshape(len(b), -1)
+        raise InvalidArgument(f"The metric perturbs inputs of {n_features} features, which matches neither the "
+                              f"encoder's inputs {b.shape[1:]} nor their padding to its patch sizes; pass "
+                              "LabelFree(..., baseline='metric') to use Quantus' own baseline.")
 
     def __call__(self, arr, indices, **kwargs):
         arr = np.asarray(arr)
@@ -146,28 +166,24 @@ class BaselineReplacement:
                           size=np.shape(indices)[0])
         out = arr.copy()
         rows = np.arange(len(arr))[:, None]
-        if self.current.shape == arr.shape:
-            out[rows, indices] = self.current[rows, indices]
-        elif self.constant is not None:  # padded patches (Selectivity, RegionPerturbation): a constant fills any shape
-            out[rows, indices] = self.constant
-        else:
-            raise InvalidArgument(
-                f"The metric perturbs padded inputs ({arr.shape[1]} features for {self.current.shape[1]}) and the "
-                "encoder's baseline varies per feature; choose a patch size that tiles the input, or pass "
-                "LabelFree(..., baseline='metric') to use Quantus' own baseline."
-            )
+        out[rows, indices] = self._rows(arr.shape[1])[rows, indices]
         return out
 
 
 class ReferenceScores(torch.nn.Module):
-    """x' (M, ...) -> (M, N): the similarity of f(x') to each reference latent f(x_j), j < N."""
+    """x' (M, ...) -> (M, N): the similarity of f(x') to each reference latent f(x_j), j < N. ``sample_shape``
+    reshapes Quantus' image-shaped rows back into the encoder's layout (time series are shown to Quantus as
+    (C, 1, T) images)."""
 
-    def __init__(self, encoder: torch.nn.Module, z_ref: torch.Tensor, similarity: str):
+    def __init__(self, encoder: torch.nn.Module, z_ref: torch.Tensor, similarity: str, sample_shape=None):
         super().__init__()
         self.encoder, self.similarity = encoder, similarity
+        self.sample_shape = None if sample_shape is None else tuple(sample_shape)
         self.register_buffer("z_ref", z_ref)
 
     def forward(self, x):
+        if self.sample_shape is not None:
+            x = x.reshape(len(x), *self.sample_shape)
         z = self.encoder(x)
         if self.similarity == "inner":
             return z @ self.z_ref.T
@@ -234,11 +250,17 @@ class LabelFree:
     def __repr__(self):
         return f"LabelFree({type(self.metric).__name__}, similarity={self.similarity!r})"
 
-    def score_model(self, encoder: torch.nn.Module, x: torch.Tensor) -> ReferenceScores:
+    def score_model(self, encoder: torch.nn.Module, x: torch.Tensor, sample_shape=None) -> ReferenceScores:
         """The encoder seen as an N-output model whose output i is sample i's label-free score."""
         with torch.no_grad():
             z_ref = encoder(x.to(model_device(encoder)))
-        return ReferenceScores(encoder, z_ref.detach(), self.similarity).eval()
+        return ReferenceScores(encoder, z_ref.detach(), self.similarity, sample_shape).eval()
+
+    @staticmethod
+    def quantus_layout(encoder, x: torch.Tensor) -> torch.Tensor:
+        """Inputs as Quantus' perturbation metrics read them: images (N, C, H, W); time series (N, C, T) as
+        (N, C, 1, T) images (Quantus 0.6.0's patch metrics assume two spatial axes); tabular rows as (N, 1, D)."""
+        return x.unsqueeze(2) if encoder.modality == "time_series" else x
 
     def _replaces_with_black(self) -> bool:
         """The metric removes features by baseline replacement, at Quantus' default 'black'."""
@@ -256,8 +278,11 @@ class LabelFree:
             yield
             return
         with torch.no_grad():
-            rows = to_numpy(encoder.baseline_for(x.to(encoder.device))).reshape(len(x), -1)
-        replace = BaselineReplacement(rows)
+            baselines = to_numpy(self.quantus_layout(encoder, encoder.baseline_for(x.to(encoder.device))))
+        if baselines.ndim == 3:
+            baselines = baselines[:, :, None]
+        sizes = getattr(self.metric, "patch_size", None) or getattr(self.metric, "perturb_patch_sizes", ())
+        replace = BaselineReplacement(baselines, sizes)
         metric, original = self.metric, self.metric.perturb_func
 
         def evaluate_batch(*args, y_batch=None, **kwargs):  # Quantus passes the batch's sample ids as y_batch
@@ -284,6 +309,10 @@ class LabelFree:
         if cls == "ROAD" and len(x) < 2:
             raise InvalidInput("LabelFree(ROAD) asks whether f(x') stays closest to f(x) among the batch: pass at "
                                "least 2 samples (tens for a meaningful rate); one sample is trivially 'unchanged'.")
+        if cls == "ROAD" and (model.modality != "image" or x.shape[1] != 1):
+            raise NotAdaptable(f"Quantus 0.6.0's ROAD imputes on a single-channel pixel grid and fails on "
+                               f"{model.modality.name} inputs of shape {tuple(x.shape[1:])}; use lfeval.metrics.ROAD, "
+                               "the label-free ROAD for every modality (equal to this one on grey images).")
         if y_batch is not None:
             warnings.warn(f"{self.name} scores against each sample's own representation; y_batch is ignored.",
                           stacklevel=2)
@@ -294,6 +323,9 @@ class LabelFree:
         a = to_numpy(a_batch)
         if a.shape[0] != len(x):
             raise InvalidArgument(f"a_batch has {a.shape[0]} samples, x_batch has {len(x)}.")
+        shown = self.quantus_layout(model, x)
+        if shown.shape != x.shape and a.shape == tuple(x.shape):
+            a = a.reshape(shown.shape)
         if cls in WHOLE_BATCH:
             batch_size = len(x)
         aggregate = self.metric.return_aggregate
@@ -301,7 +333,8 @@ class LabelFree:
             self.metric.return_aggregate = False
         try:
             with self._encoder_baseline(model, x):
-                scores = self.metric(model=self.score_model(model, x), x_batch=x.numpy(), y_batch=np.arange(len(x)),
+                scores = self.metric(model=self.score_model(model, x, x.shape[1:]), x_batch=shown.numpy(),
+                                     y_batch=np.arange(len(x)),
                                      a_batch=a, s_batch=s_batch, channel_first=channel_first,
                                      explain_func=explain_func, explain_func_kwargs=explain_func_kwargs or {},
                                      model_predict_kwargs=model_predict_kwargs, softmax=False, device=device,

@@ -41,8 +41,9 @@ def get_modality(modality) -> Modality:
 
 def default_modality(sample_shape: tuple) -> Modality:
     """The documented default for a plain module given no modality, from one input's shape:
-    (D,) or (1, D) -> tabular, (T, C) -> time series, (C, H, W) -> image. Pass ``modality=`` to
-    :func:`lfeval.as_encoder` to choose another."""
+    (D,) or (1, D) -> tabular, (C, T) with C > 1 -> time series, (C, H, W) -> image. A univariate series
+    (1, T) is read as a tabular row: pass ``modality="time_series"`` to :func:`lfeval.as_encoder` (or use
+    an :class:`lfeval.Encoder` from a time-series data set) to treat it as a series."""
     shape = tuple(sample_shape)
     if len(shape) == 1 or (len(shape) == 2 and shape[0] == 1):
         return MODALITIES["tabular"]

@@ -105,8 +105,13 @@ class Modality:
         units = self.unit_shape(shape)
         return tuple(s if u == 1 else 1 for s, u in zip(shape, units))
 
+    def imputation_kernel(self):
+        """Neighbour weights (a conv kernel over the unit axes) for noisy linear imputation (ROAD, Rong et al.
+        2022), or None where features have no neighbours (tabular): missing values then take the baseline."""
+        return None
+
     def patch_size(self, shape: tuple) -> int:
-        """Side of the patches of Quantus' patch-based metrics (Selectivity, RegionPerturbation)."""
+        """Side of the patches of Quantus' patch-based metrics (Selectivity, RegionPerturbation, Infidelity)."""
         return 1
 
     # ------------------------------------------------------------------ baseline, augmentation

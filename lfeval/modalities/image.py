@@ -30,8 +30,13 @@ class Image(Modality):
         c, h, w = shape
         return (c, max(1, h // 7), max(1, w // 7))
 
+    def imputation_kernel(self) -> torch.Tensor:
+        """Rong et al. (2022): the 4 direct neighbours weigh 1/6, the 4 diagonal ones 1/12."""
+        return torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+
     def patch_size(self, shape):
-        return 2 if min(shape[1:]) >= 4 else 1
+        """2x2 patches where they tile the image (Quantus' Infidelity mis-indexes padded inputs), else 1."""
+        return 2 if min(shape[1:]) >= 4 and all(s % 2 == 0 for s in shape[1:]) else 1
 
     def augment(self, x, generator):
         """Random affine (rotation +-15 deg, scale 0.9-1.1, shift +-12.5%) plus Gaussian noise (sigma 0.05)."""

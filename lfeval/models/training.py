@@ -19,9 +19,11 @@ from ..errors import InvalidArgument, InvalidInput
 from ..validation import check_choice, check_device, check_finite, check_number, check_positive_int
 from .architectures import build_encoder
 from .pretext import PRETEXTS, PretextModel, make_task
+from .probe import diagnose
 from .vae import VAE_PRETEXTS, VAEEncoder
 
-_ARCH_VERSION = 1  # bump when an architecture changes, so cached weights are not reused
+#: bump an architecture family's version when it changes, so cached weights are not reused
+_ARCH_VERSION = {"conv": 1, "mlp": 1, "lstm": 2}
 
 
 def train_encoder(
@@ -29,10 +31,11 @@ def train_encoder(
     pretext: str = "reconstruction",
     latent_dim: int = 8,
     epochs: int = 100,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 1e-5,
     patience: int = 10,
+    min_steps: int = 500,
     seed: int = 0,
     cache_dir=None,
     checkpoints: int = 0,
@@ -55,9 +58,12 @@ def train_encoder(
     latent_dim : int
         Size d of the representation f(x) in R^d.
     epochs, batch_size, lr, weight_decay :
-        Adam settings (the paper trains with Adam).
-    patience : int
-        Early stopping: stop after ``patience`` epochs without a better validation loss, and
+        Adam settings (the paper trains with Adam). ``batch_size=None`` is 64, or n_train // 8 (at least 8)
+        on small data sets, so that an epoch takes several steps.
+    patience, min_steps : int
+        Early stopping: once ``min_steps`` optimizer steps are done (small data sets need them to leave the
+        plateau where a decoder outputs the mean input), stop after ``patience`` epochs without a better
+        validation loss, and
         restore the best weights. The validation split is ``val_fraction`` of ``x_train``.
     seed : int
         Seeds weights, the validation split, shuffling and corruptions: same seed, same weights.
@@ -89,6 +95,9 @@ def train_encoder(
     check_choice(pretext, PRETEXTS + VAE_PRETEXTS, "pretext")
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     epochs, patience = check_positive_int(epochs, "epochs"), check_positive_int(patience, "patience")
+    min_steps = check_positive_int(min_steps, "min_steps", minimum=0)
+    if batch_size is None:  # 64, smaller on small data sets so an epoch is several steps (UCR: tens of series)
+        batch_size = min(64, max(8, len(ds.x_train) // 8))
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2 if pretext == "contrastive" else 1)
     checkpoints = check_positive_int(checkpoints, "checkpoints", minimum=0)
     seed = check_positive_int(seed, "seed", minimum=0)
@@ -107,8 +116,9 @@ def train_encoder(
 
     config = dict(
         data=ds.name, fingerprint=ds.fingerprint(), pretext=pretext, latent_dim=latent_dim, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
-        checkpoints=checkpoints, val_fraction=val_fraction, task=task_kwargs, arch=_ARCH_VERSION,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, min_steps=min_steps, seed=seed,
+        checkpoints=checkpoints, val_fraction=val_fraction, task=task_kwargs,
+        arch=_ARCH_VERSION.get(ds.modality.architecture, 1),
     )
     torch.manual_seed(seed)
     if pretext in VAE_PRETEXTS:  # the network outputs (mu, logvar); the encoder explained is mu
@@ -143,6 +153,7 @@ def train_encoder(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     history = {"train_loss": [], "val_loss": []}
+    steps = 0
     states = []
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
@@ -157,6 +168,7 @@ def train_encoder(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            steps += 1
             total += loss.item() * len(idx)
         model.eval()
         with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
@@ -173,7 +185,7 @@ def train_encoder(
             best, best_state, best_epoch, wait = val, copy.deepcopy(model.state_dict()), epoch, 0
         else:
             wait += 1
-            if wait >= patience:
+            if wait >= patience and steps >= min_steps:
                 break
     bar.close()
     model.load_state_dict(best_state)
@@ -202,6 +214,12 @@ def _spread(states: list, k: int) -> list:
 
 def _finish(model: PretextModel, checkpoints: list, history: dict, config: dict, ds: Dataset) -> Encoder:
     model.eval()
+    history = {**history, "diagnostics": diagnose(model, ds.x_train[:1024])}
+    problem = history["diagnostics"]["problem"]
+    if problem:
+        warnings.warn(f"The {model.pretext} encoder on {ds.name} looks collapsed: {problem}. Its explanations "
+                      "will say little; train longer (epochs, min_steps), with another lr, or check the data.",
+                      stacklevel=3)
     return Encoder(model.encoder, modality=ds.modality, baseline=ds.baseline, input_shape=ds.input_shape,
                    pretext=model.pretext, pretext_model=model, loss=model.task.example_loss, checkpoints=checkpoints,
                    history=history, config=config, name=f"{ds.name}-{model.pretext}").eval()

@@ -130,9 +130,15 @@ def render(run_dir: Path, config, rd, attributions: dict, scored: dict) -> Path:
              "Explanations are label-free: feature attributions explain g<sub>x</sub>(x') = &lt;f(x), f(x')&gt; "
              "(Crabbé &amp; van der Schaar 2022, Eq. 3); labels only score. Tables: scores.csv, ranks.csv, "
              "meta.csv, pretext.csv.")
-    sections.append(Section("Encoders", "One encoder per pretext task; the probe accuracy is a logistic regression on "
-                            "the latents (a sanity check of the representation, never used to explain).",
-                            {"encoders": encoders}))
+    text = ("One encoder per pretext task; the probe accuracy is a logistic regression on the latents (a sanity "
+            "check of the representation, never used to explain; probe_split says which data it used). "
+            "latent_spread is the latents' spread over inputs relative to their size and reconstruction_ratio the "
+            "reconstruction error over that of the mean input: near 0 and near or above 1 mean a collapsed encoder.")
+    collapsed = encoders[encoders["collapsed"].astype(bool)] if "collapsed" in encoders else encoders.iloc[:0]
+    for name, row in collapsed.iterrows():
+        text += (f"<p class='warning'><b>Warning: the {html.escape(str(name))} encoder looks collapsed</b>: "
+                 f"{html.escape(str(row['diagnosis']))}. Its explanations and scores say little.</p>")
+    sections.append(Section("Encoders", text, {"encoders": encoders}))
 
     kinds = [k for k in (FEATURES, EXAMPLES) if len(scores) and k in set(scores["kind"])]
     for kind in kinds:

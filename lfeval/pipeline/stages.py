@@ -81,7 +81,8 @@ class RunData:
         return MetricContext(n_features=self.n_features, seed=c.seed, y_train=self.y_train.numpy(), references=refs,
                              explain_func=self.feature_cache(attributions),
                              example_explain_func=self.example_cache(matrices),
-                             patch_size=self.ds.modality.patch_size(self.ds.input_shape))
+                             patch_size=self.ds.modality.patch_size(self.ds.input_shape),
+                             encoder=self.encoder(pretext))
 
     def feature_cache(self, attributions: dict | None = None) -> PrecomputedExplanations:
         """Explain function with the run's per-method options and, if given, the stored attributions
@@ -119,13 +120,19 @@ class RunData:
 
 # ---------------------------------------------------------------------------------------------- stages
 def encoder_summary(rd: RunData) -> pd.DataFrame:
-    """One row per pretext: training epochs, best validation loss and a linear-probe accuracy."""
+    """One row per pretext: training epochs, best validation loss, a linear-probe accuracy (and the split it
+    used) and the collapse diagnostics of :func:`lfeval.models.probe.diagnose`."""
     rows = []
     for p in rd.bar(rd.config.pretexts, "encoders"):
         enc = rd.encoder(p)
         losses = enc.history["val_loss"]
-        rows.append({"pretext": p, "epochs": len(losses), "best_val_loss": min(losses),
-                     "probe_accuracy": probe_accuracy(enc, rd.ds, seed=rd.config.seed)})
+        accuracy, split = probe_accuracy(enc, rd.ds, seed=rd.config.seed, with_note=True)
+        diag = enc.history.get("diagnostics", {})
+        ratio = diag.get("reconstruction_ratio")
+        rows.append({"pretext": p, "epochs": len(losses), "best_val_loss": min(losses), "probe_accuracy": accuracy,
+                     "probe_split": split, "latent_spread": diag.get("spread", float("nan")),
+                     "reconstruction_ratio": float("nan") if ratio is None else ratio,
+                     "collapsed": bool(diag.get("problem")), "diagnosis": diag.get("problem") or "ok"})
     return pd.DataFrame(rows).set_index("pretext")
 
 

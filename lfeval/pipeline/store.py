@@ -191,7 +191,8 @@ class StageStore:
         """The stored result of ``stage``; :class:`StageMissing` (naming the file) if absent or damaged."""
         entry = self.manifest["stages"].get(stage)
         if entry is None:
-            raise StageMissing(f"Stage {stage!r} is not stored in {self.dir}; run `lfeval run` on this folder.")
+            raise StageMissing(f"Stage {stage!r} is not stored in {self.dir}: the run did not finish. Run `lfeval run` "
+                               "again with the same settings to finish it.")
         parts = {}
         for kind, expected in entry["files"].items():
             path = self.dir / f"{self._file_stem(stage)}.{kind}"

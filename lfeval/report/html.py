@@ -30,6 +30,7 @@ thead th{background:#f3f3f3;text-align:center}tbody th{background:#fafafa;text-a
 td{text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.8em;color:#555;overflow-wrap:anywhere}.note{color:#444;font-size:.92em}
+.warning{color:#a00}
 """
 
 
