@@ -112,18 +112,20 @@ def main():
         print(f"{way:<12}{seconds:>10.2f}{seconds / cells:>10.2f}{best['serial-1t'] / seconds:>13.2f}x")
     print(f"\nlocal Ray start: {ray_start:.1f} s; first (cold) Ray grid: {cold:.1f} s "
           f"(+{cold - best['ray-2w']:.1f} s: two workers import torch and lfeval)")
-    print(f"per-task overhead: one empty cell at a time {one_at_a_time * 1e3:.1f} ms (round trip); pipelined "
-          f"{pipelined * 1e3:.2f} ms/cell; with the 5 shared encoders as argument {with_encoders * 1e3:.2f} ms/cell; "
-          f"serial executor {serial_empty * 1e6:.0f} us/cell")
+    print(f"per-task overhead (empty cells, {args.tasks} per batch): one at a time {one_at_a_time * 1e3:.1f} ms "
+          f"(round trip); pipelined {pipelined * 1e3:.2f} ms/cell; pipelined with the 5 shared encoders as argument "
+          f"{with_encoders * 1e3:.2f} ms/cell (deserialized once per worker); serial executor "
+          f"{serial_empty * 1e6:.0f} us/cell")
 
     t_cell = best["serial-1t"] / cells  # one cell on one core
     o = with_encoders  # per-task overhead, pipelined, with a realistic shared argument
     cold_start = ray_start + (cold - best["ray-2w"])
-    print(f"\nprojection: T = start ({cold_start:.0f} s: Ray + a worker's imports) + ceil(cells / (2 N)) x "
-          f"(t_cell {t_cell:.2f} s + o {o * 1e3:.1f} ms); serial = cells x t_cell")
+    print(f"\nprojection: T = start ({cold_start:.0f} s: Ray + a worker's imports) + max(ceil(cells / (2 N)) x "
+          f"(t_cell {t_cell:.2f} s + o {o * 1e3:.1f} ms), cells x o: the driver's own rate); serial = cells x t_cell")
     print(f"{'cells':>7}{'serial':>12}" + "".join(f"{f'N={n}':>12}" for n in (1, 4, 16, 64)))
     for n_cells in (100, 10_000):
-        row = [n_cells * t_cell] + [cold_start + math.ceil(n_cells / (2 * n)) * (t_cell + o) for n in (1, 4, 16, 64)]
+        row = [n_cells * t_cell] + [cold_start + max(math.ceil(n_cells / (2 * n)) * (t_cell + o), n_cells * o)
+                                    for n in (1, 4, 16, 64)]
         print(f"{n_cells:>7}" + "".join(f"{_fmt(s):>12}" for s in row))
 
 

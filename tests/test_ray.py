@@ -27,7 +27,9 @@ import pytest
 import quantus
 
 # before Ray is imported: no usage statistics, every address on the loopback interface (single-machine mode), and
-# Ray's notes on retried tasks printed as they come (not batched for later), so that pytest captures them
+# Ray's notes on retried tasks printed as they come (not batched for later), so that pytest captures them, with
+# the builtin print (Ray would swap in its own, and a doctest pickles print)
+os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

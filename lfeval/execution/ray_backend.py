@@ -32,7 +32,9 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 def require_ray(local: bool = True):
     """Import Ray, or raise :class:`ExtraMissing` naming the extra. Before the first import, a local
-    Ray is set to stay on the loopback interface and to send no usage statistics."""
+    Ray is set to stay on the loopback interface and to send no usage statistics; Ray never replaces
+    this process's ``print`` (it does so for its own progress bars, which lfeval does not use)."""
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
         if local:  # Ray's single-machine mode: every address is 127.0.0.1
