@@ -188,6 +188,34 @@ def test_cell_failing_every_retry_is_named_and_the_other_cells_are_kept(ray_head
     assert kept == {n: b for n, b in serial_grid[1].items() if "__RS" in n} and len(kept) == 2
 
 
+def combine(*values, needed):
+    return sum(needed.values())
+
+
+def test_lfeval_error_is_not_retried_and_its_dependants_do_not_run(ray_head):
+    """An lfeval error (a bad input: the same on every try) is reported at once; a cell that needs a failed
+    cell is reported as not run; the independent cells finish; a dependant receives its inputs by name."""
+    import ray.cloudpickle
+
+    from lfeval.execution import Cell, get_executor
+    from lfeval.validation import check_positive_int
+
+    cells = [Cell("ok", check_positive_int, (3, "k")), Cell("bad", check_positive_int, (0, "k")),
+             Cell("sum", combine, needs=("ok", "given")), Cell("after-bad", combine, needs=("bad",))]
+    done = {}
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with deadline(60), get_executor("ray") as ex:
+            failures = ex.run(cells, lambda cell, result, s: done.setdefault(cell.name, result), given={"given": 4},
+                              progress=False)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert done == {"ok": 3, "sum": 7}
+    assert {f.name: f.error for f in failures} == {
+        "bad": "InvalidArgument: `k` must be an integer >= 1, got 0.",
+        "after-bad": "not run: it needs bad, which failed"}
+
+
 def test_without_ray_the_backend_names_the_extra(monkeypatch, grid, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install lfeval[ray]` had not been run
     with pytest.raises(ExtraMissing, match=r"pip install 'lfeval\[ray\]'"):
