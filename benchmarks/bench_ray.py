@@ -38,6 +38,14 @@ def noop(*args):
     return 0
 
 
+def busy(n: int) -> int:
+    """A CPU-bound cell in plain Python (no threads): probes how many cores the machine gives us."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
 def grid_setup(n: int):
     ds = lfeval.data.load("digits", seed=0)
     encoders = {p: lfeval.models.train_encoder(ds, pretext=p, latent_dim=8, seed=0, checkpoints=3,
@@ -103,6 +111,8 @@ def main():
     shared = ex.share(setup[0]["digits"]["encoders"])  # the five encoders, put once
     with_encoders = overhead(ex, [Cell(f"w{i}", noop, (shared,)) for i in range(args.tasks)])
     serial_empty = overhead(serial_ex, empty)
+    alone = min(overhead(ex, [Cell("b", busy, (10_000_000,))]) for _ in range(3))
+    pair = min(2 * overhead(ex, [Cell(f"b{i}", busy, (10_000_000,)) for i in range(2)]) for _ in range(3))
     ex.close()
     shutil.rmtree(root, ignore_errors=True)
 
@@ -110,7 +120,9 @@ def main():
     print(f"{'way':<12}{'seconds':>10}{'per cell':>10}{'vs serial-1t':>14}")
     for way, seconds in best.items():
         print(f"{way:<12}{seconds:>10.2f}{seconds / cells:>10.2f}{best['serial-1t'] / seconds:>13.2f}x")
-    print(f"\nlocal Ray start: {ray_start:.1f} s; first (cold) Ray grid: {cold:.1f} s "
+    print(f"\ncores available to this run: {2 * alone / pair:.2f} of 2 (one busy cell {alone:.2f} s, two at once "
+          f"{pair:.2f} s; on an idle machine 2.00)")
+    print(f"local Ray start: {ray_start:.1f} s; first (cold) Ray grid: {cold:.1f} s "
           f"(+{cold - best['ray-2w']:.1f} s: two workers import torch and lfeval)")
     print(f"per-task overhead (empty cells, {args.tasks} per batch): one at a time {one_at_a_time * 1e3:.1f} ms "
           f"(round trip); pipelined {pipelined * 1e3:.2f} ms/cell; pipelined with the 5 shared encoders as argument "
