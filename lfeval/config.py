@@ -17,6 +17,7 @@ import tomllib
 from .data import available as available_data
 from .data import canonical_name
 from .errors import InvalidArgument, UnknownName
+from .execution import BACKENDS, check_backend
 from .explain.base import explainer_names, get_explainer
 from .explain.examples import EXAMPLE_METHODS
 from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
@@ -41,7 +42,8 @@ class RunConfig:
 
     The defaults are the demo: digits, five pretext encoders, five feature explainers, five
     example methods, the label-free metrics next to the stock ones meaningful without labels,
-    and a small meta-evaluation; about 5 minutes on 2 CPU cores.
+    and a small meta-evaluation; about 5 minutes on 2 CPU cores. ``backend = "ray"`` runs the
+    per-encoder and per-metric stages as Ray tasks (on a local Ray, or the cluster at ``address``).
     """
 
     name: str = "default"
@@ -73,11 +75,15 @@ class RunConfig:
     meta_perturbations: int = 3
     meta_samples: int = 64
     quiet: bool = False
+    backend: str = "serial"
+    address: Optional[str] = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _KINDS[f.name])
         check_run_name(self.name)
+        _check_names("backend", [self.backend], BACKENDS)
+        check_backend(self.backend, self.address)
         for plugin in self.plugins:  # user explainers and metrics register themselves on import
             load_plugin(plugin)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
@@ -181,7 +187,7 @@ _KINDS = {
     "metric_params": dict, "n_explain": (int, 2), "n_train_examples": (int, 2), "pretext_seeds": [int],
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
-    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool,
+    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
 }
 
 

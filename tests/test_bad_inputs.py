@@ -352,6 +352,15 @@ CASES = [
     ("benchmark/out-dir-file", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
                                                    {"RS": RepresentationShift()}, {"a": {}}, __file__),
      InvalidArgument, "`out_dir`"),
+    ("benchmark/backend", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
+                                              {"RS": RepresentationShift()}, {"a": {}}, c.tmp, backend="rey"),
+     UnknownName, "Did you mean 'ray'"),
+    ("benchmark/address-serial", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
+                                                     {"RS": RepresentationShift()}, {"a": {}}, c.tmp,
+                                                     address="127.0.0.1:6379"), InvalidArgument, "backend='ray'"),
+    ("benchmark/address-type", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
+                                                   {"RS": RepresentationShift()}, {"a": {}}, c.tmp, backend="ray",
+                                                   address=6379), InvalidArgument, "`address`"),
 ]
 
 
@@ -508,6 +517,11 @@ CONFIGS = [
     ('plugins = ["no_such_file.py"]', "does not exist"),
     ('plugins = ["no_such_module_xyz"]', "Cannot import plugin module"),
     ('meta_pretext = "denoise"', "Did you mean 'denoising'"),
+    ('backend = "dask"', "Unknown entry 'dask' in config `backend`"),
+    ('backend = "rey"', "Did you mean 'ray'"),
+    ('address = 6379', "`address` must be a non-empty str"),
+    ('address = ""', "`address` must be a non-empty str"),
+    ('address = "127.0.0.1:6379"', "needs backend='ray'"),
     ('data = "mnist"\ndata_root = "{root}"', "MNIST"),
 ]
 

@@ -69,6 +69,13 @@ class RunData:
                 checkpoints=c.checkpoints, display_progressbar=not c.quiet)
         return self._encoders[(pretext, seed)]
 
+    def load_encoders(self, seeds=()) -> None:
+        """Train (or load from the weight cache) every encoder of the run's pretexts with its seed and
+        ``seeds``, so that a copy of this object sent to workers has every encoder the stages use."""
+        for p in self.config.pretexts:
+            for s in dict.fromkeys([self.config.seed, *seeds]):
+                self.encoder(p, s)
+
     def bar(self, iterable, desc: str):
         return tqdm(iterable, desc=desc, disable=self.config.quiet, leave=False)
 
