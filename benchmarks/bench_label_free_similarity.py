@@ -12,7 +12,7 @@ and report the Pearson and Spearman correlation of each label-free rate with the
 (encoder, method) cells, the mean within-encoder Spearman correlation over methods, and the across-encoder
 Spearman correlation for each method.
 
-Run: .venv/bin/python benchmarks/bench_label_free_similarity.py [data set name, default digits]
+Run: .venv/bin/python benchmarks/bench_label_free_similarity.py [data set name, default digits] [data root]
 """
 
 import sys
@@ -32,9 +32,9 @@ VARIANTS = {"kmeans/own": {"rule": "kmeans"}, "kmeans/input": {"rule": "kmeans",
             "knn/own": {"rule": "knn"}, "knn/input": {"rule": "knn", "reference": "input"}}
 
 
-def scores(data: str) -> pd.DataFrame:
-    config = RunConfig(data=data, n_explain=N_TEST, n_train_examples=N_TRAIN, cache_dir=".lfeval-cache/bench",
-                       meta_metrics=[], quiet=True)
+def scores(data: str, root=None) -> pd.DataFrame:
+    config = RunConfig(data=data, data_root=root, n_explain=N_TEST, n_train_examples=N_TRAIN,
+                       cache_dir=".lfeval-cache/bench", meta_metrics=[], quiet=True)
     rd = RunData(config)
     x, y = rd.x_np, rd.y.numpy()
     x_train = rd.x_train.numpy()
@@ -70,7 +70,7 @@ def correlations(table: pd.DataFrame) -> pd.DataFrame:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     data = sys.argv[1] if len(sys.argv) > 1 else "digits"
-    table = scores(data)
+    table = scores(data, root=sys.argv[2] if len(sys.argv) > 2 else None)
     pd.set_option("display.width", 200)
     print(table.round(3).to_string(index=False))
     print()

@@ -1,7 +1,7 @@
 """COCOA, contrastive corpus attribution (Lin et al., ICLR 2023), for any registered feature method.
 
 COCOA is a *target*, not an attribution algorithm: it attributes the contrastive corpus similarity
-g(x') = <f(x')/||f(x')||, t> (Eq. 2; t = corpus mean - foil mean of unit latents, :mod:`lfeval.explain.corpus`)
+g(x') = <f(x')/||f(x')||, t> (t = corpus mean - foil mean of unit latents, :mod:`lfeval.explain.corpus`)
 with any attribution method. lfeval does this through the explainer base: the inner method runs on the
 encoder followed by a normalisation, with ``reference`` = the explicand's corpus target t in place of f(x), so
 its auxiliary function <f̂(x'), t> is exactly COCOA's g. The paper pairs it with RISE, Integrated Gradients,

@@ -1,7 +1,7 @@
 """Corpus and foil of COCOA (Lin et al., "Contrastive Corpus Attribution for Explaining Representations",
 ICLR 2023): which training examples an explicand is compared with.
 
-COCOA explains the *contrastive corpus similarity* of an explicand x (paper Eq. 2)::
+COCOA explains the *contrastive corpus similarity* of an explicand x::
 
     g(x') = (1/|C|) Σ_{c ∈ C} cos(f(x'), f(c)) - (1/|F|) Σ_{a ∈ F} cos(f(x'), f(a))
           = <f(x') / ||f(x')||, t>,   t = mean_C f(c)/||f(c)|| - mean_F f(a)/||f(a)||,

@@ -3,8 +3,8 @@ a representation by masking the input, with an uncertainty map.
 
 For masks M_1..M_K in [0, 1] over the input's masking units and the similarity s_k = cos(f(x), f(x ⊙ M_k))
 (masked units take the baseline: x ⊙ M + b ⊙ (1 - M), and b = 0 is the paper's x ⊙ M), the importance of unit
-u is the mask-weighted mean of the similarities and its uncertainty the mask-weighted variance (paper §3,
-Eq. 3 and 5)::
+u is the mask-weighted mean of the similarities and its uncertainty the mask-weighted variance (the paper's
+RELAX and U-RELAX)::
 
     R(u) = Σ_k M_k(u) s_k / Σ_k M_k(u),      U(u) = Σ_k M_k(u) (s_k - R(u))² / Σ_k M_k(u).
 
@@ -115,6 +115,8 @@ class RELAX(FeatureExplainer):
 
     uses_baseline = True
     option_names = ("n_masks", "num_cells", "p_keep")
+    #: masked inputs per forward pass and the uncertainty maps of the chunks, set by :meth:`attribute`
+    _rows, _uncertainty = 256, None
 
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None,
                   return_uncertainty: bool = False, **options):
@@ -175,7 +177,8 @@ class RELAX(FeatureExplainer):
                 w += parts[2]
         importance, uncertainty = relax_maps(s1, s2, w)
         expand = (n, *units)
-        self._uncertainty.append(uncertainty.view(expand).expand(n, *shape).to("cpu", torch.float32))
+        if self._uncertainty is not None:
+            self._uncertainty.append(uncertainty.view(expand).expand(n, *shape).to("cpu", torch.float32))
         return importance.view(expand).expand(n, *shape).to(x.dtype)
 
 

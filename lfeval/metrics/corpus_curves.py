@@ -1,4 +1,4 @@
-"""COCOA's evaluation (Lin et al., ICLR 2023, §5): insertion and deletion curves of the contrastive corpus
+"""COCOA's evaluation (Lin et al., ICLR 2023): insertion and deletion curves of the contrastive corpus
 similarity and of the corpus majority probability, as label-free Quantus metrics.
 
 For an explicand x with corpus target t and corpus majority class c (:class:`lfeval.explain.corpus.Corpus`):
@@ -34,26 +34,6 @@ from .base import Curve, LabelFreeMetric
 
 TARGETS = ("similarity", "majority_probability")
 _DT = quantus.helpers.enums.DataType
-
-
-def corpus_curves(encoder, x: torch.Tensor, importance: torch.Tensor, fitted, target: str = "similarity",
-                  order: str = "deletion", steps: int = 50, baseline=None, chunk_size: int = 512) -> tuple:
-    """COCOA's curves ``(values (N, steps + 1), fractions (steps + 1,))``: the target of each explicand x after
-    0, ..., F units by ``importance`` (N, F) were deleted (or inserted into the baseline), for a
-    :class:`~lfeval.explain.corpus.FittedCorpus` of the same encoder."""
-    n, n_feat = importance.shape
-    counts = fn.step_counts(n_feat, steps).to(x.device)
-    inputs = fn.perturbed_inputs(encoder, x, fn.ordered_masks(importance, counts, order), baseline)
-    with torch.no_grad():
-        groups = fitted.groups(encoder(x))
-        z = fn.encode_chunks(encoder, inputs, chunk_size).view(n, len(counts), -1)
-    if target == "similarity":
-        values = fn.contrastive_similarity(z.double(), fitted.targets[groups].unsqueeze(1))
-    else:
-        probs = fitted.probabilities(z.reshape(n * len(counts), -1)).view(n, len(counts), -1)
-        majority = fitted.majority()[groups]
-        values = probs.gather(2, majority.view(n, 1, 1).expand(n, len(counts), 1))[..., 0]
-    return values.float(), counts.double() / n_feat
 
 
 class CorpusDeletion(LabelFreeMetric):
@@ -130,7 +110,7 @@ class CorpusDeletion(LabelFreeMetric):
         n_feat = x[0].numel() if self.per_channel else encoder.modality.n_features(tuple(x.shape[1:]))
         if self.steps > n_feat:
             raise InvalidArgument(f"`steps`={self.steps} exceeds the {n_feat} units of an input.")
-        values, fractions = corpus_curves(encoder, x, self.importance(encoder, a, tuple(x.shape[1:])), self._fitted,
+        values, fractions = fn.corpus_curves(encoder, x, self.importance(encoder, a, tuple(x.shape[1:])), self._fitted,
                                           self.target, self.order, self.steps, self.baseline, self.chunk_size)
         self.fractions = fractions.cpu().numpy()
         self._parts.append(values.cpu().numpy())
@@ -153,4 +133,4 @@ class CorpusInsertion(CorpusDeletion):
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
 
 
-__all__ = ["CorpusDeletion", "CorpusInsertion", "corpus_curves", "TARGETS"]
+__all__ = ["CorpusDeletion", "CorpusInsertion", "TARGETS"]

@@ -153,7 +153,7 @@ def membership_rates(importance: torch.Tensor, member: torch.Tensor, counts: Seq
 
 def step_counts(n_features: int, steps: int = 50) -> torch.Tensor:
     """Features removed or inserted after each of ``steps`` steps, starting at 0: (steps + 1,). Every step takes
-    F // steps features and the first F % steps take one more (COCOA's ablation, Lin et al. 2023, App. B).
+    F // steps features and the first F % steps take one more (the ablation steps of COCOA's code, Lin et al. 2023).
 
     >>> step_counts(7, 3).tolist()
     [0, 3, 5, 7]
@@ -167,10 +167,32 @@ def step_counts(n_features: int, steps: int = 50) -> torch.Tensor:
 
 
 def contrastive_similarity(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """COCOA's contrastive corpus similarity (Lin et al. 2023, Eq. 2) of latents z (..., d): the mean cosine
+    """COCOA's contrastive corpus similarity (Lin et al. 2023) of latents z (..., d): the mean cosine
     similarity to the corpus minus the mean cosine similarity to the foil, i.e. <z / ||z||, target> with
     target = mean of the corpus' unit latents - mean of the foil's (:meth:`lfeval.explain.corpus.FittedCorpus`)."""
     return (F.normalize(z, dim=-1) * target).sum(-1)
+
+
+def corpus_curves(encoder, x: torch.Tensor, importance: torch.Tensor, fitted, target: str = "similarity",
+                  order: str = "deletion", steps: int = 50, baseline=None, chunk_size: int = 512) -> tuple:
+    """COCOA's curves ``(values (N, steps + 1), fractions (steps + 1,))``: the target of each explicand x after
+    0, ..., F units by ``importance`` (N, F) were deleted (``order="deletion"``) or revealed on the baseline
+    (``"insertion"``), for a :class:`~lfeval.explain.corpus.FittedCorpus` of the same encoder. ``target`` is
+    ``"similarity"`` (:func:`contrastive_similarity` with the explicand's corpus target) or
+    ``"majority_probability"`` (the corpus probe's probability of the explicand's corpus majority class)."""
+    n, n_feat = importance.shape
+    counts = step_counts(n_feat, steps).to(x.device)
+    inputs = perturbed_inputs(encoder, x, ordered_masks(importance, counts, order), baseline)
+    with torch.no_grad():
+        groups = fitted.groups(encoder(x))
+        z = encode_chunks(encoder, inputs, chunk_size).view(n, len(counts), -1)
+    if target == "similarity":
+        values = contrastive_similarity(z.double(), fitted.targets[groups].unsqueeze(1))
+    else:
+        probs = fitted.probabilities(z.reshape(n * len(counts), -1)).view(n, len(counts), -1)
+        majority = fitted.majority()[groups]
+        values = probs.gather(2, majority.view(n, 1, 1).expand(n, len(counts), 1))[..., 0]
+    return values.float(), counts.double() / n_feat
 
 
 def _ranks(v: torch.Tensor) -> torch.Tensor:
@@ -196,4 +218,4 @@ def pooled_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 __all__ = ["DISTANCES", "CORRELATIONS", "ORDERS", "feature_ranks", "mask_counts", "ordered_masks", "perturbed_inputs",
            "encode_chunks", "representation_distance", "unit_importance", "representation_shift_curve",
            "normalised_auc", "similarity_rates", "membership_rates", "step_counts", "contrastive_similarity",
-           "rowwise_correlation", "pooled_correlation"]
+           "corpus_curves", "rowwise_correlation", "pooled_correlation"]
