@@ -100,6 +100,8 @@ class FeatureExplainer:
     uses_baseline = False
     #: option names accepted by attribute_batch (None: read from its signature)
     option_names: Optional[tuple] = None
+    #: options that ``lfeval run`` fills with its training examples: "x_train" (inputs), "y_train" (their labels)
+    training_data: tuple = ()
 
     def __init__(self, encoder: nn.Module):
         self.encoder = encoder

@@ -23,6 +23,9 @@ from ..errors import InvalidArgument
 
 DISTANCES = ("squared_l2", "normalised_l2", "cosine")
 CORRELATIONS = ("pearson", "spearman")
+#: perturbation orders: remove the most relevant first (MoRF, deletion), reveal the most relevant first starting
+#: from the baseline (insertion), remove the least relevant first (LeRF, ROAD's second order)
+ORDERS = ("deletion", "insertion", "lerf")
 
 
 def feature_ranks(importance: torch.Tensor) -> torch.Tensor:
@@ -37,6 +40,44 @@ def mask_counts(fractions: Sequence[float], n_features: int, device=None) -> tor
     """Features masked at each fraction: M = round(p * F), at least 1."""
     return torch.clamp(torch.round(torch.as_tensor(fractions, dtype=torch.float64, device=device) * n_features),
                        min=1).long()
+
+
+def ordered_masks(importance: torch.Tensor, counts: torch.Tensor, order: str = "deletion") -> torch.Tensor:
+    """Bool (N, K, F): True where a feature is replaced with the baseline at step k, for ``counts`` (K,) features
+    taken in ``order`` by ``importance`` (N, F).
+
+    ``"deletion"`` masks the top-M features (most relevant first, MoRF), ``"lerf"`` the bottom-M (least relevant
+    first, ROAD's LeRF) and ``"insertion"`` every feature *but* the top-M (start from the baseline and reveal the
+    most relevant first; Petsiuk et al. 2018, COCOA's insertion curve).
+
+    >>> ordered_masks(torch.tensor([[0.9, 0.1, 0.5]]), torch.tensor([1, 2]), "insertion").int().tolist()
+    [[[0, 1, 1], [0, 1, 0]]]
+    """
+    ranks = feature_ranks(importance)[:, None, :]
+    m = torch.as_tensor(counts, device=importance.device)[None, :, None]
+    if order == "deletion":
+        return ranks < m
+    if order == "insertion":
+        return ranks >= m
+    if order == "lerf":
+        return ranks >= importance.shape[1] - m
+    raise InvalidArgument(f"`order` must be one of {ORDERS}, got {order!r}.")
+
+
+def perturbed_inputs(encoder, x: torch.Tensor, masks: torch.Tensor, baseline=None) -> torch.Tensor:
+    """The (N * K, *shape) inputs of masks (N, K, F) over the encoder's masking units (or every entry, when F is
+    the number of entries): masked units take the baseline's values."""
+    n, k, n_feat = masks.shape
+    shape = tuple(x.shape[1:])
+    units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
+    masks = masks.view(n, k, *units)
+    base = encoder.baseline_for(x, baseline)
+    return torch.where(masks, base.unsqueeze(1), x.unsqueeze(1)).reshape(n * k, *shape)
+
+
+def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
+    """f(x) in forward passes of ``chunk_size`` rows."""
+    return torch.cat([encoder(x[i:i + chunk_size]) for i in range(0, len(x), chunk_size)])
 
 
 def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str = "squared_l2") -> torch.Tensor:
@@ -60,22 +101,20 @@ def unit_importance(encoder, attributions: torch.Tensor, shape: tuple, per_chann
 
 @torch.no_grad()
 def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tensor, fractions: Sequence[float],
-                               baseline=None, distance: str = "squared_l2", chunk_size: int = 512) -> torch.Tensor:
+                               baseline=None, distance: str = "squared_l2", chunk_size: int = 512,
+                               order: str = "deletion") -> torch.Tensor:
     """Shifts (N, K) of f when the top-M units by ``importance`` (N, F) are replaced with the baseline, for
     M = :func:`mask_counts` of each fraction (Crabbé & van der Schaar 2022, §4.1).
 
+    ``order="insertion"`` replaces every unit but the top-M (the insertion twin: the baseline with the most
+    important units revealed) and ``order="lerf"`` the bottom-M (least relevant first); see :func:`ordered_masks`.
     All N x K masked inputs come from one rank + comparison and are encoded in chunks of ``chunk_size``.
     """
     n, n_feat = importance.shape
-    shape = tuple(x.shape[1:])
     m = mask_counts(fractions, n_feat, device=x.device)
-    masks = feature_ranks(importance)[:, None, :] < m[None, :, None]  # (N, K, F)
-    units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
-    masks = masks.view(n, len(m), *units)
-    base = encoder.baseline_for(x, baseline)
+    masked = perturbed_inputs(encoder, x, ordered_masks(importance, m, order), baseline)
     z = encoder(x)
-    masked = torch.where(masks, base.unsqueeze(1), x.unsqueeze(1)).reshape(n * len(m), *shape)
-    zm = torch.cat([encoder(masked[i:i + chunk_size]) for i in range(0, len(masked), chunk_size)])
+    zm = encode_chunks(encoder, masked, chunk_size)
     return representation_distance(z.unsqueeze(1), zm.view(n, len(m), -1), distance)
 
 
@@ -99,6 +138,63 @@ def similarity_rates(importance: torch.Tensor, y_train: torch.Tensor, y_test: to
     return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
 
 
+def membership_rates(importance: torch.Tensor, member: torch.Tensor, counts: Sequence[int]) -> tuple:
+    """Share of the top-M and bottom-M training examples by ``importance`` (N, n_train) for which ``member``
+    (N, n_train) is True, for each M in ``counts``: ``(top (N, K), bottom (N, K))``. :func:`similarity_rates`
+    with ``member = (y_train == y_test)``; the label-free rates use pseudo-labels or latent neighbourhoods."""
+    counts = torch.as_tensor(list(counts))
+    k = int(counts.max())
+    member = torch.as_tensor(member).bool()
+    top = member.gather(1, torch.topk(importance, k, dim=1).indices)
+    bottom = member.gather(1, torch.topk(-importance, k, dim=1).indices)
+    steps = torch.arange(1, k + 1)
+    return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
+
+
+def step_counts(n_features: int, steps: int = 50) -> torch.Tensor:
+    """Features removed or inserted after each of ``steps`` steps, starting at 0: (steps + 1,). Every step takes
+    F // steps features and the first F % steps take one more (the ablation steps of COCOA's code, Lin et al. 2023).
+
+    >>> step_counts(7, 3).tolist()
+    [0, 3, 5, 7]
+    """
+    if steps < 1 or steps > n_features:
+        raise InvalidArgument(f"`steps` must be in [1, n_features={n_features}], got {steps}.")
+    size, rest = divmod(int(n_features), int(steps))
+    sizes = torch.full((steps,), size, dtype=torch.long)
+    sizes[:rest] += 1
+    return torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+
+
+def contrastive_similarity(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """COCOA's contrastive corpus similarity (Lin et al. 2023) of latents z (..., d): the mean cosine
+    similarity to the corpus minus the mean cosine similarity to the foil, i.e. <z / ||z||, target> with
+    target = mean of the corpus' unit latents - mean of the foil's (:meth:`lfeval.explain.corpus.FittedCorpus`)."""
+    return (F.normalize(z, dim=-1) * target).sum(-1)
+
+
+def corpus_curves(encoder, x: torch.Tensor, importance: torch.Tensor, fitted, target: str = "similarity",
+                  order: str = "deletion", steps: int = 50, baseline=None, chunk_size: int = 512) -> tuple:
+    """COCOA's curves ``(values (N, steps + 1), fractions (steps + 1,))``: the target of each explicand x after
+    0, ..., F units by ``importance`` (N, F) were deleted (``order="deletion"``) or revealed on the baseline
+    (``"insertion"``), for a :class:`~lfeval.explain.corpus.FittedCorpus` of the same encoder. ``target`` is
+    ``"similarity"`` (:func:`contrastive_similarity` with the explicand's corpus target) or
+    ``"majority_probability"`` (the corpus probe's probability of the explicand's corpus majority class)."""
+    n, n_feat = importance.shape
+    counts = step_counts(n_feat, steps).to(x.device)
+    inputs = perturbed_inputs(encoder, x, ordered_masks(importance, counts, order), baseline)
+    with torch.no_grad():
+        groups = fitted.groups(encoder(x))
+        z = encode_chunks(encoder, inputs, chunk_size).view(n, len(counts), -1)
+    if target == "similarity":
+        values = contrastive_similarity(z.double(), fitted.targets[groups].unsqueeze(1))
+    else:
+        probs = fitted.probabilities(z.reshape(n * len(counts), -1)).view(n, len(counts), -1)
+        majority = fitted.majority()[groups]
+        values = probs.gather(2, majority.view(n, 1, 1).expand(n, len(counts), 1))[..., 0]
+    return values.float(), counts.double() / n_feat
+
+
 def _ranks(v: torch.Tensor) -> torch.Tensor:
     """Ranks along the last axis (ties broken by position), for Spearman."""
     return torch.argsort(torch.argsort(v, dim=-1, stable=True), dim=-1).to(v.dtype)
@@ -119,9 +215,12 @@ def pooled_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(rowwise_correlation(a.reshape(1, -1).double(), b.reshape(1, -1).double())[0])
 
 
-__all__ = ["DISTANCES", "CORRELATIONS", "feature_ranks", "mask_counts", "representation_distance", "unit_importance",
-           "representation_shift_curve", "normalised_auc", "similarity_rates", "rowwise_correlation",
-           "pooled_correlation", "noisy_linear_imputation"]
+__all__ = ["DISTANCES", "CORRELATIONS", "ORDERS", "feature_ranks", "mask_counts", "ordered_masks", "perturbed_inputs",
+           "encode_chunks", "representation_distance", "unit_importance", "representation_shift_curve",
+           "normalised_auc", "similarity_rates", "membership_rates", "step_counts", "contrastive_similarity",
+           "corpus_curves", "rowwise_correlation", "pooled_correlation",
+           "noisy_linear_imputation"]
+
 
 
 def _neighbour_sum(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -173,3 +272,4 @@ def noisy_linear_imputation(x: torch.Tensor, mask: torch.Tensor, kernel, noise: 
         jitter = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * noise
         filled = torch.where(mask, filled + jitter, filled)
     return filled
+

@@ -71,6 +71,8 @@ class RepresentationShift(LabelFreeMetric):
     """
 
     name = "RepresentationShift"
+    #: which units are replaced at each fraction (:func:`lfeval.metrics.functional.ordered_masks`)
+    order = "deletion"
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
@@ -108,7 +110,7 @@ class RepresentationShift(LabelFreeMetric):
         """Shifts (N, K) for masks of the top-M units of attributions ``a`` at each fraction."""
         imp = unit_importance(encoder, a, tuple(x.shape[1:]), self.per_channel)
         return representation_shift_curve(encoder, x, imp, self.fractions, self.baseline, self.distance,
-                                          self.chunk_size)
+                                          self.chunk_size, order=self.order)
 
     def auc(self, curves: torch.Tensor) -> torch.Tensor:
         """Normalised trapezoid area over the fractions: (N, K) -> (N,)."""

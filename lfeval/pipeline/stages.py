@@ -19,6 +19,7 @@ from .. import data as data_mod
 from ..encoder import Encoder
 from ..evaluation import evaluate
 from ..explain import examples as example_mod
+from ..explain.base import get_explainer
 from ..explain.precomputed import PrecomputedExplanations
 from ..metrics import score_direction
 from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, MetricContext, build_metric
@@ -85,16 +86,27 @@ class RunData:
         references and explain functions that serve the stored explanations."""
         c = self.config
         refs = {p: self.encoder(p) for p in c.pretexts if p != pretext}
-        return MetricContext(n_features=self.n_features, seed=c.seed, y_train=self.y_train.numpy(), references=refs,
+        return MetricContext(n_features=self.n_features, seed=c.seed, y_train=self.y_train.numpy(),
+                             x_train=self.x_train.numpy(), references=refs,
                              explain_func=self.feature_cache(attributions),
                              example_explain_func=self.example_cache(matrices),
                              patch_size=self.ds.modality.patch_size(self.ds.input_shape),
                              encoder=self.encoder(pretext))
 
+    def explainer_options(self, method: str) -> dict:
+        """The run's options of a feature explainer: its ``explainer_params`` and, for a method that declares
+        ``training_data`` (COCOA's pool), the run's training examples."""
+        data = {"x_train": self.x_train.numpy(), "y_train": self.y_train.numpy()}
+        return {**{k: data[k] for k in get_explainer(method).training_data},
+                **self.config.explainer_params.get(method, {})}
+
     def feature_cache(self, attributions: dict | None = None) -> PrecomputedExplanations:
-        """Explain function with the run's per-method options and, if given, the stored attributions
+        """Explain function with the run's per-method options (methods that take training data, such as COCOA's
+        pool, get the run's training examples) and, if given, the stored attributions
         ``{pretext: {method: array}}`` of the explained batch."""
-        cache = PrecomputedExplanations(method_params=self.config.explainer_params)
+        params = {m: self.explainer_options(m) for m in dict.fromkeys(self.config.explainers +
+                                                                       (self.config.meta_explainers or []))}
+        cache = PrecomputedExplanations(method_params=params)
         for pretext, per_method in (attributions or {}).items():
             for method, a in per_method.items():
                 cache.put(self.encoder(pretext), self.x_np, a, method=method, seed=self.config.seed)
@@ -208,7 +220,7 @@ def pretext_tables(rd: RunData) -> pd.DataFrame:
     for kind, method in rd.bar([("features", c.pretext_feature_method), ("examples", c.pretext_example_method)],
                                "pretext tables"):
         seed_everything(c.seed)
-        kw = {"x_train": rd.x_train} if kind == "examples" else c.explainer_params.get(method, {})
+        kw = {"x_train": rd.x_train} if kind == "examples" else rd.explainer_options(method)
         t = pretext_correlation_table(encoders, rd.x, kind=kind, method=method, seeds=list(c.pretext_seeds), **kw)
         tables.append(t.assign(kind=kind, method=method))
     return pd.concat(tables, ignore_index=True)[["kind", "method", "task_a", "task_b", "mean", "std", "runs"]]
@@ -218,8 +230,8 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
     """MetaQuantus IAC/IEC/MC of one metric on the ``meta_pretext`` encoder (model and input tests).
 
     Feature metrics are meta-evaluated over ``meta_explainers`` (default: the run's explainers);
-    example metrics (SimilarityRate, SimilarityContrast) over the run's example methods, with the
-    test labels passed only to score.
+    example metrics (SimilarityRate, SimilarityContrast, the label-free rates) over the run's example methods,
+    with the test labels passed only to the metrics that score with them.
     """
     from ..meta import LabelFreeMetaEvaluation, default_test_suite
 
@@ -234,7 +246,8 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
         explain_func, labels = ctx.explain_func, None
     else:
         methods = {m: {} for m in c.example_methods}
-        explain_func, labels = ctx.example_explain_func, rd.y[:c.meta_samples].numpy()
+        labels = rd.y[:c.meta_samples].numpy() if "labels" in CATALOGUE[metric].needs else None
+        explain_func = ctx.example_explain_func
     suite = default_test_suite(seed=c.seed)  # LabelFreeMetaEvaluation seeds np/torch itself
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
                                    explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
