@@ -22,7 +22,9 @@ from .explain.base import explainer_names, get_explainer
 from .explain.examples import EXAMPLE_METHODS
 from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
 from .models.pretext import PRETEXTS
+from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
+from .validation import check_device
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
 #: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
@@ -77,6 +79,8 @@ class RunConfig:
     quiet: bool = False
     backend: str = "serial"
     address: Optional[str] = None
+    encoders: dict = field(default_factory=dict)
+    device: str = "cpu"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -102,14 +106,21 @@ class RunConfig:
         _check_names("meta_explainers", self.meta_explainers or [], explainer_names())
         _check_names("pretext_feature_method", [self.pretext_feature_method], explainer_names())
         _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
-        if not self.pretexts:
-            raise InvalidArgument("Config `pretexts` is empty; name at least one pretext task.")
+        for name, spec in self.encoders.items():  # the user's own encoders (lfeval.models.user_encoders)
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", str(name)) or name in PRETEXTS + VAE_PRETEXTS:
+                raise InvalidArgument(f"Encoder name {name!r} (config `encoders`) must be a safe name (letters, "
+                                      "digits, '.', '_', '-') that is not a pretext task's.")
+            check_spec(name, spec)
+        if not self.encoder_names:
+            raise InvalidArgument("Config `pretexts` and `encoders` are both empty; name a pretext task to train or "
+                                  "an encoder of yours under [encoders.<name>].")
+        check_device(self.device)
         data_key = canonical_name(self.data)
         _check_names("data", [data_key], available_data())
         if not self.explainers and not self.example_methods:
             raise InvalidArgument("Config `explainers` and `example_methods` are both empty; name at least one.")
         if self.meta_pretext is not None:
-            _check_names("meta_pretext", [self.meta_pretext], self.pretexts)
+            _check_names("meta_pretext", [self.meta_pretext], self.encoder_names)
         _check_names("explainer_params", list(self.explainer_params), self.explainers)
         for name, params in self.explainer_params.items():  # a misspelled option fails now, not after training
             if not isinstance(params, dict):
@@ -119,9 +130,10 @@ class RunConfig:
         for name, params in self.metric_params.items():
             get_entry(name).check_params(params)
         for name in dict.fromkeys(self.metrics + self.meta_metrics):
-            if "references" in CATALOGUE[name].needs and len(self.pretexts) < 2:
-                raise InvalidArgument(f"{name} compares encoders of different pretext tasks: name at least two "
-                                      f"`pretexts` or drop it from `metrics` and `meta_metrics`.")
+            if "references" in CATALOGUE[name].needs and len(self.encoder_names) < 2:
+                raise InvalidArgument(f"{name} compares encoders of different pretext tasks (or origins): name at "
+                                      "least two `pretexts` or `encoders`, or drop it from `metrics` and "
+                                      "`meta_metrics`.")
         if not self.pretext_seeds:
             raise InvalidArgument("Config `pretext_seeds` is empty; name at least one training seed, e.g. [0].")
 
@@ -152,6 +164,9 @@ class RunConfig:
         if "run" in values:
             if not isinstance(values["run"], dict):
                 raise InvalidArgument(f"Config `run` in {str(path)!r} must be a table ([run]).")
+            if "encoders" in values:  # [encoders.<name>] tables may sit next to [run]
+                values["run"] = {**values["run"], "encoders": {**values["run"].get("encoders", {}),
+                                                               **values.pop("encoders")}}
             stray = sorted(k for k in values if k != "run")
             if stray:
                 raise InvalidArgument(
@@ -160,6 +175,11 @@ class RunConfig:
                 )
             values = values["run"]
         return cls.from_dict({**values, **overrides})
+
+    @property
+    def encoder_names(self) -> list:
+        """The run's encoders: the pretext tasks it trains, then the user's encoders, by name."""
+        return list(self.pretexts) + list(self.encoders)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -188,6 +208,7 @@ _KINDS = {
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
     "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
+    "encoders": dict, "device": str,
 }
 
 

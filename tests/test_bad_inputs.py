@@ -498,7 +498,7 @@ CONFIGS = [
     ('n_explain = 1', "`n_explain`"),
     ('pretexts = "reconstruction"', "`pretexts` must be a list"),
     ('pretexts = ["reconstruction", "reconstruction"]', "names an entry twice"),
-    ('pretexts = []', "`pretexts` is empty"),
+    ('pretexts = []', "`pretexts` and `encoders` are both empty"),
     ('pretext_seeds = [0.5]', "`pretext_seeds` must be a list of ints"),
     ('explainers = ["IntegratedGradient"]', "Did you mean 'IntegratedGradients'"),
     ('metrics = ["Sparsenes"]', "Did you mean 'Sparseness'"),
@@ -523,13 +523,37 @@ CONFIGS = [
     ('address = ""', "`address` must be a non-empty str"),
     ('address = "127.0.0.1:6379"', "needs backend='ray'"),
     ('data = "mnist"\ndata_root = "{root}"', "MNIST"),
+    ('pretexts = "reconstruction"\n[encoders.mine]\nfactory = "torch.nn:Flatten"', "`pretexts` must be a list"),
+    ('[encoders.mine]\nkwargs = {{}}', "needs exactly one of factory, torchscript, exported"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\ntorchscript = "a.pt"', "exactly one of"),
+    ('[encoders.mine]\nfactory = "torch.nn"', "must be 'pkg.module:name'"),
+    ('[encoders.mine]\nfactory = "no_such_pkg_xyz:f"', "cannot import 'no_such_pkg_xyz'"),
+    ('[encoders.mine]\nfactory = "torch.nn:NoSuchThing"', "has no 'NoSuchThing'"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nweights = "missing.safetensors"', "does not exist"),
+    ('[encoders.mine]\ntorchscript = "missing.pt"', "`encoders.mine.torchscript`"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nwieghts = "w.pt"', "Did you mean 'weights'"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nloss = "l2"', "`encoders.mine.loss`"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\ncheckpoints = "ck.pt"', "must be a list"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nnormalize = {{mean = [0.5]}}', "`encoders.mine.normalize`"),
+    ('[encoders.mine]\ntorchscript = "{script}"\nweights = "{script}"', "kwargs and weights go with a factory"),
+    ('[encoders.reconstruction]\nfactory = "torch.nn:Flatten"', "not a pretext task's"),
+    ('[encoders."a/b"]\nfactory = "torch.nn:Flatten"', "must be a safe name"),
+    ('device = "cuda"', "no usable CUDA"),
+    ('device = "tpu"', "`device`"),
+    ('data = "npz:{root}/none.npz"', "does not exist"),
+    ('data = "npz:"', "names no member"),
+    ('data = "csv:{table}"\n[data_options]\nlabel = "grup"', "Did you mean 'group'"),
+    ('data = "csv:{table}"\n[data_options]\nlabels = "group"', "Did you mean 'label'"),
 ]
 
 
 @pytest.mark.parametrize("toml, message", CONFIGS, ids=[m for _, m in CONFIGS])
 def test_bad_config_exits_2_with_a_named_error(tmp_path, capsys, toml, message):
     config = tmp_path / "bad.toml"
-    config.write_text(toml.format(root=(tmp_path / "empty").as_posix()))
+    (tmp_path / "t.csv").write_text("a,b,group\n" + "".join(f"{i},{i % 3},{'xy'[i % 2]}\n" for i in range(20)))
+    (tmp_path / "s.pt").write_bytes(b"")
+    config.write_text(toml.format(root=(tmp_path / "empty").as_posix(), table=(tmp_path / "t.csv").as_posix(),
+                                  script=(tmp_path / "s.pt").as_posix()))
     code = main(["run", "--config", str(config), "--out", str(tmp_path / "runs")])  # no --quiet: it would win
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("lfeval: error:") and message in err, err

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..models.losses import ExampleLoss
 from ..models.pretext import PretextModel
 from ..validation import (
     check_choice,
@@ -208,7 +209,9 @@ class _LossBased(ExampleImportance):
                          None if extra is None else extra.unsqueeze(0))[0]
 
     def _extra(self, x):
-        return self.task.example_extra(x) if self.task is not None else None
+        if self.task is not None:
+            return self.task.example_extra(x)
+        return self.loss.extra(x) if isinstance(self.loss, ExampleLoss) else None
 
     def per_example_grads(self, x, y, theta, fixed) -> torch.Tensor:
         """Flattened gradients (N, P) of each example's loss w.r.t. the encoder parameters."""

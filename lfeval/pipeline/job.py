@@ -35,8 +35,8 @@ def _silenced(fn, *args, **kwargs):
 def _score(rd: stages.RunData, pretext: str, needed: dict) -> dict:
     """The scores stage of ``pretext`` from the attribution and example stages it needs (by name)."""
     c = rd.config
-    attributions = {p: needed[f"attributions-{p}"] for p in c.pretexts} if c.explainers else {}
-    matrices = {p: needed[f"examples-{p}"] for p in c.pretexts} if c.example_methods else {}
+    attributions = {p: needed[f"attributions-{p}"] for p in c.encoder_names} if c.explainers else {}
+    matrices = {p: needed[f"examples-{p}"] for p in c.encoder_names} if c.example_methods else {}
     return stages.score(rd, pretext, attributions, matrices)
 
 
@@ -44,12 +44,12 @@ def plan(c: RunConfig) -> list:
     """The stages after ``encoders``, in order: ``(name, function, arguments after RunData, needs)``."""
     steps = []
     if c.explainers:
-        steps += [(f"attributions-{p}", stages.feature_attributions, (p,), ()) for p in c.pretexts]
+        steps += [(f"attributions-{p}", stages.feature_attributions, (p,), ()) for p in c.encoder_names]
     if c.example_methods:
-        steps += [(f"examples-{p}", stages.example_importance, (p,), ()) for p in c.pretexts]
+        steps += [(f"examples-{p}", stages.example_importance, (p,), ()) for p in c.encoder_names]
     needs = tuple(name for name, *_ in steps)
-    steps += [(f"scores-{p}", _score, (p,), needs) for p in c.pretexts]
-    if len(c.pretexts) > 1:
+    steps += [(f"scores-{p}", _score, (p,), needs) for p in c.encoder_names]
+    if len(c.encoder_names) > 1:
         steps.append(("pretext", stages.pretext_tables, (), ()))
     steps += [(f"meta-{m}", stages.meta_evaluation, (m,), ()) for m in c.meta_metrics]
     return steps
@@ -84,7 +84,7 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
             gpus = 0
             if ex.name != "serial":  # workers get a copy of rd: it must hold every encoder they use
                 rd.load_encoders(c.pretext_seeds if any(s[0] == "pretext" for s in todo) else ())
-                gpus = 1 if rd.encoder(c.pretexts[0]).device.type == "cuda" else 0
+                gpus = 1 if rd.encoder(c.encoder_names[0]).device.type == "cuda" else 0
             shared = ex.share(rd)  # once: data and encoder weights
             cells = [Cell(name, _silenced, (fn, shared, *args), needs, num_gpus=gpus) for name, fn, args, needs in todo]
 
@@ -96,8 +96,8 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
                               done=len(steps) - len(todo))
             if failures:
                 raise cells_failed(failures, len(steps), str(store.dir))
-        attributions = {p: results[f"attributions-{p}"] for p in c.pretexts} if c.explainers else {}
-        scored = {p: results[f"scores-{p}"] for p in c.pretexts}
+        attributions = {p: results[f"attributions-{p}"] for p in c.encoder_names} if c.explainers else {}
+        scored = {p: results[f"scores-{p}"] for p in c.encoder_names}
         pretext = results.get("pretext", pd.DataFrame())
         metas = [results[f"meta-{m}"] for m in c.meta_metrics]
         meta = pd.concat(metas) if metas else pd.DataFrame()
@@ -135,7 +135,7 @@ def report(run_dir) -> Path:
                             "with the same settings to finish it, then `lfeval report`.")
     with stages.expected_warnings_silenced():
         rd = stages.RunData(config)
-        attributions = ({p: store.load(f"attributions-{p}") for p in config.pretexts} if config.explainers
+        attributions = ({p: store.load(f"attributions-{p}") for p in config.encoder_names} if config.explainers
                         else {})
-        scored = {p: store.load(f"scores-{p}") for p in config.pretexts}
+        scored = {p: store.load(f"scores-{p}") for p in config.encoder_names}
         return render(run_dir, config, rd, attributions, scored)
