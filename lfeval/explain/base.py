@@ -25,12 +25,15 @@ A user adds a method from their own file:
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InvalidArgument
+from ..memory import rows_per_pass
 from ..validation import check_choice, check_inputs, check_model, check_positive_int
 
 #: keyword arguments Quantus (and MetaQuantus) may pass to an explain_func that do not concern the method
@@ -147,7 +150,7 @@ class FeatureExplainer:
         """
         self.check_options(options)
         self.encoder = encoder = check_model(self.encoder, inputs)
-        batch_size = check_positive_int(batch_size, "batch_size")
+        batch_size = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"))
         seed = check_positive_int(seed, "seed", minimum=0)
         x = encoder.canonical(check_inputs(inputs, encoder))
         device = encoder.device

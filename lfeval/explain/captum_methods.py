@@ -12,6 +12,7 @@ import inspect
 import torch
 from captum import attr as captum_attr
 
+from ..memory import rows_per_pass
 from .base import FeatureExplainer, register_explainer
 
 #: method name -> (captum class, takes baselines)
@@ -49,6 +50,10 @@ class CaptumExplainer(FeatureExplainer):
             args["baselines"] = baseline
         if self.name == "Occlusion":
             args.setdefault("sliding_window_shapes", self.encoder.modality.occlusion_window(tuple(x.shape[1:])))
+        if "internal_batch_size" in self.options() and "internal_batch_size" not in options:
+            steps = options.get("n_steps", 50)  # IG's default: split its steps only when they outgrow a pass
+            if len(x) * steps > rows_per_pass(x[0].numel(), len(x) * steps):
+                args["internal_batch_size"] = rows_per_pass(x[0].numel(), len(x) * steps)
         x = x.detach().requires_grad_(True)
         if not self.seeded:
             return explainer.attribute(x, **args)

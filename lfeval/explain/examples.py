@@ -67,7 +67,9 @@ class ExampleImportance:
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.encoder(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        from ..metrics.functional import encode_chunks
+
+        return encode_chunks(self.encoder, x, self.batch_size)
 
     def attribute(self, x_train, x_test) -> torch.Tensor:
         raise NotImplementedError

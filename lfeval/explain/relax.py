@@ -22,10 +22,14 @@ its own.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidArgument
+from ..memory import rows_per_pass
 from ..validation import check_positive_int
 from .base import FeatureExplainer, register_explainer
 
@@ -122,7 +126,7 @@ class RELAX(FeatureExplainer):
                   return_uncertainty: bool = False, **options):
         """Importance (N, *input_shape), or ``(importance, uncertainty)`` with ``return_uncertainty=True``
         (captum's ``return_convergence_delta`` pattern). Both are constant over the channels a unit spans."""
-        self._rows = check_positive_int(batch_size, "batch_size")
+        self._rows = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"))
         self._uncertainty = []
         importance = super().attribute(inputs, baseline=baseline, seed=seed, batch_size=batch_size,
                                        reference=reference, **options)

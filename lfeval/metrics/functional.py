@@ -76,8 +76,11 @@ def perturbed_inputs(encoder, x: torch.Tensor, masks: torch.Tensor, baseline=Non
 
 
 def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
-    """f(x) in forward passes of ``chunk_size`` rows."""
-    return torch.cat([encoder(x[i:i + chunk_size]) for i in range(0, len(x), chunk_size)])
+    """f(x) in forward passes of ``chunk_size`` rows (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`)."""
+    from ..memory import rows_per_pass
+
+    step = rows_per_pass(x[0].numel(), chunk_size)
+    return torch.cat([encoder(x[i:i + step]) for i in range(0, len(x), step)])
 
 
 def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str = "squared_l2") -> torch.Tensor:
