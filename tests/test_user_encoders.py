@@ -171,3 +171,16 @@ def test_user_data_formats_and_their_errors(tmp_path):
                           epochs=1))
     with pytest.raises(InvalidArgument, match="exactly one of factory"):
         RunConfig(encoders={"x": {"factory": f"{FACTORIES}:small_cnn", "torchscript": "a.pt"}})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine (the CPU path is tested above)")
+def test_cuda_results_equal_cpu(ae, digits):
+    """On a GPU the computation stays on the device and equals the CPU's within 1e-4."""
+    x = digits.x_test[:32].numpy()
+    gpu = ae.copy().to("cuda")
+    for method in ("IntegratedGradients", "GradientShap"):
+        np.testing.assert_allclose(lfeval.explain(gpu, x, method=method), lfeval.explain(ae, x, method=method),
+                                   atol=1e-4)
+    a = lfeval.explain(ae, x, method="Saliency")
+    rs = lfeval.metrics.RepresentationShift()
+    np.testing.assert_allclose(rs(gpu, x, a_batch=a), rs(ae, x, a_batch=a), rtol=1e-4)

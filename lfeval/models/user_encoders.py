@@ -146,11 +146,14 @@ def read_state(path) -> dict:
     return state
 
 
-def build_module(name: str, spec: dict) -> nn.Module:
-    """The network a spec describes, in eval mode (weights loaded)."""
+def build_module(name: str, spec: dict, seed: int = 0) -> nn.Module:
+    """The network a spec describes, in eval mode (weights loaded). A factory runs with torch's generator
+    seeded by ``seed``, so randomly initialised weights are the same on every run."""
     where = f"encoders.{name}"
     if "factory" in spec:
-        module = import_object(spec["factory"], f"`{where}.factory`")(**spec.get("kwargs", {}))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = import_object(spec["factory"], f"`{where}.factory`")(**spec.get("kwargs", {}))
         if not isinstance(module, nn.Module):
             raise InvalidArgument(f"`{where}.factory` returned {type(module).__name__}, not a torch.nn.Module.")
         if "weights" in spec:
@@ -170,11 +173,11 @@ def build_module(name: str, spec: dict) -> nn.Module:
     return module
 
 
-def load_encoder(name: str, spec: dict, ds, device=None) -> Encoder:
+def load_encoder(name: str, spec: dict, ds, device=None, seed: int = 0) -> Encoder:
     """The :class:`lfeval.Encoder` of ``[encoders.<name>]`` on data set ``ds``: its modality, baseline and
     input shape, the loss and checkpoints that TracIn and influence functions need, checked on two inputs."""
     check_spec(name, spec)
-    module = build_module(name, spec).to(device or "cpu")
+    module = build_module(name, spec, seed).to(device or "cpu")
     loss = spec.get("loss")
     if loss is not None:
         loss = (NAMED_LOSSES[loss](ds.modality) if loss in NAMED_LOSSES

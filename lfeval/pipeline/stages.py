@@ -89,7 +89,8 @@ class RunData:
         seed = c.seed if seed is None or name in c.encoders else seed
         if (name, seed) not in self._encoders:
             if name in c.encoders:
-                self._encoders[(name, seed)] = load_encoder(name, c.encoders[name], self.ds, device=c.device)
+                self._encoders[(name, seed)] = load_encoder(name, c.encoders[name], self.ds, device=c.device,
+                                                            seed=c.seed)
             else:
                 self._encoders[(name, seed)] = train_encoder(
                     self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed,
