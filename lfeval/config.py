@@ -21,6 +21,7 @@ from .explain.examples import EXAMPLE_METHODS
 from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
 from .models.pretext import PRETEXTS
 from .models.vae import VAE_PRETEXTS
+from .threads import check_threads
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
 #: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
@@ -40,7 +41,12 @@ class RunConfig:
 
     The defaults are the demo: digits, five pretext encoders, five feature explainers, five
     example methods, the label-free metrics next to the stock ones meaningful without labels,
-    and a small meta-evaluation; about 5 minutes on 2 CPU cores.
+    and a small meta-evaluation; about 3 minutes on 2 CPU cores.
+
+    ``threads``: torch's intra-op threads for every stage, ``"auto"`` (:func:`lfeval.threads.choose`:
+    from the work's size, the process's cores and, after training, the load; ``LFEVAL_THREADS``
+    overrides it) or an integer. It does not change stored results (training aside, see
+    :mod:`lfeval.threads`), so a rerun may use another value.
     """
 
     name: str = "default"
@@ -71,12 +77,14 @@ class RunConfig:
     meta_iterations: int = 2
     meta_perturbations: int = 3
     meta_samples: int = 64
+    threads: object = "auto"
     quiet: bool = False
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _KINDS[f.name])
         check_run_name(self.name)
+        self.threads = check_threads(self.threads)
         for plugin in self.plugins:  # user explainers and metrics register themselves on import
             load_plugin(plugin)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
@@ -180,12 +188,19 @@ _KINDS = {
     "metric_params": dict, "n_explain": (int, 2), "n_train_examples": (int, 2), "pretext_seeds": [int],
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
-    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool,
+    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "threads": "threads",
 }
 
 
 def _check_type(key: str, value, kind) -> None:
     """Raise :class:`InvalidArgument` unless ``value`` has the field's kind (see :data:`_KINDS`)."""
+    if kind == "threads":  # "auto" or a positive integer (lfeval.threads)
+        try:
+            check_threads(value)
+        except InvalidArgument:
+            raise InvalidArgument(f"Config `threads` must be 'auto' or a positive integer (torch's intra-op threads), "
+                                  f"got {value!r}.") from None
+        return
     if isinstance(kind, tuple) and kind[1] is None:  # optional
         if value is None:
             return

@@ -28,19 +28,23 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
             log(f"[lfeval] --fresh: deleted {c.run_dir}")
         store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log)
         log(f"[lfeval] {rd.ds!r}")
-        encoders = store.run("encoders", lambda: stages.encoder_summary(rd), log)
-        attributions = {p: store.run(f"attributions-{p}", lambda p=p: stages.feature_attributions(rd, p), log)
+
+        def stage(name: str, compute: Callable):
+            return store.run(name, lambda: rd.limited(compute), log)
+
+        encoders = stage("encoders", lambda: stages.encoder_summary(rd))
+        attributions = {p: stage(f"attributions-{p}", lambda p=p: stages.feature_attributions(rd, p))
                         for p in c.pretexts} if c.explainers else {}
-        matrices = {p: store.run(f"examples-{p}", lambda p=p: stages.example_importance(rd, p), log)
+        matrices = {p: stage(f"examples-{p}", lambda p=p: stages.example_importance(rd, p))
                     for p in c.pretexts} if c.example_methods else {}
-        scored = {p: store.run(f"scores-{p}", lambda p=p: stages.score(rd, p, attributions, matrices), log)
+        scored = {p: stage(f"scores-{p}", lambda p=p: stages.score(rd, p, attributions, matrices))
                   for p in c.pretexts}
-        pretext = (store.run("pretext", lambda: stages.pretext_tables(rd), log) if len(c.pretexts) > 1
-                   else pd.DataFrame())
-        metas = [store.run(f"meta-{m}", lambda m=m: stages.meta_evaluation(rd, m), log) for m in c.meta_metrics]
+        pretext = stage("pretext", lambda: stages.pretext_tables(rd)) if len(c.pretexts) > 1 else pd.DataFrame()
+        metas = [stage(f"meta-{m}", lambda m=m: stages.meta_evaluation(rd, m)) for m in c.meta_metrics]
         meta = pd.concat(metas) if metas else pd.DataFrame()
         report = c.run_dir / "report.html"
         if store.computed or not report.exists():  # else every stage was loaded and the report is up to date
-            report = write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext, meta)
+            report = rd.limited(lambda: write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext,
+                                                       meta))
     log(f"[lfeval] {len(store.computed)} stage(s) computed, {len(store.loaded)} loaded from {store.dir}")
     return report

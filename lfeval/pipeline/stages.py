@@ -16,13 +16,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_mod
+from .. import threads as threads_mod
 from ..encoder import Encoder
 from ..evaluation import evaluate
 from ..explain import examples as example_mod
 from ..explain.precomputed import PrecomputedExplanations
 from ..metrics import score_direction
 from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, MetricContext, build_metric
-from ..models import PretextModel, probe_accuracy, train_encoder
+from ..models import PretextModel, build_encoder, probe_accuracy, train_encoder
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +55,21 @@ class RunData:
         self.x_np = self.x.numpy()
         self.x_train, self.y_train = self.ds.x_train[:m], self.ds.y_train[:m]
         self._encoders = {}
+        self._work = None
+
+    @property
+    def work(self) -> float:
+        """Multiply-adds of one encoder pass over the explained batch: the size :func:`lfeval.threads.choose`
+        weighs (an untrained network of the run's architecture, so nothing trains to measure it)."""
+        if self._work is None:
+            net = build_encoder(self.ds.modality, self.ds.input_shape, self.config.latent_dim)
+            self._work = threads_mod.work_of(net, self.ds.input_shape, batch=len(self.x))
+        return self._work
+
+    def limited(self, compute):
+        """Run ``compute()`` with the run's intra-op threads (config ``threads``; see :mod:`lfeval.threads`)."""
+        with threads_mod.limit(self.config.threads, work=self.work):
+            return compute()
 
     @property
     def n_features(self) -> int:
@@ -66,7 +82,7 @@ class RunData:
         if (pretext, seed) not in self._encoders:
             self._encoders[(pretext, seed)] = train_encoder(
                 self.ds, pretext=pretext, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed, cache_dir=c.cache_dir,
-                checkpoints=c.checkpoints, display_progressbar=not c.quiet)
+                checkpoints=c.checkpoints, display_progressbar=not c.quiet, threads=c.threads)
         return self._encoders[(pretext, seed)]
 
     def bar(self, iterable, desc: str):
