@@ -6,8 +6,9 @@ multi-threaded op waits for its slowest thread, and the waits cost far more than
 and 2.2 s with 1. Small models on small batches gain nothing from more threads even on an idle machine.
 
 :func:`limit` (a context manager) sets torch's intra-op threads (and the BLAS pool NumPy uses, through
-threadpoolctl) for a block of work and restores the caller's settings on exit. :func:`choose` is the
-rule behind ``threads="auto"``:
+threadpoolctl) for a block of work and restores the caller's settings on exit. Inside a :func:`scope`
+(``lfeval run`` runs in one), explainers refine the choice per call for their own batch (:func:`for_work`).
+:func:`choose` is the rule behind ``threads="auto"``:
 
 1. an integer (the argument, else the ``LFEVAL_THREADS`` environment variable) is used as given;
 2. else ``work / WORK_PER_THREAD`` threads (the work is an estimate of multiply-adds per call, e.g.
@@ -28,9 +29,11 @@ before torch loads; a library import never changes the environment.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import time
+import weakref
 from typing import Optional, Union
 
 import torch
@@ -107,6 +110,16 @@ def other_load(samples: int = 5, interval: float = 0.004) -> float:
 
 
 _START = time.monotonic()
+#: (time, value) of the last load reading: per-call choices reuse it for LOAD_TTL seconds
+_LAST_LOAD = [-math.inf, 0.0]
+LOAD_TTL = 1.0
+
+
+def _recent_load() -> float:
+    now = time.monotonic()
+    if now - _LAST_LOAD[0] > LOAD_TTL:
+        _LAST_LOAD[:] = [now, other_load()]
+    return _LAST_LOAD[1]
 
 
 def choose(threads: Threads = "auto", work: Optional[float] = None, adapt_to_load: bool = True,
@@ -145,7 +158,7 @@ def choose(threads: Threads = "auto", work: Optional[float] = None, adapt_to_loa
             raise InvalidArgument(f"`work` must be a non-negative number of multiply-adds, got {work!r}.")
         n = min(n, max(1, math.ceil(work / WORK_PER_THREAD)))
     if adapt_to_load and n > 1:
-        load = other_load() if load is None else float(load)
+        load = _recent_load() if load is None else float(load)
         n = min(n, int(math.floor(cores - load + 0.5)))
     return max(1, n)
 
@@ -197,6 +210,46 @@ def limit(threads: Threads = "auto", work: Optional[float] = None, adapt_to_load
                 torch.set_num_threads(old)
 
 
+_SCOPE: contextvars.ContextVar = contextvars.ContextVar("lfeval_threads_scope", default=None)
+
+
+@contextlib.contextmanager
+def scope(threads: Threads = "auto"):
+    """Let lfeval's heavy calls inside the block choose their own thread count for their work (see
+    :func:`for_work`); ``lfeval run`` runs in one. Outside a scope, library calls leave torch's settings alone."""
+    token = _SCOPE.set(check_threads(threads))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def for_work(work: float):
+    """Inside a :func:`scope`: :func:`limit` with the scope's setting and this call's ``work``; outside, nothing.
+
+    Explainers call it with their batch's size (an IntegratedGradients call on 128 digits runs 6400 encoder
+    passes and gains from a second thread; a Saliency call on the same batch does not)."""
+    setting = _SCOPE.get()
+    if setting is None:
+        yield None
+        return
+    with limit(setting, work=work) as n:
+        yield n
+
+
+_PER_EXAMPLE = weakref.WeakKeyDictionary()
+
+
+def work_per_example(module: torch.nn.Module, input_shape: tuple, key: Optional[torch.nn.Module] = None) -> float:
+    """:func:`work_of` one input, cached per module (or ``key``, e.g. the network an Encoder wraps) and shape."""
+    cached = _PER_EXAMPLE.setdefault(module if key is None else key, {})
+    key = tuple(input_shape)
+    if key not in cached:
+        cached[key] = work_of(module, key)
+    return cached[key]
+
+
 def work_of(module: torch.nn.Module, input_shape: tuple, batch: int = 1) -> float:
     """Multiply-adds of one forward pass of ``module`` on ``batch`` inputs of ``input_shape``: Linear,
     convolutions and recurrent layers counted from one zero input; other layers count their parameters."""
@@ -233,4 +286,5 @@ def work_of(module: torch.nn.Module, input_shape: tuple, batch: int = 1) -> floa
     return total[0] * batch
 
 
-__all__ = ["ENV", "WORK_PER_THREAD", "check_threads", "available_cores", "other_load", "choose", "limit", "work_of"]
+__all__ = ["ENV", "WORK_PER_THREAD", "check_threads", "available_cores", "other_load", "choose", "limit", "scope",
+           "for_work", "work_of", "work_per_example"]

@@ -144,3 +144,35 @@ def test_training_restores_threads_and_gives_the_same_weights_under_load(no_env,
 def test_cli_threads_flag_is_validated(tmp_path, capsys):
     assert main(["run", "--threads", "none", "--out", str(tmp_path)]) == 2
     assert "`threads` must be 'auto' or a positive integer" in capsys.readouterr().err
+
+
+def test_explainers_choose_threads_for_their_batch_inside_a_scope_only(no_env, ae, digits, monkeypatch):
+    """In lfeval run's scope, IntegratedGradients (50 encoder passes per input) takes the free cores and
+    Saliency (one pass) one thread; outside a scope a library call leaves torch's setting alone."""
+    if lfeval.threads.available_cores() < 2:
+        pytest.skip("needs two cores")
+    monkeypatch.setattr(lfeval.threads, "_recent_load", lambda: 0.0)  # an idle machine
+    seen = []
+    handle = ae.module.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
+    x = digits.x_test[:128].numpy()
+    outer = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with lfeval.threads.scope("auto"):
+            seen.clear()
+            lfeval.explain(ae, x, method="IntegratedGradients")
+            assert max(seen) == lfeval.threads.available_cores()
+            seen.clear()
+            lfeval.explain(ae, x, method="Saliency")
+            assert set(seen) == {1}
+        with lfeval.threads.scope(1):
+            seen.clear()
+            lfeval.explain(ae, x, method="IntegratedGradients")
+            assert set(seen) == {1}
+        torch.set_num_threads(2)
+        seen.clear()
+        lfeval.explain(ae, x, method="IntegratedGradients")  # no scope: the caller's 2 threads
+        assert set(seen) == {2} and torch.get_num_threads() == 2
+    finally:
+        handle.remove()
+        torch.set_num_threads(outer)

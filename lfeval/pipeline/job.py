@@ -7,6 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
+from .. import threads
 from ..config import RunConfig
 from . import stages
 from .outputs import write_outputs
@@ -22,7 +23,7 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
     ``fresh=True`` first deletes the run folder, which must be one lfeval created.
     """
     c = config
-    with stages.expected_warnings_silenced():
+    with stages.expected_warnings_silenced(), threads.scope(c.threads):
         rd = stages.RunData(c)  # loads (and checks) the data before anything touches the run folder
         if fresh and remove_run_dir(c.run_dir):
             log(f"[lfeval] --fresh: deleted {c.run_dir}")

@@ -230,9 +230,11 @@ class StageStore:
                 log(f"[lfeval] {exc} Recomputing it.")
                 self.manifest["stages"].pop(stage, None)
                 self.recomputed.append(stage)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = compute()
         self.save(stage, result)
         self.computed.append(stage)
-        log(f"[lfeval] stage {stage!r} done in {time.perf_counter() - start:.1f}s")
+        # CPU seconds next to the wall time: on a busy machine the wall time grows, the CPU time barely
+        log(f"[lfeval] stage {stage!r} done in {time.perf_counter() - start:.1f}s "
+            f"(CPU {time.process_time() - cpu:.1f}s)")
         return result
