@@ -24,6 +24,7 @@ def busy():
     """One competing single-threaded busy process (as in the issue's measurements)."""
     proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     time.sleep(0.5)
+    lfeval.threads._LAST_LOAD[0] = -float("inf")  # no reading from before it started
     yield proc
     proc.kill()
     proc.wait()

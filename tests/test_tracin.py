@@ -144,3 +144,29 @@ def test_projection_is_seeded_and_close_to_exact(ae, digits):
     assert np.corrcoef(a.flatten().numpy(), exact.flatten().numpy())[0, 1] > 0.95
     big = TracIn(ae, projection=10 ** 6, display_progressbar=False).attribute(x_tr, x_te)  # no layer that large
     _close(big, exact)
+
+
+def test_a_loss_that_couples_examples_is_refused(ae, digits):
+    """The factorisation needs per-example losses; a batch-normalised loss is caught, the dense path works."""
+    model = ae.pretext_model
+
+    def coupled(forward, x, y, extra):
+        err = (forward(x) - x).pow(2).flatten(1).mean(1)
+        return err / err.sum()
+
+    with pytest.raises(lfeval.errors.InvalidArgument, match="algorithm='dense'"):
+        TracIn(ae, model=model, loss=coupled, display_progressbar=False).attribute(digits.x_train[:6],
+                                                                                   digits.x_test[:3])
+    TracIn(ae, model=model, loss=coupled, algorithm="dense", display_progressbar=False).attribute(
+        digits.x_train[:6], digits.x_test[:3])
+
+
+def test_contrastive_views_follow_the_dense_batches_under_a_memory_bound(encoders, digits):
+    """The contrastive loss's fixed view is drawn per batch: the factorised path draws it over the same
+    batches as the dense one, also when memory splits the work into one-example chunks."""
+    enc, x_tr, x_te = encoders["contrastive"], digits.x_train[:40], digits.x_test[:9]
+    kw = {"chunk_size": 4, "display_progressbar": False}  # the dense path takes 16 training examples at a time
+    dense = TracIn(enc, algorithm="dense", **kw).attribute(x_tr, x_te)
+    m = TracIn(enc, max_memory=40_000, **kw)
+    _close(m.attribute(x_tr, x_te), dense)
+    assert m.test_blocks > 1

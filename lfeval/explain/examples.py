@@ -286,7 +286,14 @@ class TracIn(_LossBased):
                 ghost = GhostGradients(self.model, list(theta), self.loss, dense=self._dense_subset, ghost=self.ghost,
                                        projection=self.projection, seed=self.seed)
                 self.dense_keys = ghost.dense_keys
-                probe = ghost.features(theta, fixed, x_test[:1], y_te[:1], self._extra(x_test[:1]))  # fixes the forms
+                # per-example extras (the contrastive view) drawn per batch exactly as the dense path draws them
+                e_te = self._extra(x_test)
+                e_tr = self._extra(x_train[:step])
+                if e_tr is not None:
+                    e_tr = torch.cat([e_tr] + [self._extra(x_train[i:i + step]) for i in range(step, len(x_train),
+                                                                                               step)])
+                self._check_independent(theta, fixed, x_test[:3], y_te[:3], _rows(e_te, 0, 3))
+                probe = ghost.features(theta, fixed, x_test[:1], y_te[:1], _rows(e_te, 0, 1))  # fixes the forms
                 per_example = max(1, ghost.nbytes(probe))
                 chunk = max(1, min(step, self.max_memory // (4 * per_example)))  # examples per forward/backward
                 block = max(chunk, self.max_memory // (2 * per_example))  # test examples whose features are kept
@@ -294,17 +301,38 @@ class TracIn(_LossBased):
                 self.test_blocks = -(-len(x_test) // block)
                 self.layer_forms = {plan.name: plan.form for plan in ghost.layers}
             for b in range(0, len(x_test), block):  # more than one block only when the test features outgrow memory
-                x_b, y_b = x_test[b:b + block], y_te[b:b + block]
-                f_te = _concat([ghost.features(theta, fixed, x_b[i:i + chunk], y_b[i:i + chunk],
-                                               self._extra(x_b[i:i + chunk])) for i in range(0, len(x_b), chunk)])
+                stop = min(b + block, len(x_test))
+                parts = [(i, min(i + chunk, stop)) for i in range(b, stop, chunk)]
+                f_te = _concat([ghost.features(theta, fixed, x_test[i:j], y_te[i:j], _rows(e_te, i, j))
+                                for i, j in parts])
                 for i in range(0, len(x_train), chunk):
                     f_tr = ghost.features(theta, fixed, x_train[i:i + chunk], y_tr[i:i + chunk],
-                                          self._extra(x_train[i:i + chunk]))
-                    scores[b:b + block, i:i + chunk] += lr * ghost.kernel(f_te, f_tr)
+                                          _rows(e_tr, i, i + chunk))
+                    scores[b:stop, i:i + chunk] += lr * ghost.kernel(f_te, f_tr)
         return scores
+
+    def _check_independent(self, theta, fixed, x, y, extra) -> None:
+        """The factorisation reads every example's gradient off one backward pass of the summed loss, which
+        needs each example's loss to depend on that example only: check it on a few examples."""
+        def losses(i, j):
+            with torch.no_grad():
+                return self.loss(lambda inp: functional_call(self.model, {**theta, **fixed}, (inp,)), x[i:j], y[i:j],
+                                 _rows(extra, i, j))
+
+        together = losses(0, len(x))
+        alone = torch.cat([losses(i, i + 1) for i in range(len(x))])
+        if together.shape != alone.shape or not torch.allclose(together, alone, rtol=1e-4, atol=1e-6):
+            raise InvalidArgument(
+                "TracIn's factorised algorithm needs each example's loss to depend on that example only, and this "
+                "loss changes with the other examples of its batch; pass algorithm='dense'."
+            )
 
     def _dense_subset(self, x, y, extra, theta, fixed):
         return self.per_example_grads(x, y, theta, fixed)
+
+
+def _rows(t, i: int, j: int):
+    return None if t is None else t[i:j]
 
 
 def _concat(parts: list) -> dict:
