@@ -24,6 +24,7 @@ from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
 from .models.pretext import PRETEXTS
 from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
+from .threads import check_threads
 from .validation import check_device
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
@@ -44,8 +45,13 @@ class RunConfig:
 
     The defaults are the demo: digits, five pretext encoders, five feature explainers, five
     example methods, the label-free metrics next to the stock ones meaningful without labels,
-    and a small meta-evaluation; about 5 minutes on 2 CPU cores. ``backend = "ray"`` runs the
+    and a small meta-evaluation; about 3 minutes on 2 CPU cores. ``backend = "ray"`` runs the
     per-encoder and per-metric stages as Ray tasks (on a local Ray, or the cluster at ``address``).
+
+    ``threads``: torch's intra-op threads for every stage, ``"auto"`` (:func:`lfeval.threads.choose`:
+    from the work's size, the process's cores and, after training, the load; ``LFEVAL_THREADS``
+    overrides it) or an integer. It does not change stored results (training aside, see
+    :mod:`lfeval.threads`), so a rerun may use another value.
     """
 
     name: str = "default"
@@ -76,6 +82,7 @@ class RunConfig:
     meta_iterations: int = 2
     meta_perturbations: int = 3
     meta_samples: int = 64
+    threads: object = "auto"
     quiet: bool = False
     backend: str = "serial"
     address: Optional[str] = None
@@ -88,6 +95,7 @@ class RunConfig:
         check_run_name(self.name)
         _check_names("backend", [self.backend], BACKENDS)
         check_backend(self.backend, self.address)
+        self.threads = check_threads(self.threads)
         for plugin in self.plugins:  # user explainers and metrics register themselves on import
             load_plugin(plugin)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
@@ -208,12 +216,19 @@ _KINDS = {
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
     "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
-    "encoders": dict, "device": str,
+    "encoders": dict, "device": str, "threads": "threads",
 }
 
 
 def _check_type(key: str, value, kind) -> None:
     """Raise :class:`InvalidArgument` unless ``value`` has the field's kind (see :data:`_KINDS`)."""
+    if kind == "threads":  # "auto" or a positive integer (lfeval.threads)
+        try:
+            check_threads(value)
+        except InvalidArgument:
+            raise InvalidArgument(f"Config `threads` must be 'auto' or a positive integer (torch's intra-op threads), "
+                                  f"got {value!r}.") from None
+        return
     if isinstance(kind, tuple) and kind[1] is None:  # optional
         if value is None:
             return

@@ -6,6 +6,7 @@ Every case is ``(id, call, exception, pattern)`` where ``call(c)`` gets the shar
 
 from __future__ import annotations
 
+import os
 import pickle
 from types import SimpleNamespace
 
@@ -102,6 +103,18 @@ def _meta(c, estimator=None, methods=None, **kw):
     return meta(estimator or RepresentationShift(fractions=(0.5, 1.0)), **{"model": c.ae, "x_batch": c.x, **kw})
 
 
+def _with_env(key, value, call):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        return call()
+    finally:
+        if old is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = old
+
+
 def _train(c, ds=None, **kw):
     return lfeval.models.train_encoder(ds or c.ds, **{"epochs": 1, "display_progressbar": False, **kw})
 
@@ -153,6 +166,18 @@ CASES = [
     ("train/task-option", lambda c: _train(c, pretext="reconstruction", sigma=0.3), InvalidArgument,
      "no option 'sigma'"),
     ("train/cache-dir-file", lambda c: _train(c, cache_dir=__file__), InvalidArgument, "`cache_dir`"),
+    ("train/threads-zero", lambda c: _train(c, threads=0), InvalidArgument, "`threads` must be 'auto' or a positive"),
+    ("train/threads-name", lambda c: _train(c, threads="max"), InvalidArgument, "`threads`"),
+    ("train/threads-bool", lambda c: _train(c, threads=True), InvalidArgument, "`threads`"),
+    # ------------------------------------------------------------------ lfeval.threads
+    ("threads/limit-zero", lambda c: lfeval.threads.limit(0).__enter__(), InvalidArgument, "`threads`"),
+    ("threads/limit-float", lambda c: lfeval.threads.choose(1.5), InvalidArgument, "`threads`"),
+    ("threads/work-negative", lambda c: lfeval.threads.choose("auto", work=-1.0), InvalidArgument, "`work`"),
+    ("threads/work-nan", lambda c: lfeval.threads.choose("auto", work=float("nan")), InvalidArgument, "`work`"),
+    ("threads/env", lambda c: _with_env("LFEVAL_THREADS", "two", lambda: lfeval.threads.choose()), InvalidArgument,
+     "`LFEVAL_THREADS` must be 'auto' or a positive integer"),
+    ("threads/env-zero", lambda c: _with_env("LFEVAL_THREADS", "0", lambda: _train(c)), InvalidArgument,
+     "`LFEVAL_THREADS`"),
     # ------------------------------------------------------------------ lfeval.explain
     ("explain/not-a-module", lambda c: _explain(c, model=lambda x: x), InvalidArgument, "torch.nn.Module"),
     ("explain/train-mode", lambda c: _explain(c, model=c.train_mode), ModelStateError, r"\.eval\(\)"),
@@ -226,6 +251,14 @@ CASES = [
      InvalidArgument, "`damping`"),
     ("examples/influence-depth", lambda c: importance(c.ae, c.x_tr, c.x, "influence", solver="lissa", depth=0),
      InvalidArgument, "`depth`"),
+    ("examples/tracin-algorithm", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", algorithm="ghost"), UnknownName,
+     "TracIn algorithm"),
+    ("examples/tracin-ghost", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", ghost="yes"), InvalidArgument,
+     "`ghost`"),
+    ("examples/tracin-projection", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", projection=0), InvalidArgument,
+     "`projection`"),
+    ("examples/tracin-max-memory", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", max_memory=-1),
+     InvalidArgument, "`max_memory`"),
     ("examples/chunk-size", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", chunk_size=0), InvalidArgument,
      "`chunk_size`"),
     ("examples/y-train-length", lambda c: importance(c.enc["classification"], c.x_tr, c.x, "tracin",
@@ -544,6 +577,10 @@ CONFIGS = [
     ('data = "npz:"', "names no member"),
     ('data = "csv:{table}"\n[data_options]\nlabel = "grup"', "Did you mean 'group'"),
     ('data = "csv:{table}"\n[data_options]\nlabels = "group"', "Did you mean 'label'"),
+    ('threads = 0', "`threads` must be 'auto' or a positive integer"),
+    ('threads = "all"', "`threads` must be 'auto' or a positive integer"),
+    ('threads = true', "`threads` must be 'auto' or a positive integer"),
+    ('threads = 1.5', "`threads` must be 'auto' or a positive integer"),
 ]
 
 

@@ -206,7 +206,7 @@ def test_lfeval_error_is_not_retried_and_its_dependants_do_not_run(ray_head):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         with deadline(60), get_executor("ray") as ex:
-            failures = ex.run(cells, lambda cell, result, s: done.setdefault(cell.name, result), given={"given": 4},
+            failures = ex.run(cells, lambda cell, result, *_: done.setdefault(cell.name, result), given={"given": 4},
                               progress=False)
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

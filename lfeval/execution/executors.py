@@ -60,6 +60,7 @@ class _Finished:
     value: object = None  # the result, or the error text
     seconds: float = 0.0
     handle: object = None  # what dependants receive (the result, or a reference to it)
+    cpu_seconds: Optional[float] = None  # this process's CPU time, where the cell ran here
 
 
 class Executor:
@@ -100,10 +101,11 @@ class Executor:
             progress: bool = True, done: int = 0) -> list:
         """Run ``cells``; return the :class:`CellFailure` list (empty when every cell finished).
 
-        ``on_done(cell, result, seconds)`` is called in this process as each cell finishes (it stores
-        the result). ``given`` holds results that cells may need but that are not computed here (e.g.
-        loaded from disk). A cell whose needed cell failed is not run and is reported as failed. One
-        progress bar counts cells (starting at ``done``, the cells already finished) and failures.
+        ``on_done(cell, result, seconds, cpu_seconds)`` is called in this process as each cell finishes
+        (it stores the result; ``cpu_seconds`` is None where the cell ran in another process). ``given``
+        holds results that cells may need but that are not computed here (e.g. loaded from disk). A cell
+        whose needed cell failed is not run and is reported as failed. One progress bar counts cells
+        (starting at ``done``, the cells already finished) and failures.
         """
         given = dict(given or {})
         names = {c.name for c in cells}
@@ -142,7 +144,7 @@ class Executor:
                     continue  # the loop above reports the cells that lost a needed cell
                 fin = self._next()
                 if fin.ok:
-                    on_done(fin.cell, fin.value, fin.seconds)
+                    on_done(fin.cell, fin.value, fin.seconds, fin.cpu_seconds)
                     handles[fin.cell.name] = fin.handle
                 else:
                     failed.add(fin.cell.name)
@@ -179,9 +181,10 @@ class SerialExecutor(Executor):
 
     def _next(self) -> _Finished:
         cell, needed = self._queue.pop(0)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = call_cell(cell.fn, cell.args, tuple(needed), tuple(needed.values()))
-        return _Finished(cell, True, result, time.perf_counter() - start, handle=result)
+        return _Finished(cell, True, result, time.perf_counter() - start, handle=result,
+                         cpu_seconds=time.process_time() - cpu)
 
 
 def check_backend(backend, address) -> None:

@@ -65,6 +65,7 @@ class CaptumExplainer(FeatureExplainer):
 for _name, (_cls, _baselines) in CAPTUM_METHODS.items():
     register_explainer(_name)(type(_name, (CaptumExplainer,), {
         "captum_class": _cls, "uses_baseline": _baselines, "seeded": _name == "ShapleyValueSampling",
+        "passes_per_input": 50 if _name == "IntegratedGradients" else 1,
         "__doc__": f"captum's {_cls.__name__} of the auxiliary function g_x (label-free).",
         "__module__": __name__,
     }))

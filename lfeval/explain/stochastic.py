@@ -98,6 +98,7 @@ class GradientShap(FeatureExplainer):
     reference inputs (B, *input_shape); default the encoder's baseline of the chunk's first input."""
 
     uses_baseline = True
+    passes_per_input = 50
 
     def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.0, baselines=None):
         n_samples = check_positive_int(n_samples, "n_samples")
@@ -115,6 +116,8 @@ class GradientShap(FeatureExplainer):
 @register_explainer("SmoothGrad")
 class SmoothGrad(FeatureExplainer):
     """Batch-invariant SmoothGrad of g_x (:func:`smooth_grad`)."""
+
+    passes_per_input = 50
 
     def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.15):
         n_samples, stdevs = check_positive_int(n_samples, "n_samples"), check_number(stdevs, "stdevs")

@@ -109,7 +109,7 @@ def benchmark(grid: dict, metrics: dict, xai_methods: dict, out_dir, iterations:
             cells.append(Cell(f"{d}/{e}/{m}", meta_cell, args, num_gpus=gpus))
             key_of[cells[-1].name] = (d, e, m)
 
-        def store(cell, result, seconds):
+        def store(cell, result, seconds, cpu_seconds):
             key = key_of[cell.name]
             tmp = path[key].with_suffix(".tmp")
             tmp.write_text(json.dumps(result))

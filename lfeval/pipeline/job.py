@@ -18,6 +18,7 @@ from typing import Callable
 
 import pandas as pd
 
+from .. import threads
 from ..config import RunConfig
 from ..errors import InvalidArgument, RunIncomplete
 from ..execution import Cell, cells_failed, get_executor
@@ -30,6 +31,11 @@ def _silenced(fn, *args, **kwargs):
     """Run a stage with the run's expected warnings silenced (also inside a worker process)."""
     with stages.expected_warnings_silenced():
         return fn(*args, **kwargs)
+
+
+def _limited(fn, rd: stages.RunData, *args, **kwargs):
+    """:func:`_silenced` with the run's intra-op threads (:meth:`RunData.limited`)."""
+    return rd.limited(lambda: _silenced(fn, rd, *args, **kwargs))
 
 
 def _score(rd: stages.RunData, pretext: str, needed: dict) -> dict:
@@ -66,13 +72,14 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
     (:class:`lfeval.errors.CellsFailed`) once the others are stored.
     """
     c = config
-    with get_executor(c.backend, c.address) as ex, stages.expected_warnings_silenced():  # Ray: joined on first use
+    with get_executor(c.backend, c.address) as ex, stages.expected_warnings_silenced(), \
+            threads.scope(c.threads):  # Ray: joined on first use
         rd = stages.RunData(c)  # loads (and checks) the data before anything touches the run folder
         if fresh and remove_run_dir(c.run_dir):
             log(f"[lfeval] --fresh: deleted {c.run_dir}")
         store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log)
         log(f"[lfeval] {rd.ds!r}")
-        encoders = store.run("encoders", lambda: stages.encoder_summary(rd), log)
+        encoders = store.run("encoders", lambda: rd.limited(lambda: stages.encoder_summary(rd)), log)
         steps = plan(c)
         results = {}
         for name, *_ in steps:
@@ -86,10 +93,12 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
                 rd.load_encoders(c.pretext_seeds if any(s[0] == "pretext" for s in todo) else ())
                 gpus = 1 if rd.encoder(c.encoder_names[0]).device.type == "cuda" else 0
             shared = ex.share(rd)  # once: data and encoder weights
-            cells = [Cell(name, _silenced, (fn, shared, *args), needs, num_gpus=gpus) for name, fn, args, needs in todo]
+            # here, each stage gets the run's threads; a Ray worker gets the CPUs its task declares
+            wrap = _limited if ex.name == "serial" else _silenced
+            cells = [Cell(name, wrap, (fn, shared, *args), needs, num_gpus=gpus) for name, fn, args, needs in todo]
 
-            def keep(cell, result, seconds):
-                store.record(cell.name, result, seconds, log)
+            def keep(cell, result, seconds, cpu_seconds):
+                store.record(cell.name, result, seconds, log, cpu_seconds)
                 results[cell.name] = result
 
             failures = ex.run(cells, keep, given=results, desc="stages", progress=not c.quiet,
@@ -103,7 +112,8 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
         meta = pd.concat(metas) if metas else pd.DataFrame()
         report = c.run_dir / "report.html"
         if store.computed or not report.exists():  # else every stage was loaded and the report is up to date
-            report = write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext, meta)
+            report = rd.limited(lambda: write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext,
+                                                       meta))
     log(f"[lfeval] {len(store.computed)} stage(s) computed, {len(store.loaded)} loaded from {store.dir}")
     return report
 

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_mod
+from .. import threads as threads_mod
 from ..encoder import Encoder
 from ..errors import LabelsRequired
 from ..evaluation import evaluate
@@ -25,7 +26,7 @@ from ..explain.base import get_explainer
 from ..explain.precomputed import PrecomputedExplanations
 from ..metrics import score_direction
 from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, MetricContext, build_metric
-from ..models import PretextModel, probe_accuracy, train_encoder
+from ..models import PretextModel, build_encoder, probe_accuracy, train_encoder
 from ..models.probe import latent_spread
 from ..models.user_encoders import load_encoder
 
@@ -61,6 +62,7 @@ class RunData:
         self.y_train = self.ds.y_train[:m] if self.ds.has_labels else None
         self.x_np = self.x.numpy()
         self._encoders = {}
+        self._work = None
         self.check_labels()
         for name in c.encoders:  # the user's encoders: loaded and checked on the data before any stage runs
             self.encoder(name)
@@ -79,6 +81,24 @@ class RunData:
                                  "config, or give labels (y_train/y_test) with the data.")
 
     @property
+    def work(self) -> float:
+        """Multiply-adds of one encoder pass over the explained batch: the size :func:`lfeval.threads.choose`
+        weighs (the largest user encoder, else an untrained network of the run's architecture, so nothing
+        trains to measure it)."""
+        if self._work is None:
+            c = self.config
+            nets = [self.encoder(name) for name in c.encoders]
+            if c.pretexts:
+                nets.append(build_encoder(self.ds.modality, self.ds.input_shape, c.latent_dim))
+            self._work = max(threads_mod.work_of(net, self.ds.input_shape, batch=len(self.x)) for net in nets)
+        return self._work
+
+    def limited(self, compute):
+        """Run ``compute()`` with the run's intra-op threads (config ``threads``; see :mod:`lfeval.threads`)."""
+        with threads_mod.limit(self.config.threads, work=self.work):
+            return compute()
+
+    @property
     def n_features(self) -> int:
         return self.ds.modality.n_features(self.ds.input_shape)
 
@@ -95,7 +115,7 @@ class RunData:
                 self._encoders[(name, seed)] = train_encoder(
                     self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed,
                     cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=c.device,
-                    display_progressbar=not c.quiet)
+                    display_progressbar=not c.quiet, threads=c.threads)
         return self._encoders[(name, seed)]
 
     def example_methods(self, name: str) -> tuple:

@@ -234,18 +234,21 @@ class StageStore:
         self.loaded.append(stage)
         return True, result
 
-    def record(self, stage: str, result, seconds: float, log: Optional[Callable] = None) -> None:
-        """Store a freshly computed stage (whichever process computed it) and log it."""
+    def record(self, stage: str, result, seconds: float, log: Optional[Callable] = None,
+               cpu_seconds: Optional[float] = None) -> None:
+        """Store a freshly computed stage (whichever process computed it) and log it, with its CPU
+        seconds where known: on a busy machine the wall time grows, the CPU time barely."""
         self.save(stage, result)
         self.computed.append(stage)
-        (log or self.log)(f"[lfeval] stage {stage!r} done in {seconds:.1f}s")
+        cpu = "" if cpu_seconds is None else f" (CPU {cpu_seconds:.1f}s)"
+        (log or self.log)(f"[lfeval] stage {stage!r} done in {seconds:.1f}s{cpu}")
 
     def run(self, stage: str, compute: Callable, log: Optional[Callable] = None):
         """Return the stored result of ``stage``, or compute, store and return it."""
         found, result = self.try_load(stage, log)
         if found:
             return result
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = compute()
-        self.record(stage, result, time.perf_counter() - start, log)
+        self.record(stage, result, time.perf_counter() - start, log, time.process_time() - cpu)
         return result
