@@ -61,9 +61,9 @@ class RepresentationShift(LabelFreeMetric):
     seed : int
         Seed of the random rankings.
     chunk_size : int or None
-        Inputs per forward pass; it bounds the memory. None: about 65k input values per pass on the CPU
-        (about 1000 8x8 digits or 80 28x28 images, in whole samples), which keeps a pass in cache
-        (:func:`lfeval.metrics.functional.chunk_rows`). Quantus' ``batch_size`` then only sets how many
+        Inputs per forward pass; it bounds the memory. None: about 32k input values per torch thread on the
+        CPU (with 2 threads about 1000 8x8 digits or 80 28x28 images, in whole samples), which keeps a pass in
+        cache (:func:`lfeval.metrics.functional.chunk_rows`). Quantus' ``batch_size`` then only sets how many
         samples ``explain_func`` explains at a time: a precomputed ``a_batch`` is scored in one call. When
         the baseline is shared by all samples, the 100% mask is f(baseline), encoded once.
 
