@@ -12,9 +12,7 @@ per-example loss), and the checkpoints saved to files for lfxai's ``checkpoints_
   simplex    SimplEx.attribute(x_test, train_idx, batch_size=50): one Adam run (zero pre-weights, lr 1e-3,
              1000 steps) per batch of 50 test examples
   tracin     TracIn.attribute(x_test, train_idx, learning_rate=lr): per-example autograd gradients
-             (create_graph=True) at each checkpoint, then one product. It keeps every example's double-backward
-             graph alive (over 13 GB at 1000 x 1000), so it runs on R x R examples at two R and its time, linear in
-             the number of examples, is extrapolated to 1000 x 1000
+             (create_graph=True) at each checkpoint, then one product (about 4 GB at 1000 x 1000)
   influence  InfluenceFunctions.attribute_loader(...), the path the experiments run: per training example,
              LiSSA over all encoder parameters (depth 100, scale 1000, damping 1e-3, batches of 200 drawn with
              replacement), gradients saved to files, then one torch.load + dot product per (test, train) pair.
@@ -85,7 +83,7 @@ def lfxai_influence(model, x_tr, x_te, n_train: int, tmp: Path, seed: int = 0, b
                                       recursion_depth=100, damp=1e-3, scale=1000)
 
 
-def main(threads: int, repeats: int, influence_r=(4, 12), tracin_r=(100, 200), lissa_n=20):
+def main(threads: int, repeats: int, influence_r=(4, 12), lissa_n=20):
     torch.set_num_threads(threads)
     ds = lfeval.data.load("digits", seed=0, test_size=0.4)
     enc = lfeval.models.train_encoder(ds, pretext="reconstruction", latent_dim=8, seed=0, checkpoints=3,
@@ -104,13 +102,11 @@ def main(threads: int, repeats: int, influence_r=(4, 12), tracin_r=(100, 200), l
         torch.save(ck["state_dict"], tmp / f"checkpoint{i}.pt")
         model.checkpoints_files.append(tmp / f"checkpoint{i}.pt")
 
-    def lfxai_tracin(r):
-        def run():
-            out = LfxaiTracIn(model, torch.nn.MSELoss(), tmp / "tracin", X_train=x_tr).attribute(
-                x_te[:r], idx[:r], learning_rate=lr)
-            model.load_state_dict(final_state)
-            return out.detach()
-        return run
+    def lfxai_tracin():
+        out = LfxaiTracIn(model, torch.nn.MSELoss(), tmp / "tracin", X_train=x_tr).attribute(x_te, idx,
+                                                                                               learning_rate=lr)
+        model.load_state_dict(final_state)
+        return out.detach()
 
     fns = {
         "cosine": lambda: lfeval.examples.importance(enc, x_tr, x_te, "cosine"),
@@ -119,8 +115,7 @@ def main(threads: int, repeats: int, influence_r=(4, 12), tracin_r=(100, 200), l
         "simplex": lambda: SimplEx(enc, **QUIET).attribute(x_tr, x_te),
         "lfxai simplex": lambda: LfxaiSimplEx(model, X_train=x_tr).attribute(x_te, idx, batch_size=50),
         "tracin": lambda: TracIn(enc, **QUIET).attribute(x_tr, x_te),
-        f"lfxai tracin {tracin_r[0]}": lfxai_tracin(tracin_r[0]),
-        f"lfxai tracin {tracin_r[1]}": lfxai_tracin(tracin_r[1]),
+        "lfxai tracin": lfxai_tracin,
         "influence": lambda: InfluenceFunctions(enc, **QUIET).attribute(x_tr, x_te),
     }
     print(f"torch threads {threads}, best of {repeats} interleaved rounds; checkpoint learning rates "
@@ -144,12 +139,9 @@ def main(threads: int, repeats: int, influence_r=(4, 12), tracin_r=(100, 200), l
     outs["influence lissa"] = InfluenceFunctions(enc, solver="lissa", params="all", lissa_batch=200,
                                                  **QUIET).attribute(x_tr, x_te[:lissa_n])
     best["influence lissa"] = (time.perf_counter() - start) * N_TEST / lissa_n
-    (tr0, tr1) = tracin_r
-    tracin_per_example = (best[f"lfxai tracin {tr1}"] - best[f"lfxai tracin {tr0}"]) / (tr1 - tr0)
-    t_tracin = best[f"lfxai tracin {tr1}"] + tracin_per_example * (N_TRAIN - tr1)
 
     rows = [("cosine", None, None), ("dknn", "lfxai dknn", None), ("simplex", "lfxai simplex", None),
-            ("tracin", None, ("lfxai tracin", t_tracin, outs[f"lfxai tracin {tr1}"], tr1)),
+            ("tracin", "lfxai tracin", None),
             ("influence", None, ("lfxai influence", t_inf, ref_inf, r1)),
             ("influence lissa", None, ("lfxai influence", t_inf, ref_inf, r1))]
     print(f"\n{'lfeval method':<17}{'lfeval s':>9}{'lfxai s':>10}{'speed-up':>10}{'Pearson':>9}{'max|diff|/max':>15}")
@@ -160,15 +152,12 @@ def main(threads: int, repeats: int, influence_r=(4, 12), tracin_r=(100, 200), l
             corr, diff = agreement(outs[name], outs[ref_name])
         elif extra is not None:
             ref_name, t_ref, ref, r = extra
-            ours = outs[name][:r, :r] if ref_name == "lfxai tracin" else outs[name][:, :r]
+            ours = outs[name][:, :r]
             corr, diff = agreement(ours, ref[:len(ours)])
         else:
             print(f"{name:<17}{t:>9.2f}{'-':>10}{'-':>10}{'-':>9}{'-':>15}")
             continue
         print(f"{name:<17}{t:>9.2f}{t_ref:>10.1f}{t_ref / t:>10.1f}{corr:>9.4f}{diff:>15.2e}")
-    print(f"lfxai tracin: attribute timed on {tr0} x {tr0} ({best[f'lfxai tracin {tr0}']:.1f} s) and {tr1} x {tr1} "
-          f"({best[f'lfxai tracin {tr1}']:.1f} s) examples, extrapolated to {N_TRAIN} x {N_TEST}: {t_tracin:.0f} s; "
-          f"agreement on the {tr1} x {tr1} block")
     print(f"lfxai influence: attribute_loader timed at R = {r0} ({t0:.1f} s) and R = {r1} ({t1:.1f} s) training "
           f"examples, {per_train:.2f} s per training example, extrapolated to {N_TRAIN}: {t_inf:.0f} s; "
           f"agreement on the R = {r1} columns")

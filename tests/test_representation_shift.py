@@ -133,9 +133,15 @@ def test_chunking_does_not_change_the_curves(ae, digits):
     a = lfeval.explain(ae, x, method="Saliency")
     auto = RepresentationShift()
     auto(model=ae, x_batch=x, a_batch=a)
-    small = RepresentationShift(chunk_size=5)  # one sample (7 inputs) per pass
+    small = RepresentationShift(chunk_size=5)  # one sample (6 inputs) per pass
     small(model=ae, x_batch=x, a_batch=a, batch_size=8)
     np.testing.assert_allclose(small.curves, auto.curves, rtol=1e-5, atol=1e-6)
+    from lfeval.metrics.functional import representation_shift_curve, unit_importance
+
+    x_many = torch.as_tensor(x).repeat(150, 1, 1, 1)  # 4500 samples: several blocks of keys
+    imp = unit_importance(ae, torch.as_tensor(a).repeat(150, 1, 1, 1), (1, 8, 8))
+    many = representation_shift_curve(ae, x_many, imp, auto.fractions, chunk_size=7 * 97)
+    np.testing.assert_allclose(many.numpy(), np.tile(auto.curves, (150, 1)), rtol=1e-5, atol=1e-6)
 
 
 def test_fractions_below_one_feature():

@@ -47,9 +47,16 @@ def top_masks(importance: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     >>> top_masks(torch.tensor([[0.1, 0.9, 0.5, 0.9]]), torch.tensor([0, 1, 3])).int().tolist()
     [[[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 1]]]
     """
+    keys, thresholds = _top_keys(importance, counts)
+    return keys[:, None, :] <= thresholds[:, :, None]
+
+
+def _top_keys(importance: torch.Tensor, counts) -> tuple:
+    """(keys (N, F), thresholds (N, K)) with ``keys <= thresholds[:, k]`` the top ``counts[k]`` features."""
     counts = torch.as_tensor(counts, device=importance.device).long()
-    if importance.dtype != torch.float32:
-        return feature_ranks(importance)[:, None, :] < counts[None, :, None]
+    if importance.dtype != torch.float32:  # exact ranks, then keys = ranks
+        ranks = feature_ranks(importance)
+        return ranks, (counts - 1).expand(len(ranks), -1)
     n_feat = importance.shape[1]
     bits = (importance.detach() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
     bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed-int order = float order
@@ -60,7 +67,7 @@ def top_masks(importance: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         ordered = torch.sort(keys, dim=1).values
     thresholds = ordered[:, (counts - 1).clamp(0, n_feat - 1)]
     thresholds[:, counts == 0] = torch.iinfo(torch.int64).min  # M = 0: none
-    return keys[:, None, :] <= thresholds[:, :, None]
+    return keys, thresholds
 
 
 def mask_counts(fractions: Sequence[float], n_features: int, rule: str = "floor", device=None) -> torch.Tensor:
@@ -138,8 +145,12 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
     n_levels, encode_base = len(levels), bool(full.any())
     step = max(1, int(chunk_size or chunk_rows(shape, x.device)) // n_levels)  # samples per pass
     z, z_base = [], None
+    block = step * max(1, 4096 // step)  # keys and thresholds per block of samples, masks per pass
     for i in range(0, n, step):
-        masks = top_masks(importance[i:i + step], levels).view(-1, n_levels, *units)
+        if i % block == 0:
+            keys, thresholds = _top_keys(importance[i:i + block], levels)
+        j = i % block
+        masks = (keys[j:j + step, None, :] <= thresholds[j:j + step, :, None]).view(-1, n_levels, *units)
         inputs = torch.where(masks, base[i:i + step].unsqueeze(1), x[i:i + step].unsqueeze(1))
         inputs = inputs.reshape(-1, *shape)
         if encode_base and i == 0:  # f(baseline) rides along in the first pass
