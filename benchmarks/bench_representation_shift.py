@@ -9,8 +9,8 @@ mask fractions (5, 10, 20, 50, 80, 100%), label-free IG attributions:
   baseline             shared, so it runs all (K + 1) * N forward passes, like the floor
   floor                the (K + 1) * N = 7000 forward passes alone on prebuilt inputs, in one pass and in chunks
                        of 32 ... 1024; the fastest of these is the floor
-  64 digits            RepresentationShift() on 64 digits in one call, against the 448 forward passes in one
-                       pass (there, Quantus' per-call work is not negligible)
+  64 digits            RepresentationShift() on 64 digits in one call, against the fastest floor of its 448
+                       forward passes (there, Quantus' per-call work is not negligible)
   lfxai                the mask loop of lfxai's experiments/mnist.py::consistency_feature_importance around
                        lfxai's own ``lfxai.utils.feature_attribution.generate_masks`` (imported from the installed
                        package); the loop itself is transcribed, since experiments/ is not part of the package:
@@ -104,8 +104,8 @@ def main(threads: int, repeats: int, clock: str = "wall", n: int = 1000):
         fns.update({f"floor {c}": floor_fn(enc, inputs, c) for c in CHUNKS})
         x64, a64 = xn[:64], a[:64]
         fns["lfeval 64 digits"] = lambda: metric(model=enc, x_batch=x64, a_batch=a64)
-        fns["floor 64 digits"] = floor_fn(enc, torch.cat([x[:64], x[:64].repeat_interleave(len(fractions), 0)]),
-                                          10_000)
+        inputs64 = torch.cat([x[:64], x[:64].repeat_interleave(len(fractions), 0)])
+        fns.update({f"floor 64 digits {c}": floor_fn(enc, inputs64, c) for c in (*CHUNKS, len(inputs64))})
         fns["lfxai"] = lambda: lfxai_procedure(enc, x, a)
         best = interleaved_best(fns, repeats, timer)
 
@@ -123,8 +123,9 @@ def main(threads: int, repeats: int, clock: str = "wall", n: int = 1000):
         for name, t in best.items():
             if "64 digits" not in name:
                 print(f"  {name:<28}{t * 1e3:>10.1f} ms{t / floor:>8.2f}x floor")
-        print(f"  64 digits: lfeval {best['lfeval 64 digits'] * 1e3:.2f} ms, floor {best['floor 64 digits'] * 1e3:.2f} "
-              f"ms, {best['lfeval 64 digits'] / best['floor 64 digits']:.2f}x")
+        floor64 = min(t for k, t in best.items() if k.startswith("floor 64 digits"))
+        print(f"  64 digits: lfeval {best['lfeval 64 digits'] * 1e3:.2f} ms, floor {floor64 * 1e3:.2f} ms, "
+              f"{best['lfeval 64 digits'] / floor64:.2f}x")
         print(f"  lfxai / lfeval b64 {best['lfxai'] / best['lfeval b64']:.1f}, "
               f"lfxai / lfeval b1000 {best['lfxai'] / best['lfeval b1000']:.1f}")
         print(f"  agreement with lfxai: per-sample max |diff| {np.abs(ours - ref).max():.2e} "
