@@ -165,3 +165,14 @@ def test_bad_input(ae, digits):
     clf, _, xc = _tiny("classification")
     with pytest.raises(InvalidArgument, match="y_train"):
         InfluenceFunctions(clf, params="all", display_progressbar=False).attribute(xc[:4], xc[4:])
+
+
+def test_influence_on_an_lstm_encoder_equals_an_explicit_hessian_inverse():
+    """torch's CPU LSTM has no forward-mode AD: the Hessians are built reverse-over-reverse."""
+    ds = lfeval.data.load("ucr:GunPoint")
+    enc = lfeval.models.train_encoder(ds, latent_dim=3, epochs=1, min_steps=0, seed=0, display_progressbar=False)
+    x = ds.x_train[:9]
+    got = lfeval.examples.importance(enc, x[:5], x[5:], "influence", params="last", damping=1e-3,
+                                     display_progressbar=False)
+    expected = _explicit_influence(enc.pretext_model, enc, x[:5], x[5:], 1e-3, last_only=True)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

@@ -267,8 +267,13 @@ def test_bad_input(ae, digits):
 def test_every_order_equals_the_masks_built_one_by_one(ae, digits, order, baseline):
     """The sort-key path (one top-c set per level, inverted for insertion and LeRF, f(baseline) shared) against
     ordered_masks + perturbed_inputs, with ties in the importance and a chunk of a few samples."""
-    from lfeval.metrics.functional import (mask_counts, ordered_masks, perturbed_inputs, representation_distance,
-                                           representation_shift_curve)
+    from lfeval.metrics.functional import (
+        mask_counts,
+        ordered_masks,
+        perturbed_inputs,
+        representation_distance,
+        representation_shift_curve,
+    )
 
     x = digits.x_test[:25]
     gen = torch.Generator().manual_seed(3)

@@ -456,7 +456,7 @@ class InfluenceFunctions(_LossBased):
         def loss_z(zi, xi, yi):
             return self.loss(lambda inp: head(zi.unsqueeze(0)), xi.unsqueeze(0), yi.unsqueeze(0), None)[0]
 
-        hz = torch.cat([vmap(torch.func.hessian(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
+        hz = torch.cat([vmap(_hessian_rev(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
                                                          y[i:i + self.chunk_size])
                         for i in range(0, len(x), self.chunk_size)]).detach()  # (n, d, d)
         h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device)], dim=1)  # (n, k + 1)
@@ -472,7 +472,7 @@ class InfluenceFunctions(_LossBased):
     def _hessian(self, total, flat0, chunk: int = 32) -> torch.Tensor:
         """Exact Hessian (P, P) from Hessian-vector products with the basis, ``chunk`` columns at a time."""
         eye = torch.eye(len(flat0), device=self.device)
-        hvp = vmap(lambda v: torch.func.jvp(torch.func.grad(total), (flat0,), (v,))[1])
+        hvp = vmap(_hvp_fn(total, flat0))
         steps = range(0, len(flat0), chunk)
         return torch.cat([hvp(eye[i:i + chunk]) for i in tqdm(steps, desc="Hessian", leave=False,
                                                               disable=not self.display_progressbar)])
@@ -488,10 +488,22 @@ class InfluenceFunctions(_LossBased):
         for _ in tqdm(range(self.depth), desc="LiSSA", disable=not self.display_progressbar, leave=False):
             idx = torch.randint(len(x), (min(self.lissa_batch, len(x)),), generator=gen).to(self.device)
             total = self._mean_loss_fn(sel, fixed, x[idx], y[idx], None if extra is None else extra[idx])
-            hvp = vmap(lambda col: torch.func.jvp(torch.func.grad(total), (flat0,), (col,))[1], in_dims=1,
-                       out_dims=1)(h)
+            hvp = vmap(_hvp_fn(total, flat0), in_dims=1, out_dims=1)(h)
             h = v + (1 - self.damping) * h - hvp / self.scale
         return h / self.scale
+
+
+def _hessian_rev(fn):
+    """``torch.func.hessian`` by reverse-over-reverse: forward-mode AD is not implemented for every layer
+    (torch's CPU LSTM kernel refuses it), double backward is."""
+    return torch.func.jacrev(torch.func.jacrev(fn))
+
+
+def _hvp_fn(total, flat0):
+    """v -> H v for the Hessian H of ``total`` at ``flat0``: the vector-Jacobian product of its gradient (H is
+    symmetric), reverse-over-reverse like :func:`_hessian_rev`; the gradient's graph is built once."""
+    _, vjp = torch.func.vjp(torch.func.grad(total), flat0)
+    return lambda v: vjp(v)[0]
 
 
 #: method name -> ExampleImportance subclass (extend with :func:`register_example_method`)
