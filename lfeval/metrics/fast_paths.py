@@ -24,7 +24,7 @@ import threading
 import numpy as np
 import quantus
 
-#: rows per prediction of the batched paths
+#: rows per prediction of the batched paths (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`)
 ROWS = 4096
 
 _lock = threading.Lock()
@@ -61,9 +61,12 @@ def skip_silenced_checks(metric):
 def _predict_rows(model, inputs: list, y_batch) -> np.ndarray:
     """``model.predict`` of every array in ``inputs`` (each a batch of the same samples), read at ``y_batch``:
     (len(inputs), batch)."""
+    from ..memory import rows_per_pass
+
     batch = len(inputs[0])
     stacked = np.concatenate(inputs)
-    out = np.concatenate([model.predict(stacked[i:i + ROWS]) for i in range(0, len(stacked), ROWS)])
+    step = rows_per_pass(stacked[0].size, ROWS)  # 4096 digits per pass, 27 RGB 224x224 images
+    out = np.concatenate([model.predict(stacked[i:i + step]) for i in range(0, len(stacked), step)])
     return out.reshape(len(inputs), batch, -1)[:, np.arange(batch), y_batch]
 
 
