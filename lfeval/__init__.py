@@ -28,6 +28,7 @@ _LAZY = {
     "config": ("lfeval.config", None),
     "pipeline": ("lfeval.pipeline", None),
     "validation": ("lfeval.validation", None),
+    "text": ("lfeval.text", None),
 }
 
 

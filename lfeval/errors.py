@@ -40,3 +40,7 @@ class LabelsRequired(InvalidArgument):
 
 class NotAdaptable(InvalidArgument):
     """A stock Quantus metric cannot be scored label-free by the adapter."""
+
+
+class MissingDependency(LfevalError, RuntimeError):
+    """An optional dependency (an ``lfeval[...]`` extra) is not installed."""

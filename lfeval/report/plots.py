@@ -122,7 +122,7 @@ def pretext_heatmaps(tables: dict, title: str = "Pretext sensitivity: Pearson co
 def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str = "Label-free attributions",
                      modality="image"):
     """Inputs (first column) and |attribution| per masking unit, one column per method, each drawn as the
-    modality draws it (images, bars for tabular rows, curves for time series)."""
+    modality draws it (images, bars for tabular rows, curves for time series, highlighted tokens for text)."""
     from ..modalities import get_modality
 
     modality = get_modality(modality)
@@ -132,7 +132,7 @@ def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str =
     for i in range(n):
         modality.draw_input(axes[i, 0], np.asarray(x[i]))
         for j, (method, a) in enumerate(attributions.items(), start=1):
-            modality.draw_attribution(axes[i, j], np.asarray(a[i]))
+            modality.draw_attribution(axes[i, j], np.asarray(a[i]), x=np.asarray(x[i]))
             if i == 0:
                 axes[i, j].set_title(method, fontsize=7)
     axes[0, 0].set_title("input", fontsize=7)
