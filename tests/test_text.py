@@ -126,6 +126,15 @@ def test_attention_mask_reaches_every_copy_of_the_sentence(enc):
     assert isinstance(enc.modality.attribution_space(enc), EmbeddingSpace)
 
 
+def test_normalised_output_makes_the_gradient_at_x_vanish(enc):
+    """g_x(x') = cos(f(x), f(x')) for the L2-normalised model is maximal at x' = x: Saliency is float noise there,
+    while the mean-pooled embedding (normalize=False) has a real gradient."""
+    x = lfeval.text.tokenize(SENTENCES, max_length=20)
+    at_max = np.abs(lfeval.explain(enc, x, method="Saliency")).max()
+    pooled = lfeval.text.minilm_encoder(normalize=False)
+    assert at_max < 1e-3 * np.abs(lfeval.explain(pooled, x, method="Saliency")).max()
+
+
 @pytest.mark.parametrize("method", ["IntegratedGradients", "GradientShap", "Random", "Occlusion"])
 def test_batch_invariance(enc, method):
     x = lfeval.text.tokenize(SENTENCES, max_length=32)

@@ -74,6 +74,9 @@ def load_text_corpus(corpus: str, root=None, seed: int = 0, max_length: int = 64
     if test_size >= 1:
         raise InvalidArgument(f"`test_size` must be a fraction in (0, 1), got {test_size}.")
     check_positive_int(max_length, "max_length", minimum=3)
+    from ..modalities.text import BASELINE_RULES
+
+    check_choice(baseline, BASELINE_RULES, "text baseline rule")
     from sklearn.model_selection import train_test_split
 
     from ..modalities.text import Text

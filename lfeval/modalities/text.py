@@ -320,13 +320,14 @@ class Text(Modality):
         per_char = 0.6 * fontsize / 72 / width_in  # monospace advance as a fraction of the axis width
         col, row = 0.0, 0
         for word, v in zip(words, values):
-            text = word[2:] if word.startswith("##") else word
-            step = (len(text) + (0 if word.startswith("##") else 1)) * per_char
-            if col + step > 1.0 and col > 0:
-                col, row = 0.0, row + 1
-            if not word.startswith("##") and col > 0:
-                col += per_char
-            colour = (0.85, 0.1, 0.1, min(1.0, abs(v) / scale)) if v > 0 else (0.1, 0.3, 0.85, min(1.0, abs(v) / scale))
+            piece = word.startswith("##")  # a WordPiece continuation joins the previous token
+            text = word[2:] if piece else word
+            gap = 0.0 if piece or col == 0 else per_char
+            if col + gap + len(text) * per_char > 1.0 and col > 0:
+                col, row, gap = 0.0, row + 1, 0.0
+            col += gap
+            alpha = min(1.0, abs(v) / scale)
+            colour = (0.85, 0.1, 0.1, alpha) if v > 0 else (0.1, 0.3, 0.85, alpha)
             ax.text(col, 1.0 - 0.14 * row, text, transform=ax.transAxes, fontsize=fontsize, family="monospace",
                     va="top", ha="left", bbox=dict(boxstyle="square,pad=0.05", fc=colour, ec="none"))
             col += len(text) * per_char

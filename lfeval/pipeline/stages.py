@@ -228,7 +228,7 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
     else:
         methods = {m: {} for m in c.example_methods}
         explain_func, labels = ctx.example_explain_func, rd.y[:c.meta_samples].numpy()
-    suite = default_test_suite(seed=c.seed)  # LabelFreeMetaEvaluation seeds np/torch itself
+    suite = default_test_suite(seed=c.seed, modality=rd.ds.modality)  # LabelFreeMetaEvaluation seeds np/torch itself
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
                                    explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
     meta(estimator, enc, rd.x_np[:c.meta_samples], score_labels=labels)

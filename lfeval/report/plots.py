@@ -128,7 +128,8 @@ def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str =
     modality = get_modality(modality)
     n = min(n, len(x))
     cols = 1 + len(attributions)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    width = 3.6 if modality.plot_kind == "tokens" else 1.6  # sentences need room for their words
+    fig, axes = plt.subplots(n, cols, figsize=(width * cols, 1.6 * n), squeeze=False)
     for i in range(n):
         modality.draw_input(axes[i, 0], np.asarray(x[i]))
         for j, (method, a) in enumerate(attributions.items(), start=1):
