@@ -93,6 +93,25 @@ def test_label_free_ig_beats_random_on_token_deletion(enc, attributions):
     assert gs.mean() > rand.mean()
 
 
+def test_quantus_evaluate_with_label_free_adapters_on_text(enc, attributions):
+    """Through quantus.evaluate (lfeval.evaluate): stock faithfulness metrics scored on g_x by token removal
+    prefer IG to Random; a noise-based robustness metric refuses token ids loudly."""
+    import quantus
+
+    x, a = attributions
+    metrics = {"PixelFlipping": lfeval.metrics.LabelFree(quantus.PixelFlipping(features_in_step=8,
+                                                                               disable_warnings=True)),
+               "FaithfulnessEstimate": lfeval.metrics.LabelFree(quantus.FaithfulnessEstimate(
+                   features_in_step=8, disable_warnings=True))}
+    table = lfeval.evaluate(metrics, {m: a[m][:6] for m in ("IntegratedGradients", "Random")}, enc, x[:6].numpy())
+    assert table.loc["IntegratedGradients", "PixelFlipping"] < table.loc["Random", "PixelFlipping"]  # lower: faster
+    assert table.loc["IntegratedGradients", "FaithfulnessEstimate"] > table.loc["Random", "FaithfulnessEstimate"]
+    with pytest.raises(InvalidInput, match="token ids"):
+        quantus.MaxSensitivity(nr_samples=2, disable_warnings=True)(
+            enc, x[:2].numpy(), y_batch=None, a_batch=a["Random"][:2], explain_func=lfeval.explain,
+            explain_func_kwargs={"method": "Random"}, softmax=False)
+
+
 def test_padding_and_special_tokens_get_exactly_zero(enc, attributions):
     x, a = attributions
     kept = ~lfeval.modalities.text.TokenBaseline("delete", 0, 103, (0, 101, 102)).removable(x)

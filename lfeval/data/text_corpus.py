@@ -80,7 +80,7 @@ def load_text_corpus(corpus: str, root=None, seed: int = 0, max_length: int = 64
     from sklearn.model_selection import train_test_split
 
     from ..modalities.text import Text
-    from ..text import tokenize, vocabulary
+    from ..text.tokenizer import tokenize, vocabulary
 
     texts, labels, classes = read_corpus(corpus, root)
     idx_train, idx_test = train_test_split(np.arange(len(texts)), test_size=test_size, random_state=seed,

@@ -17,6 +17,8 @@ The text layout (N, 2, L) and the baseline rule are documented in :mod:`lfeval.m
 
 from __future__ import annotations
 
-from .minilm import MODEL_NAME, MiniLM, minilm_encoder, model_dir, sentence_transformer, tokenize, vocabulary
+from .minilm import MiniLM, minilm_encoder, sentence_transformer
+from .tokenizer import MODEL_NAME, model_dir, offline, tokenize, vocabulary
 
-__all__ = ["MODEL_NAME", "MiniLM", "minilm_encoder", "model_dir", "sentence_transformer", "tokenize", "vocabulary"]
+__all__ = ["MODEL_NAME", "MiniLM", "minilm_encoder", "model_dir", "offline", "sentence_transformer", "tokenize",
+           "vocabulary"]
