@@ -9,9 +9,25 @@ Submodules load on first use (``lfeval.metrics`` imports Quantus, which is slow 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
-from . import data, errors, modalities, models
-from .encoder import Encoder, as_encoder
+
+def _command_environment(environ=os.environ, argv=None, orig_argv=None) -> None:
+    """When this import starts the ``lfeval`` command (console script or ``python -m lfeval.cli``), let idle
+    OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``, unless set): it matters on shared
+    cores, and OpenMP reads it once, when torch loads, which is below. A library import changes nothing."""
+    argv = sys.argv if argv is None else argv
+    orig_argv = getattr(sys, "orig_argv", argv) if orig_argv is None else orig_argv
+    command = os.path.basename(argv[0] if argv else "") == "lfeval" or "lfeval.cli" in orig_argv[1:3]
+    if command and "OMP_WAIT_POLICY" not in environ:
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+_command_environment()
+
+from . import data, errors, modalities, models  # noqa: E402
+from .encoder import Encoder, as_encoder  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -28,6 +44,8 @@ _LAZY = {
     "config": ("lfeval.config", None),
     "pipeline": ("lfeval.pipeline", None),
     "validation": ("lfeval.validation", None),
+    "execution": ("lfeval.execution", None),
+    "threads": ("lfeval.threads", None),
     "text": ("lfeval.text", None),
 }
 

@@ -18,8 +18,8 @@ def _run(args) -> int:
         "latent_dim": args.latent_dim, "epochs": args.epochs, "out_dir": args.out,
         "pretexts": args.pretexts, "explainers": args.explainers, "metrics": args.metrics,
         "example_methods": args.example_methods, "n_explain": args.n_explain,
-        "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations,
-        "quiet": True if args.quiet else None,
+        "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations, "threads": args.threads,
+        "quiet": True if args.quiet else None, "backend": args.backend, "address": args.address,
     }.items() if v is not None}
     config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
     report = run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print)
@@ -58,6 +58,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-explain", type=int, dest="n_explain", help="test inputs explained and scored")
     p.add_argument("--meta-metrics", nargs="*", dest="meta_metrics", help="metrics to meta-evaluate (none: skip)")
     p.add_argument("--meta-iterations", type=int, dest="meta_iterations")
+    p.add_argument("--backend", help="serial (default) or ray: run the per-encoder and per-metric stages as Ray tasks "
+                   "(pip install 'lfeval[ray]')")
+    p.add_argument("--address", help="with --backend ray: join the Ray cluster at this address (default: start a "
+                   "local Ray on this machine)")
+    p.add_argument("--threads", help="torch intra-op threads: 'auto' (default; from the work, the free cores "
+                   "and LFEVAL_THREADS) or a number")
     p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")

@@ -17,11 +17,15 @@ import tomllib
 from .data import available as available_data
 from .data import canonical_name
 from .errors import InvalidArgument, UnknownName
+from .execution import BACKENDS, check_backend
 from .explain.base import explainer_names, get_explainer
 from .explain.examples import EXAMPLE_METHODS
 from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
 from .models.pretext import PRETEXTS
+from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
+from .threads import check_threads
+from .validation import check_device
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
 #: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
@@ -41,7 +45,13 @@ class RunConfig:
 
     The defaults are the demo: digits, five pretext encoders, five feature explainers, five
     example methods, the label-free metrics next to the stock ones meaningful without labels,
-    and a small meta-evaluation; about 5 minutes on 2 CPU cores.
+    and a small meta-evaluation; about 3 minutes on 2 CPU cores. ``backend = "ray"`` runs the
+    per-encoder and per-metric stages as Ray tasks (on a local Ray, or the cluster at ``address``).
+
+    ``threads``: torch's intra-op threads for every stage, ``"auto"`` (:func:`lfeval.threads.choose`:
+    from the work's size, the process's cores and, after training, the load; ``LFEVAL_THREADS``
+    overrides it) or an integer. It does not change stored results (training aside, see
+    :mod:`lfeval.threads`), so a rerun may use another value.
     """
 
     name: str = "default"
@@ -72,12 +82,20 @@ class RunConfig:
     meta_iterations: int = 2
     meta_perturbations: int = 3
     meta_samples: int = 64
+    threads: object = "auto"
     quiet: bool = False
+    backend: str = "serial"
+    address: Optional[str] = None
+    encoders: dict = field(default_factory=dict)
+    device: str = "cpu"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _KINDS[f.name])
         check_run_name(self.name)
+        _check_names("backend", [self.backend], BACKENDS)
+        check_backend(self.backend, self.address)
+        self.threads = check_threads(self.threads)
         for plugin in self.plugins:  # user explainers and metrics register themselves on import
             load_plugin(plugin)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
@@ -96,14 +114,21 @@ class RunConfig:
         _check_names("meta_explainers", self.meta_explainers or [], explainer_names())
         _check_names("pretext_feature_method", [self.pretext_feature_method], explainer_names())
         _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
-        if not self.pretexts:
-            raise InvalidArgument("Config `pretexts` is empty; name at least one pretext task.")
+        for name, spec in self.encoders.items():  # the user's own encoders (lfeval.models.user_encoders)
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", str(name)) or name in PRETEXTS + VAE_PRETEXTS:
+                raise InvalidArgument(f"Encoder name {name!r} (config `encoders`) must be a safe name (letters, "
+                                      "digits, '.', '_', '-') that is not a pretext task's.")
+            check_spec(name, spec)
+        if not self.encoder_names:
+            raise InvalidArgument("Config `pretexts` and `encoders` are both empty; name a pretext task to train or "
+                                  "an encoder of yours under [encoders.<name>].")
+        check_device(self.device)
         data_key = canonical_name(self.data)
         _check_names("data", [data_key], available_data())
         if not self.explainers and not self.example_methods:
             raise InvalidArgument("Config `explainers` and `example_methods` are both empty; name at least one.")
         if self.meta_pretext is not None:
-            _check_names("meta_pretext", [self.meta_pretext], self.pretexts)
+            _check_names("meta_pretext", [self.meta_pretext], self.encoder_names)
         _check_names("explainer_params", list(self.explainer_params), self.explainers)
         for name, params in self.explainer_params.items():  # a misspelled option fails now, not after training
             if not isinstance(params, dict):
@@ -113,9 +138,10 @@ class RunConfig:
         for name, params in self.metric_params.items():
             get_entry(name).check_params(params)
         for name in dict.fromkeys(self.metrics + self.meta_metrics):
-            if "references" in CATALOGUE[name].needs and len(self.pretexts) < 2:
-                raise InvalidArgument(f"{name} compares encoders of different pretext tasks: name at least two "
-                                      f"`pretexts` or drop it from `metrics` and `meta_metrics`.")
+            if "references" in CATALOGUE[name].needs and len(self.encoder_names) < 2:
+                raise InvalidArgument(f"{name} compares encoders of different pretext tasks (or origins): name at "
+                                      "least two `pretexts` or `encoders`, or drop it from `metrics` and "
+                                      "`meta_metrics`.")
         if not self.pretext_seeds:
             raise InvalidArgument("Config `pretext_seeds` is empty; name at least one training seed, e.g. [0].")
 
@@ -146,6 +172,9 @@ class RunConfig:
         if "run" in values:
             if not isinstance(values["run"], dict):
                 raise InvalidArgument(f"Config `run` in {str(path)!r} must be a table ([run]).")
+            if "encoders" in values:  # [encoders.<name>] tables may sit next to [run]
+                values["run"] = {**values["run"], "encoders": {**values["run"].get("encoders", {}),
+                                                               **values.pop("encoders")}}
             stray = sorted(k for k in values if k != "run")
             if stray:
                 raise InvalidArgument(
@@ -154,6 +183,11 @@ class RunConfig:
                 )
             values = values["run"]
         return cls.from_dict({**values, **overrides})
+
+    @property
+    def encoder_names(self) -> list:
+        """The run's encoders: the pretext tasks it trains, then the user's encoders, by name."""
+        return list(self.pretexts) + list(self.encoders)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -181,12 +215,20 @@ _KINDS = {
     "metric_params": dict, "n_explain": (int, 2), "n_train_examples": (int, 2), "pretext_seeds": [int],
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
-    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool,
+    "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
+    "encoders": dict, "device": str, "threads": "threads",
 }
 
 
 def _check_type(key: str, value, kind) -> None:
     """Raise :class:`InvalidArgument` unless ``value`` has the field's kind (see :data:`_KINDS`)."""
+    if kind == "threads":  # "auto" or a positive integer (lfeval.threads)
+        try:
+            check_threads(value)
+        except InvalidArgument:
+            raise InvalidArgument(f"Config `threads` must be 'auto' or a positive integer (torch's intra-op threads), "
+                                  f"got {value!r}.") from None
+        return
     if isinstance(kind, tuple) and kind[1] is None:  # optional
         if value is None:
             return

@@ -112,6 +112,16 @@ class Encoder(nn.Module):
                 "representation of shape (N, d). Flatten or pool the output (a scalar per sample is (N, 1)).")
         return z
 
+    def train(self, mode: bool = True) -> "Encoder":
+        """As ``nn.Module.train``; a ``torch.export`` program, whose behaviour is fixed at export and which
+        refuses ``.train()``/``.eval()``, only has its flags set."""
+        try:
+            return super().train(mode)
+        except NotImplementedError:
+            for m in self.modules():
+                m.training = mode
+            return self
+
     @property
     def device(self) -> torch.device:
         """Where the network's parameters live; lfeval computes there."""

@@ -42,5 +42,16 @@ class NotAdaptable(InvalidArgument):
     """A stock Quantus metric cannot be scored label-free by the adapter."""
 
 
-class MissingDependency(LfevalError, RuntimeError):
-    """An optional dependency (an ``lfeval[...]`` extra) is not installed."""
+class ExtraMissing(LfevalError, RuntimeError):
+    """An optional dependency (a pip extra such as ``lfeval[ray]``) is not installed."""
+
+
+class CellsFailed(LfevalError, RuntimeError):
+    """Cells of a grid failed (after their retries); the other cells finished and are stored.
+
+    ``failures`` is a list of :class:`lfeval.execution.CellFailure` (cell name and error text).
+    """
+
+    def __init__(self, message: str, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from .errors import InvalidArgument, InvalidInput, LabelsRequired
+from .metrics.fast_paths import skip_silenced_checks
 from .validation import check_inputs, check_model, to_numpy
 
 #: stock Quantus metrics that index model outputs with y: they fail, or run with a wrong meaning, on an
@@ -115,10 +116,11 @@ def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, 
             raise InvalidInput(f"Attributions of {method!r} have {a.shape[0]} samples, x_batch has {x.shape[0]}.")
         results[method] = {}
         for name, metric in metrics.items():
-            scores = metric(model=model, x_batch=x, y_batch=y_batch, a_batch=a, s_batch=s_batch,
-                            explain_func=functools.partial(explain_func) if explain_func else None,
-                            explain_func_kwargs=kw, channel_first=True, softmax=False,
-                            **{**(call_kwargs or {}), **kwargs})
+            with skip_silenced_checks(metric):  # Quantus' no-change check of a metric whose warnings are off
+                scores = metric(model=model, x_batch=x, y_batch=y_batch, a_batch=a, s_batch=s_batch,
+                                explain_func=functools.partial(explain_func) if explain_func else None,
+                                explain_func_kwargs=kw, channel_first=True, softmax=False,
+                                **{**(call_kwargs or {}), **kwargs})
             results[method][name] = agg_func(scores)
     if not return_as_df:
         return results

@@ -13,6 +13,7 @@ lfeval.errors.InvalidInput: `x_batch` is an empty batch (shape (0, 3)); pass at 
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Iterable
 
 import numpy as np
@@ -48,8 +49,8 @@ def to_numpy(x, dtype=np.float32) -> np.ndarray:
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Raise :class:`InvalidInput` if ``x`` holds NaN or inf."""
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    """Raise :class:`InvalidInput` if ``x`` holds NaN or inf (one min/max pass: NaN and inf reach them)."""
+    if x.is_floating_point() and x.numel() and not all(map(math.isfinite, _minmax(x))):
         n_bad = int((~torch.isfinite(x)).sum())
         raise InvalidInput(
             f"`{name}` contains {n_bad} NaN/inf value(s); clean or impute them before calling lfeval."
@@ -57,15 +58,24 @@ def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
     return x
 
 
+def _minmax(x: torch.Tensor) -> tuple:
+    lo, hi = torch.aminmax(x)
+    return float(lo), float(hi)
+
+
 def check_batch(x: torch.Tensor, name: str = "x", min_ndim: int = 2) -> torch.Tensor:
     """Check that ``x`` is a non-empty batch (first axis = samples) of finite values."""
+    return check_finite(_check_shape(x, name, min_ndim), name)
+
+
+def _check_shape(x: torch.Tensor, name: str, min_ndim: int = 2) -> torch.Tensor:
     if x.ndim < min_ndim:
         raise InvalidInput(
             f"`{name}` must have at least {min_ndim} dimensions (N, ...), got shape {tuple(x.shape)}."
         )
     if x.shape[0] == 0:
         raise InvalidInput(f"`{name}` is an empty batch (shape {tuple(x.shape)}); pass at least one sample.")
-    return check_finite(x, name)
+    return x
 
 
 def check_inputs(x, encoder=None, name: str = "inputs", device=None) -> torch.Tensor:
@@ -92,6 +102,18 @@ def check_labels(y, name: str = "y", n: int | None = None) -> torch.Tensor:
     if n is not None and len(arr) != n:
         raise InvalidInput(f"`{name}` has {len(arr)} labels for {n} samples.")
     return torch.as_tensor(arr.astype(np.int64))
+def check_attributions(a: torch.Tensor, name: str = "a_batch") -> torch.Tensor:
+    """Attributions a metric can rank: a non-empty batch of finite values that are not all zero and not all
+    equal (the checks of Quantus' ``assert_attributions``, as lfeval errors, in one min/max pass)."""
+    _check_shape(a, name)
+    lo, hi = _minmax(a)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(a, name)  # raises, counting the bad values
+    if lo == hi:
+        what = "all zero" if lo == 0 else f"all equal to {lo:g}"
+        raise InvalidInput(f"`{name}` is {what}, so it ranks no feature above another; recompute the explanations "
+                           "(an all-zero map often means a dead encoder or a baseline equal to the input).")
+    return a
 
 
 def check_eval_mode(model: torch.nn.Module, name: str = "model") -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 import lfeval
 
@@ -16,7 +15,11 @@ collect_ignore_glob = ["extensions/*"]
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    """The session's intra-op threads, chosen as ``lfeval run`` does for digits-sized encoders (one thread
+    unless the work were larger; ``LFEVAL_THREADS`` overrides); the previous setting returns afterwards."""
+    net = lfeval.models.build_encoder("image", (1, 8, 8), 8)
+    with lfeval.threads.limit("auto", work=lfeval.threads.work_of(net, (1, 8, 8), batch=128)):
+        yield
 
 
 @pytest.fixture(scope="session")

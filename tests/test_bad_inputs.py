@@ -6,6 +6,7 @@ Every case is ``(id, call, exception, pattern)`` where ``call(c)`` gets the shar
 
 from __future__ import annotations
 
+import os
 import pickle
 from types import SimpleNamespace
 
@@ -102,6 +103,18 @@ def _meta(c, estimator=None, methods=None, **kw):
     return meta(estimator or RepresentationShift(fractions=(0.5, 1.0)), **{"model": c.ae, "x_batch": c.x, **kw})
 
 
+def _with_env(key, value, call):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        return call()
+    finally:
+        if old is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = old
+
+
 def _train(c, ds=None, **kw):
     return lfeval.models.train_encoder(ds or c.ds, **{"epochs": 1, "display_progressbar": False, **kw})
 
@@ -177,6 +190,18 @@ CASES = [
     ("train/task-option", lambda c: _train(c, pretext="reconstruction", sigma=0.3), InvalidArgument,
      "no option 'sigma'"),
     ("train/cache-dir-file", lambda c: _train(c, cache_dir=__file__), InvalidArgument, "`cache_dir`"),
+    ("train/threads-zero", lambda c: _train(c, threads=0), InvalidArgument, "`threads` must be 'auto' or a positive"),
+    ("train/threads-name", lambda c: _train(c, threads="max"), InvalidArgument, "`threads`"),
+    ("train/threads-bool", lambda c: _train(c, threads=True), InvalidArgument, "`threads`"),
+    # ------------------------------------------------------------------ lfeval.threads
+    ("threads/limit-zero", lambda c: lfeval.threads.limit(0).__enter__(), InvalidArgument, "`threads`"),
+    ("threads/limit-float", lambda c: lfeval.threads.choose(1.5), InvalidArgument, "`threads`"),
+    ("threads/work-negative", lambda c: lfeval.threads.choose("auto", work=-1.0), InvalidArgument, "`work`"),
+    ("threads/work-nan", lambda c: lfeval.threads.choose("auto", work=float("nan")), InvalidArgument, "`work`"),
+    ("threads/env", lambda c: _with_env("LFEVAL_THREADS", "two", lambda: lfeval.threads.choose()), InvalidArgument,
+     "`LFEVAL_THREADS` must be 'auto' or a positive integer"),
+    ("threads/env-zero", lambda c: _with_env("LFEVAL_THREADS", "0", lambda: _train(c)), InvalidArgument,
+     "`LFEVAL_THREADS`"),
     # ------------------------------------------------------------------ lfeval.explain
     ("explain/not-a-module", lambda c: _explain(c, model=lambda x: x), InvalidArgument, "torch.nn.Module"),
     ("explain/train-mode", lambda c: _explain(c, model=c.train_mode), ModelStateError, r"\.eval\(\)"),
@@ -250,6 +275,14 @@ CASES = [
      InvalidArgument, "`damping`"),
     ("examples/influence-depth", lambda c: importance(c.ae, c.x_tr, c.x, "influence", solver="lissa", depth=0),
      InvalidArgument, "`depth`"),
+    ("examples/tracin-algorithm", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", algorithm="ghost"), UnknownName,
+     "TracIn algorithm"),
+    ("examples/tracin-ghost", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", ghost="yes"), InvalidArgument,
+     "`ghost`"),
+    ("examples/tracin-projection", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", projection=0), InvalidArgument,
+     "`projection`"),
+    ("examples/tracin-max-memory", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", max_memory=-1),
+     InvalidArgument, "`max_memory`"),
     ("examples/chunk-size", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", chunk_size=0), InvalidArgument,
      "`chunk_size`"),
     ("examples/y-train-length", lambda c: importance(c.enc["classification"], c.x_tr, c.x, "tracin",
@@ -376,6 +409,15 @@ CASES = [
     ("benchmark/out-dir-file", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
                                                    {"RS": RepresentationShift()}, {"a": {}}, __file__),
      InvalidArgument, "`out_dir`"),
+    ("benchmark/backend", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
+                                              {"RS": RepresentationShift()}, {"a": {}}, c.tmp, backend="rey"),
+     UnknownName, "Did you mean 'ray'"),
+    ("benchmark/address-serial", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
+                                                     {"RS": RepresentationShift()}, {"a": {}}, c.tmp,
+                                                     address="127.0.0.1:6379"), InvalidArgument, "backend='ray'"),
+    ("benchmark/address-type", lambda c: benchmark({"d": {"x": c.x, "encoders": {"ae": c.ae}}},
+                                                   {"RS": RepresentationShift()}, {"a": {}}, c.tmp, backend="ray",
+                                                   address=6379), InvalidArgument, "`address`"),
 ]
 
 
@@ -513,7 +555,7 @@ CONFIGS = [
     ('n_explain = 1', "`n_explain`"),
     ('pretexts = "reconstruction"', "`pretexts` must be a list"),
     ('pretexts = ["reconstruction", "reconstruction"]', "names an entry twice"),
-    ('pretexts = []', "`pretexts` is empty"),
+    ('pretexts = []', "`pretexts` and `encoders` are both empty"),
     ('pretext_seeds = [0.5]', "`pretext_seeds` must be a list of ints"),
     ('explainers = ["IntegratedGradient"]', "Did you mean 'IntegratedGradients'"),
     ('metrics = ["Sparsenes"]', "Did you mean 'Sparseness'"),
@@ -532,14 +574,47 @@ CONFIGS = [
     ('plugins = ["no_such_file.py"]', "does not exist"),
     ('plugins = ["no_such_module_xyz"]', "Cannot import plugin module"),
     ('meta_pretext = "denoise"', "Did you mean 'denoising'"),
+    ('backend = "dask"', "Unknown entry 'dask' in config `backend`"),
+    ('backend = "rey"', "Did you mean 'ray'"),
+    ('address = 6379', "`address` must be a non-empty str"),
+    ('address = ""', "`address` must be a non-empty str"),
+    ('address = "127.0.0.1:6379"', "needs backend='ray'"),
     ('data = "mnist"\ndata_root = "{root}"', "MNIST"),
+    ('pretexts = "reconstruction"\n[encoders.mine]\nfactory = "torch.nn:Flatten"', "`pretexts` must be a list"),
+    ('[encoders.mine]\nkwargs = {{}}', "needs exactly one of factory, torchscript, exported"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\ntorchscript = "a.pt"', "exactly one of"),
+    ('[encoders.mine]\nfactory = "torch.nn"', "must be 'pkg.module:name'"),
+    ('[encoders.mine]\nfactory = "no_such_pkg_xyz:f"', "cannot import 'no_such_pkg_xyz'"),
+    ('[encoders.mine]\nfactory = "torch.nn:NoSuchThing"', "has no 'NoSuchThing'"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nweights = "missing.safetensors"', "does not exist"),
+    ('[encoders.mine]\ntorchscript = "missing.pt"', "`encoders.mine.torchscript`"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nwieghts = "w.pt"', "Did you mean 'weights'"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nloss = "l2"', "`encoders.mine.loss`"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\ncheckpoints = "ck.pt"', "must be a list"),
+    ('[encoders.mine]\nfactory = "torch.nn:Flatten"\nnormalize = {{mean = [0.5]}}', "`encoders.mine.normalize`"),
+    ('[encoders.mine]\ntorchscript = "{script}"\nweights = "{script}"', "kwargs and weights go with a factory"),
+    ('[encoders.reconstruction]\nfactory = "torch.nn:Flatten"', "not a pretext task's"),
+    ('[encoders."a/b"]\nfactory = "torch.nn:Flatten"', "must be a safe name"),
+    ('device = "cuda"', "no usable CUDA"),
+    ('device = "tpu"', "`device`"),
+    ('data = "npz:{root}/none.npz"', "does not exist"),
+    ('data = "npz:"', "names no member"),
+    ('data = "csv:{table}"\n[data_options]\nlabel = "grup"', "Did you mean 'group'"),
+    ('data = "csv:{table}"\n[data_options]\nlabels = "group"', "Did you mean 'label'"),
+    ('threads = 0', "`threads` must be 'auto' or a positive integer"),
+    ('threads = "all"', "`threads` must be 'auto' or a positive integer"),
+    ('threads = true', "`threads` must be 'auto' or a positive integer"),
+    ('threads = 1.5', "`threads` must be 'auto' or a positive integer"),
 ]
 
 
 @pytest.mark.parametrize("toml, message", CONFIGS, ids=[m for _, m in CONFIGS])
 def test_bad_config_exits_2_with_a_named_error(tmp_path, capsys, toml, message):
     config = tmp_path / "bad.toml"
-    config.write_text(toml.format(root=(tmp_path / "empty").as_posix()))
+    (tmp_path / "t.csv").write_text("a,b,group\n" + "".join(f"{i},{i % 3},{'xy'[i % 2]}\n" for i in range(20)))
+    (tmp_path / "s.pt").write_bytes(b"")
+    config.write_text(toml.format(root=(tmp_path / "empty").as_posix(), table=(tmp_path / "t.csv").as_posix(),
+                                  script=(tmp_path / "s.pt").as_posix()))
     code = main(["run", "--config", str(config), "--out", str(tmp_path / "runs")])  # no --quiet: it would win
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("lfeval: error:") and message in err, err

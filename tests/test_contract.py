@@ -116,6 +116,7 @@ def test_every_metric_masks_with_the_encoders_baseline():
     ("lfeval.evaluation", ["evaluate"]),
     ("lfeval.config", ["RunConfig"]),
     ("lfeval.pipeline", ["run", "report"]),
+    ("lfeval.threads", ["limit", "choose", "scope", "work_of", "ENV"]),
 ])
 def test_public_names_import_as_modules_and_attributes(module, names):
     """``import lfeval.examples`` and ``lfeval.examples`` both work, for every public module in the README."""

@@ -72,6 +72,7 @@ def test_batch_invariance(encoders, digits, method):
     enc = encoders["denoising"]
     x = digits.x_test[:5]
     kw = {"n_samples": 8} if method in ("GradientShap", "SmoothGrad", "ShapleyValueSampling") else {}
+    kw.update({"RELAX": {"n_masks": 64}, "COCOA": {"x_train": digits.x_train[:100], "n_clusters": 4}}.get(method, {}))
     batch = lfeval.explain(enc, x, method=method, seed=3, **kw)
     alone = np.concatenate([lfeval.explain(enc, x[i:i + 1], method=method, seed=3, **kw) for i in range(5)])
     assert batch.shape == x.shape and batch.dtype == np.float32

@@ -54,3 +54,21 @@ def test_ranking_notebook_executes(tmp_path, monkeypatch, encoders, encoder_cach
     images = sum("image/png" in o.get("data", {}) for outs in outputs.values() for o in outs)
     assert images >= 4  # attribution maps, radar chart, two meta areas, sensitivity heat map
     assert all(outs for outs in outputs.values())  # every code cell shows something
+
+
+def test_your_encoder_notebook_executes(tmp_path, monkeypatch):
+    """The user-encoder notebook (a torchvision ResNet-18 on a folder of images) runs on the public API."""
+    monkeypatch.setenv("LFEVAL_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    nb = nbformat.read(ROOT / "notebooks" / "your_encoder.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [c.outputs for c in nb.cells if c.cell_type == "code"]
+    assert all(outputs) and not [o for outs in outputs for o in outs if o.output_type == "error"]
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for outs in outputs
+                   for o in outs)
+    assert "small mode" in text and "mean_rank" in text and "IAC_NR" in text and "[encoders.resnet18]" in text
+    scores = [o for outs in outputs for o in outs if "RepresentationShift" in str(o.get("data", {}))]
+    assert scores

@@ -137,6 +137,7 @@ def test_every_catalogue_metric_runs_on_rgb_and_time_series_encoders():
         enc, xb = encs["reconstruction"], ds.x_test[:10].numpy()
         cache = PrecomputedExplanations()
         ctx = MetricContext(n_features=ds.modality.n_features(ds.input_shape), seed=0, y_train=ds.y_train[:30].numpy(),
+                            x_train=ds.x_train[:30].numpy(),
                             references={"denoising": encs["denoising"]}, explain_func=cache, encoder=enc,
                             example_explain_func=functools.partial(lfeval.examples.explain_func,
                                                                    x_train=ds.x_train[:30]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import quantus
@@ -48,30 +50,110 @@ def test_hand_computed_curve_and_auc():
     assert np.isnan(cos.curves[0, 1]) or cos.curves[0, 1] == pytest.approx(1.0)  # the zero vector
 
 
-def _paper_procedure(enc, x, a, fractions, baseline=0.0):
-    """lfxai's consistency_feature_importance: per sample, per fraction, mask the top pixels in a loop."""
-    x, a = torch.as_tensor(x), torch.as_tensor(a).abs().sum(1)  # |a| summed over channels
-    n_pix = a[0].numel()
-    curves = np.zeros((len(x), len(fractions)))
-    for k, frac in enumerate(fractions):
-        masked = x.clone()
-        for i in range(len(x)):
-            top = torch.argsort(a[i].flatten(), descending=True, stable=True)[: max(1, int(round(frac * n_pix)))]
-            mask = torch.zeros(n_pix, dtype=torch.bool)
-            mask[top] = True
-            masked[i][:, mask.view(a[i].shape)] = baseline
-        with torch.no_grad():
-            curves[:, k] = (enc(x) - enc(masked)).pow(2).sum(1).numpy()
-    return curves
+def _lfxai_generate_masks(attr: np.ndarray, mask_size: int) -> torch.Tensor:
+    """A transcription of lfxai 0.1.1's ``lfxai.utils.feature_attribution.generate_masks`` (the paper's code):
+    |attr| summed over channels, the ``torch.topk`` pixels of each example zeroed in a Python loop."""
+    dataset_size, n_chanels, H, W = attr.shape
+    attr = torch.from_numpy(np.sum(np.abs(attr), axis=1, keepdims=True))
+    masks = torch.ones(attr.shape).view(dataset_size, -1)
+    top_pixels = torch.topk(attr.view(dataset_size, -1), mask_size)[1]
+    for feature_id, example_id in itertools.product(range(mask_size), range(dataset_size)):
+        masks[example_id, top_pixels[example_id, feature_id]] = 0
+    return masks.view(dataset_size, 1, H, W)
 
 
-def test_agrees_with_the_papers_procedure(ae, digits):
-    x = digits.x_test[:40].numpy()
-    a = lfeval.explain(ae, x, method="GradientShap")
-    m = RepresentationShift()
-    m(model=ae, x_batch=x, a_batch=a)
-    ref = _paper_procedure(ae, x, a, m.fractions)
-    np.testing.assert_allclose(m.curves, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+def _lfxai_consistency(encoder, images: torch.Tensor, attr: np.ndarray, batch_size: int = 200) -> np.ndarray:
+    """A transcription of the mask loop of lfxai's ``experiments/mnist.py::consistency_feature_importance``,
+    integer truncation included: ``mask_size = int(pert_percentage * W**2 / 100)``, images multiplied by the mask
+    (baseline 0), squared L2 shift (kept per example here; lfxai then averages each test batch)."""
+    W = images.shape[-1]
+    curves = []
+    for pert_percentage in [5, 10, 20, 50, 80, 100]:
+        mask_size = int(pert_percentage * W**2 / 100)
+        masks = _lfxai_generate_masks(attr, mask_size)
+        shifts = []
+        for start in range(0, len(images), batch_size):
+            mask, batch = masks[start:start + batch_size], images[start:start + batch_size]
+            with torch.no_grad():
+                original_reps = encoder(batch)
+                pert_reps = encoder(mask * batch)
+            shifts.append(torch.sum((original_reps - pert_reps) ** 2, dim=-1))
+        curves.append(torch.cat(shifts))
+    return torch.stack(curves, 1).numpy()
+
+
+def test_mask_counts_follow_the_papers_truncation():
+    from lfeval.metrics.functional import mask_counts
+
+    paper = (0.05, 0.1, 0.2, 0.5, 0.8, 1.0)
+    for side in (8, 28):  # lfxai: int(pert_percentage * W**2 / 100)
+        expected = [int(pct * side**2 / 100) for pct in (5, 10, 20, 50, 80, 100)]
+        assert mask_counts(paper, side**2).tolist() == expected
+    assert mask_counts(paper, 64).tolist() == [3, 6, 12, 32, 51, 64]
+    assert mask_counts(paper, 784).tolist() == [39, 78, 156, 392, 627, 784]
+    assert mask_counts(paper, 784, rule="round").tolist() == [39, 78, 157, 392, 627, 784]
+    assert mask_counts([0.29, 0.57], 100).tolist() == [29, 57]  # int(0.29 * 100) is 28 in floating point
+    assert mask_counts([0.01], 16).tolist() == [0] and mask_counts([0.01], 16, rule="round").tolist() == [1]
+    with pytest.raises(InvalidArgument, match="mask_count"):
+        RepresentationShift(mask_count="ceil")
+
+
+def test_agrees_with_lfxai_mask_procedure(ae, digits):
+    x = digits.x_test[:40]
+    for method in ("GradientShap", "Random"):
+        a = lfeval.explain(ae, x.numpy(), method=method)
+        ref = _lfxai_consistency(ae, x, a)
+        m = RepresentationShift()  # defaults: the paper's fractions, floor(p * d), the digits baseline (zeros)
+        m(model=ae, x_batch=x.numpy(), a_batch=a)
+        np.testing.assert_allclose(m.curves, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        np.testing.assert_allclose(m.curves.mean(0), ref.mean(0), rtol=1e-5)  # the paper's batch means
+        rounded = RepresentationShift(mask_count="round")  # 13 pixels at 20%, not the paper's 12
+        rounded(model=ae, x_batch=x.numpy(), a_batch=a)
+        np.testing.assert_allclose(rounded.curves[:, [0, 1, 3, 4, 5]], ref[:, [0, 1, 3, 4, 5]], rtol=1e-5,
+                                   atol=1e-5 * np.abs(ref).max())
+        assert np.abs(rounded.curves[:, 2] - ref[:, 2]).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_top_masks_equal_stable_ranks():
+    from lfeval.metrics.functional import feature_ranks, top_masks
+
+    gen = torch.Generator().manual_seed(0)
+    imp = torch.randint(-3, 4, (50, 37), generator=gen).float() * 0.5  # many ties, negatives
+    imp[0, :5] = torch.tensor([-0.0, 0.0, 0.0, -0.0, 1.0])
+    imp = torch.cat([imp, torch.rand(20, 37, generator=gen) * 1e-30, torch.randn(20, 37, generator=gen) * 1e30])
+    counts = torch.tensor([0, 1, 5, 18, 36, 37])
+    expected = feature_ranks(imp)[:, None, :] < counts[None, :, None]
+    assert torch.equal(top_masks(imp, counts), expected)
+    assert torch.equal(top_masks(imp.double(), counts), expected)
+    assert torch.equal(top_masks(imp, counts).sum(-1), counts.expand(len(imp), -1))
+
+
+def test_chunking_does_not_change_the_curves(ae, digits):
+    x = digits.x_test[:30].numpy()
+    a = lfeval.explain(ae, x, method="Saliency")
+    auto = RepresentationShift()
+    auto(model=ae, x_batch=x, a_batch=a)
+    small = RepresentationShift(chunk_size=5)  # one sample (6 inputs) per pass
+    small(model=ae, x_batch=x, a_batch=a, batch_size=8)
+    np.testing.assert_allclose(small.curves, auto.curves, rtol=1e-5, atol=1e-6)
+    from lfeval.metrics.functional import representation_shift_curve, unit_importance
+
+    x_many = torch.as_tensor(x).repeat(150, 1, 1, 1)  # 4500 samples: several blocks of keys
+    imp = unit_importance(ae, torch.as_tensor(a).repeat(150, 1, 1, 1), (1, 8, 8))
+    many = representation_shift_curve(ae, x_many, imp, auto.fractions, chunk_size=7 * 97)
+    np.testing.assert_allclose(many.numpy(), np.tile(auto.curves, (150, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_fractions_below_one_feature():
+    x = torch.arange(1.0, 17.0).view(1, 1, 16).numpy()
+    a = x.copy()  # the last feature (16) first
+    floor = RepresentationShift(fractions=(0.05, 0.5), baseline=0.0)
+    with pytest.warns(UserWarning, match=r"floor\(p \* d\) = 0"):
+        floor(model=Identity().eval(), x_batch=x, a_batch=a)
+    assert floor.curves[0, 0] == 0.0 and floor.curves[0, 1] == sum(v * v for v in range(9, 17))
+    rounded = RepresentationShift(fractions=(0.05, 0.5), baseline=0.0, mask_count="round")
+    rounded(model=Identity().eval(), x_batch=x, a_batch=a)
+    assert rounded.curves[0, 0] == 256.0  # at least one feature
 
 
 def test_oracle_first_random_last_on_a_known_subset():
@@ -154,6 +236,18 @@ def test_bad_input(ae, digits):
         m(model=ae, x_batch=x, a_batch=bad)
     with pytest.raises(InvalidInput, match="empty"):
         m(model=ae, x_batch=x[:0], a_batch=a[:0])
+    with pytest.raises(InvalidInput, match="all zero"):
+        m(model=ae, x_batch=x, a_batch=np.zeros_like(a))
+    with pytest.raises(InvalidInput, match="all equal to 1"):
+        m(model=ae, x_batch=x, a_batch=np.ones_like(a))
+    with pytest.raises(InvalidInput, match="all equal to 0.5"):
+        m(model=ae, x_batch=x, a_batch=np.full(a.shape[:1] + a.shape[2:], 0.5, np.float32))
+    with pytest.raises(InvalidInput, match="NaN"):  # explanations computed per batch are checked the same way
+        m(model=ae, x_batch=x, explain_func=lambda model, inputs, targets: np.full_like(inputs, np.nan))
+    with pytest.raises(InvalidInput, match="all zero"):
+        m(model=ae, x_batch=x, explain_func=lambda model, inputs, targets: np.zeros_like(inputs))
+    with pytest.raises(InvalidInput, match="a_batch"):
+        m(model=ae, x_batch=x, explain_func=lambda model, inputs, targets: inputs[:, :, :3])
     with pytest.warns(UserWarning, match="ignores `y_batch`"):
         m(model=ae, x_batch=x, y_batch=np.zeros(4), a_batch=a)
     with pytest.raises(InvalidArgument, match="fractions"):
@@ -166,3 +260,29 @@ def test_bad_input(ae, digits):
             m(model=ae, x_batch=x, a_batch=a)
     finally:
         ae.eval()
+
+
+@pytest.mark.parametrize("order", ["deletion", "insertion", "lerf"])
+@pytest.mark.parametrize("baseline", [0.0, "per-sample"])
+def test_every_order_equals_the_masks_built_one_by_one(ae, digits, order, baseline):
+    """The sort-key path (one top-c set per level, inverted for insertion and LeRF, f(baseline) shared) against
+    ordered_masks + perturbed_inputs, with ties in the importance and a chunk of a few samples."""
+    from lfeval.metrics.functional import (
+        mask_counts,
+        ordered_masks,
+        perturbed_inputs,
+        representation_distance,
+        representation_shift_curve,
+    )
+
+    x = digits.x_test[:25]
+    gen = torch.Generator().manual_seed(3)
+    imp = torch.randint(0, 5, (25, 64), generator=gen).float()  # many ties
+    base = x.flip(0) if baseline == "per-sample" else baseline
+    fractions = (0.05, 0.2, 0.5, 1.0)
+    curve = representation_shift_curve(ae, x, imp, fractions, base, chunk_size=3 * 5, order=order)
+    counts = mask_counts(fractions, 64)
+    with torch.no_grad():
+        zm = ae(perturbed_inputs(ae, x, ordered_masks(imp, counts, order), base)).view(25, len(counts), -1)
+        expected = representation_distance(ae(x).unsqueeze(1), zm)
+    torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-6)

@@ -156,16 +156,13 @@ def test_lfeval_report_redraws_the_same_report_without_recomputing(small, tmp_pa
     (copy / "report.html").unlink()
     shutil.rmtree(copy / "plots")
     stages = {p.name: p.stat().st_mtime_ns for p in (copy / "stages").iterdir()}
-    start = time.perf_counter()
     assert main(["report", str(copy)]) == 0
-    seconds = time.perf_counter() - start
     assert capsys.readouterr().out.strip() == str((copy / "report.html").resolve())
     assert (copy / "report.html").read_text() == expected
     assert sorted(p.name for p in (copy / "plots").glob("*.png")) == sorted(
         p.name for p in (small["dir"] / "plots").glob("*.png"))
     assert {p.name: p.stat().st_mtime_ns for p in (copy / "stages").iterdir()} == stages
     assert not (tmp_path / "empty-cache").exists()
-    assert seconds < 0.25 * small["seconds"], (seconds, small["seconds"])
 
 
 def test_lfeval_report_refuses_a_folder_that_is_not_a_finished_run(small, tmp_path, capsys):
@@ -193,12 +190,13 @@ def test_lfeval_report_refuses_a_folder_that_is_not_a_finished_run(small, tmp_pa
 
 def test_second_invocation_loads_every_stage_and_gives_identical_tables(small, capsys):
     before = {n: (small["dir"] / n).read_bytes() for n in CSVS}
-    code, seconds = _run(small["config"], small["root"] / "runs", "small")
+    stored = {p.name: p.stat().st_mtime_ns for p in (small["dir"] / "stages").iterdir()}
+    code, _ = _run(small["config"], small["root"] / "runs", "small")
     assert code == 0
     assert str(small["dir"] / "report.html") in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (small["dir"] / "stages").iterdir()} == stored  # none rewritten
     for n in CSVS:
         assert (small["dir"] / n).read_bytes() == before[n], n
-    assert seconds < 0.5 * small["seconds"], (seconds, small["seconds"])
 
 
 def _stored(stages: Path) -> dict:

@@ -112,7 +112,7 @@ def test_stage_store_resumes_and_refuses_other_settings(tmp_path):
 
 
 def test_catalogue_builds_every_metric_with_a_valid_direction(encoders, digits):
-    ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train.numpy(),
+    ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train.numpy(), x_train=digits.x_train.numpy(),
                         references={"denoising": encoders["denoising"]}, explain_func=PrecomputedExplanations())
     for name, entry in CATALOGUE.items():
         for kind in entry.kinds:
@@ -128,7 +128,7 @@ def test_every_catalogue_metric_scores_a_digits_encoder(encoders, digits):
     enc, x = encoders["reconstruction"], digits.x_test[:12].numpy()
     cache = PrecomputedExplanations()
     ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train[:100].numpy(),
-                        references={"denoising": encoders["denoising"]},
+                        x_train=digits.x_train[:100].numpy(), references={"denoising": encoders["denoising"]},
                         explain_func=cache,
                         example_explain_func=functools.partial(lfeval.explain.examples.explain_func,
                                                                x_train=digits.x_train[:100]))

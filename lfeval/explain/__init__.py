@@ -3,7 +3,8 @@
 ``lfeval.explain`` is both this package and a function: calling it runs
 :func:`lfeval.explain.features.explain` (Quantus' ``explain_func`` signature), while
 ``lfeval.explain.base`` holds the explainer base class and registry, ``.features`` the entry
-points, ``.captum_methods``, ``.stochastic`` and ``.contrastive`` the feature methods, ``.examples``
+points, ``.captum_methods``, ``.stochastic``, ``.contrastive``, ``.relax`` and ``.cocoa`` (with ``.corpus``) the
+feature methods, ``.examples``
 example importance and ``.precomputed`` the store of finished explanations.
 """
 
@@ -13,7 +14,8 @@ import importlib
 import sys
 import types
 
-_SUBMODULES = ("base", "features", "captum_methods", "stochastic", "examples", "contrastive", "precomputed")
+_SUBMODULES = ("base", "features", "captum_methods", "stochastic", "examples", "contrastive", "precomputed", "relax",
+               "corpus", "cocoa")
 
 
 class _CallableModule(types.ModuleType):

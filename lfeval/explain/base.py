@@ -25,12 +25,16 @@ A user adds a method from their own file:
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
+from .. import threads
 from ..errors import InvalidArgument
+from ..memory import rows_per_pass
 from ..validation import check_choice, check_inputs, check_model, check_positive_int
 
 #: keyword arguments Quantus (and MetaQuantus) may pass to an explain_func that do not concern the method
@@ -100,6 +104,8 @@ class FeatureExplainer:
     uses_baseline = False
     #: option names accepted by attribute_batch (None: read from its signature)
     option_names: Optional[tuple] = None
+    #: options that ``lfeval run`` fills with its training examples: "x_train" (inputs), "y_train" (their labels)
+    training_data: tuple = ()
 
     def __init__(self, encoder: nn.Module):
         self.encoder = encoder
@@ -146,24 +152,36 @@ class FeatureExplainer:
         """
         self.check_options(options)
         self.encoder = encoder = check_model(self.encoder, inputs)
-        batch_size = check_positive_int(batch_size, "batch_size")
+        batch_size = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"))
         seed = check_positive_int(seed, "seed", minimum=0)
         x = encoder.canonical(check_inputs(inputs, encoder))
         device = encoder.device
         self.aux = AuxiliaryFunction(encoder)
         self.space = space = encoder.modality.attribution_space(encoder)
         out = []
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device)
-            with torch.no_grad():
-                z_ref = (reference or encoder)(xb)
-            if space is not None:  # discrete inputs (text): attribute through the input embeddings
-                a = space.attribute(self, xb, z_ref, encoder.baseline_for(xb, baseline), int(seed), options)
-            else:
-                base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
-                a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
-            out.append(a.detach().to("cpu", torch.float32))
+        per_input = threads.work_per_example(encoder, tuple(x.shape[1:]), key=encoder.module)
+        # inside lfeval run's thread scope (lfeval.threads.scope) only; a library call leaves the threads alone
+        with threads.for_work(per_input * min(len(x), batch_size) * self.expansion(options)):
+            for start in range(0, len(x), batch_size):
+                xb = x[start:start + batch_size].to(device)
+                with torch.no_grad():
+                    z_ref = (reference or encoder)(xb)
+                if space is not None:  # discrete inputs (text): attribute through the input embeddings
+                    a = space.attribute(self, xb, z_ref, encoder.baseline_for(xb, baseline), int(seed), options)
+                else:
+                    base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
+                    a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
+                out.append(a.detach().to("cpu", torch.float32))
         return torch.cat(out).reshape(inputs.shape)
+
+    #: encoder passes per input of the method's default settings (IntegratedGradients' steps, GradientShap's
+    #: samples), for the thread choice; ``n_steps`` / ``n_samples`` options override it
+    passes_per_input = 1
+
+    def expansion(self, options: dict) -> int:
+        """Encoder passes the method makes per input with ``options`` (its work, for :mod:`lfeval.threads`)."""
+        value = options.get("n_steps", options.get("n_samples", self.passes_per_input))
+        return value if isinstance(value, int) and value > 0 else self.passes_per_input
 
     def attribute_batch(self, x: torch.Tensor, z_ref: torch.Tensor, baseline: Optional[torch.Tensor],
                         seed: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ import inspect
 import torch
 from captum import attr as captum_attr
 
+from ..memory import rows_per_pass
 from .base import FeatureExplainer, register_explainer
 
 #: method name -> (captum class, takes baselines)
@@ -52,6 +53,10 @@ class CaptumExplainer(FeatureExplainer):
             args.setdefault("sliding_window_shapes", window)
         if self.space is not None and self.name in ("FeatureAblation", "ShapleyValueSampling"):
             args.setdefault("feature_mask", self.space.feature_mask(x))  # one group per token
+        if "internal_batch_size" in self.options() and "internal_batch_size" not in options:
+            steps = options.get("n_steps", 50)  # IG's default: split its steps only when they outgrow a pass
+            if len(x) * steps > rows_per_pass(x[0].numel(), len(x) * steps):
+                args["internal_batch_size"] = rows_per_pass(x[0].numel(), len(x) * steps)
         x = x.detach().requires_grad_(True)
         if not self.seeded:
             return explainer.attribute(x, **args)
@@ -63,6 +68,7 @@ class CaptumExplainer(FeatureExplainer):
 for _name, (_cls, _baselines) in CAPTUM_METHODS.items():
     register_explainer(_name)(type(_name, (CaptumExplainer,), {
         "captum_class": _cls, "uses_baseline": _baselines, "seeded": _name == "ShapleyValueSampling",
+        "passes_per_input": 50 if _name == "IntegratedGradients" else 1,
         "__doc__": f"captum's {_cls.__name__} of the auxiliary function g_x (label-free).",
         "__module__": __name__,
     }))

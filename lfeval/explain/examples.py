@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..models.losses import ExampleLoss
 from ..models.pretext import PretextModel
 from ..validation import (
     check_choice,
@@ -33,6 +34,7 @@ from ..validation import (
     to_numpy,
 )
 from .base import QUANTUS_KEYS
+from .ghost import GhostGradients
 
 
 class ExampleImportance:
@@ -66,7 +68,9 @@ class ExampleImportance:
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.encoder(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        from ..metrics.functional import encode_chunks
+
+        return encode_chunks(self.encoder, x, self.batch_size)
 
     def attribute(self, x_train, x_test) -> torch.Tensor:
         raise NotImplementedError
@@ -208,7 +212,9 @@ class _LossBased(ExampleImportance):
                          None if extra is None else extra.unsqueeze(0))[0]
 
     def _extra(self, x):
-        return self.task.example_extra(x) if self.task is not None else None
+        if self.task is not None:
+            return self.task.example_extra(x)
+        return self.loss.extra(x) if isinstance(self.loss, ExampleLoss) else None
 
     def per_example_grads(self, x, y, theta, fixed) -> torch.Tensor:
         """Flattened gradients (N, P) of each example's loss w.r.t. the encoder parameters."""
@@ -227,9 +233,24 @@ class TracIn(_LossBased):
 
     ``checkpoints``: list of ``{"state_dict", "lr"}`` of the full model (default
     ``encoder.checkpoints``, kept by ``train_encoder(..., checkpoints=K)``).
+
+    ``algorithm="factorised"`` (default) computes the inner products layer by layer from activations and
+    output gradients (:mod:`lfeval.explain.ghost`): no per-example gradient of all P parameters is built,
+    and memory grows with the layers' width, not with P. Linear layers, convolutions (Conv1d/Conv2d,
+    groups=1) and affine normalisation layers are factorised; the parameters of any other layer (an
+    LSTM's) are differentiated exactly with dense per-example gradients. It needs each example's loss to
+    depend on that example only (true of every lfeval pretext loss). ``algorithm="dense"`` builds the
+    (N, P) per-example gradients with torch.func (the reference).
+
+    ``ghost``: "auto" (each layer's cheaper exact form), True or False (see :class:`GhostGradients`).
+    ``projection=k``: TRAK-style random projection (about k numbers per large layer, seeded by ``seed``)
+    of the layers that would be built as full per-example gradients, for very large models: an
+    unbiased estimate, not exact. ``max_memory`` (bytes) bounds the test features kept at once; beyond
+    it the test set is taken in blocks and the training features are recomputed for each block.
     """
 
-    def __init__(self, encoder, checkpoints=None, **kw):
+    def __init__(self, encoder, checkpoints=None, algorithm: str = "factorised", ghost="auto",
+                 projection: Optional[int] = None, seed: int = 0, max_memory: int = 2 ** 30, **kw):
         super().__init__(encoder, **kw)
         if checkpoints is None and isinstance(encoder, Encoder):
             checkpoints = encoder.checkpoints
@@ -239,20 +260,97 @@ class TracIn(_LossBased):
                 "TracIn needs training checkpoints: train with lfeval.models.train_encoder(..., checkpoints=K) or "
                 "pass checkpoints=[{'state_dict': ..., 'lr': ...}, ...]."
             )
+        self.algorithm = check_choice(algorithm, ("factorised", "dense"), "TracIn algorithm")
+        if ghost not in ("auto", True, False):
+            raise InvalidArgument(f"TracIn `ghost` must be 'auto', True or False, got {ghost!r}.")
+        self.ghost = ghost
+        self.projection = None if projection is None else check_positive_int(projection, "projection")
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.max_memory = check_positive_int(max_memory, "max_memory")
+        #: after attribute(): parameters differentiated densely, bytes of test features kept at once, the number
+        #: of test blocks and each factorised layer's form ("ghost", "gradient" or "projected")
+        self.dense_keys, self.feature_bytes, self.test_blocks, self.layer_forms = None, None, None, None
 
     def attribute(self, x_train, x_test):
         x_train, x_test = self._inputs(x_train, x_test)
         y_tr = self._labels(self.y_train, len(x_train), "y_train")
         y_te = self._labels(self.y_test, len(x_test), "y_test")
         scores = torch.zeros(len(x_test), len(x_train), device=self.device)
+        step = self.chunk_size * 4  # bound memory: train examples in chunks
+        ghost = None
         for ck in tqdm(self.checkpoints, desc="TracIn", disable=not self.display_progressbar, leave=False):
             theta, fixed = self._split_params(ck["state_dict"])
-            g_te = self.per_example_grads(x_test, y_te, theta, fixed)
-            for i in range(0, len(x_train), self.chunk_size * 4):  # bound memory: train gradients in chunks
-                g_tr = self.per_example_grads(x_train[i:i + self.chunk_size * 4], y_tr[i:i + self.chunk_size * 4],
-                                              theta, fixed)
-                scores[:, i:i + len(g_tr)] += float(ck.get("lr", 1.0)) * (g_te @ g_tr.T)
+            lr = float(ck.get("lr", 1.0))
+            if self.algorithm == "dense":
+                g_te = self.per_example_grads(x_test, y_te, theta, fixed)
+                for i in range(0, len(x_train), step):
+                    g_tr = self.per_example_grads(x_train[i:i + step], y_tr[i:i + step], theta, fixed)
+                    scores[:, i:i + len(g_tr)] += lr * (g_te @ g_tr.T)
+                continue
+            if ghost is None:
+                ghost = GhostGradients(self.model, list(theta), self.loss, dense=self._dense_subset, ghost=self.ghost,
+                                       projection=self.projection, seed=self.seed)
+                self.dense_keys = ghost.dense_keys
+                # per-example extras (the contrastive view) drawn per batch exactly as the dense path draws them
+                e_te = self._extra(x_test)
+                e_tr = self._extra(x_train[:step])
+                if e_tr is not None:
+                    e_tr = torch.cat([e_tr] + [self._extra(x_train[i:i + step]) for i in range(step, len(x_train),
+                                                                                               step)])
+                self._check_independent(theta, fixed, x_test[:3], y_te[:3], _rows(e_te, 0, 3))
+                probe = ghost.features(theta, fixed, x_test[:1], y_te[:1], _rows(e_te, 0, 1))  # fixes the forms
+                per_example = max(1, ghost.nbytes(probe))
+                chunk = max(1, min(step, self.max_memory // (4 * per_example)))  # examples per forward/backward
+                block = max(chunk, self.max_memory // (2 * per_example))  # test examples whose features are kept
+                self.feature_bytes = min(block, len(x_test)) * per_example
+                self.test_blocks = -(-len(x_test) // block)
+                self.layer_forms = {plan.name: plan.form for plan in ghost.layers}
+            for b in range(0, len(x_test), block):  # more than one block only when the test features outgrow memory
+                stop = min(b + block, len(x_test))
+                parts = [(i, min(i + chunk, stop)) for i in range(b, stop, chunk)]
+                f_te = _concat([ghost.features(theta, fixed, x_test[i:j], y_te[i:j], _rows(e_te, i, j))
+                                for i, j in parts])
+                for i in range(0, len(x_train), chunk):
+                    f_tr = ghost.features(theta, fixed, x_train[i:i + chunk], y_tr[i:i + chunk],
+                                          _rows(e_tr, i, i + chunk))
+                    scores[b:stop, i:i + chunk] += lr * ghost.kernel(f_te, f_tr)
         return scores
+
+    def _check_independent(self, theta, fixed, x, y, extra) -> None:
+        """The factorisation reads every example's gradient off one backward pass of the summed loss, which
+        needs each example's loss to depend on that example only: check it on a few examples."""
+        def losses(i, j):
+            with torch.no_grad():
+                return self.loss(lambda inp: functional_call(self.model, {**theta, **fixed}, (inp,)), x[i:j], y[i:j],
+                                 _rows(extra, i, j))
+
+        together = losses(0, len(x))
+        alone = torch.cat([losses(i, i + 1) for i in range(len(x))])
+        if together.shape != alone.shape or not torch.allclose(together, alone, rtol=1e-4, atol=1e-6):
+            raise InvalidArgument(
+                "TracIn's factorised algorithm needs each example's loss to depend on that example only, and this "
+                "loss changes with the other examples of its batch; pass algorithm='dense'."
+            )
+
+    def _dense_subset(self, x, y, extra, theta, fixed):
+        return self.per_example_grads(x, y, theta, fixed)
+
+
+def _rows(t, i: int, j: int):
+    return None if t is None else t[i:j]
+
+
+def _concat(parts: list) -> dict:
+    """Join the per-layer features of consecutive chunks of examples."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for name, (form, first) in parts[0].items():
+        if isinstance(first, tuple):
+            out[name] = (form, tuple(torch.cat([p[name][1][j] for p in parts]) for j in range(len(first))))
+        else:
+            out[name] = (form, torch.cat([p[name][1] for p in parts]))
+    return out
 
 
 class InfluenceFunctions(_LossBased):

@@ -3,8 +3,9 @@
 
 The methods are :class:`~lfeval.explain.base.FeatureExplainer` classes in a registry: captum's
 (:mod:`lfeval.explain.captum_methods`), lfeval's batch-invariant GradientShap, SmoothGrad and the
-Random control (:mod:`lfeval.explain.stochastic`), and CEM's pertinent positives and negatives
-(:mod:`lfeval.explain.contrastive`).
+Random control (:mod:`lfeval.explain.stochastic`), CEM's pertinent positives and negatives
+(:mod:`lfeval.explain.contrastive`), and the peers' RELAX (:mod:`lfeval.explain.relax`) and COCOA
+(:mod:`lfeval.explain.cocoa`).
 
 >>> import torch, lfeval
 >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from ..validation import check_inputs, check_model
-from . import captum_methods, contrastive, stochastic  # noqa: F401  (register the built-in methods)
+from . import captum_methods, cocoa, contrastive, relax, stochastic  # noqa: F401  (register the built-in methods)
 from .base import EXPLAINERS, QUANTUS_KEYS, AuxiliaryFunction, explainer_names, get_explainer
 from .captum_methods import CAPTUM_METHODS
 
@@ -54,7 +55,8 @@ def explain(model, inputs, targets=None, method: str = "IntegratedGradients", ba
         A registered explainer (:func:`lfeval.explain.base.explainer_names`): captum's Saliency,
         IntegratedGradients, InputXGradient, DeepLift, GuidedBackprop, Deconvolution, Occlusion,
         FeatureAblation, ShapleyValueSampling; lfeval's batch-invariant GradientShap and SmoothGrad;
-        the Random control; CEM-PP/CEM-PN; and any method registered with
+        the Random control; CEM-PP/CEM-PN; RELAX; COCOA (any of these on a corpus target); and any method
+        registered with
         :func:`lfeval.explain.base.register_explainer`.
     baseline : number, tensor or callable, optional
         Reference input of baseline methods. Default: the encoder's baseline (the data set's, for

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgument
+from ..memory import rows_per_pass
 from ..validation import as_tensor, check_number, check_positive_int
 from .base import FeatureExplainer, register_explainer
 
@@ -83,12 +84,22 @@ def random_attribution(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return (values.double() / _MOD * 2 - 1).to(x.dtype).view_as(x)
 
 
+def _in_groups(x: torch.Tensor, n_samples: int, compute) -> torch.Tensor:
+    """``compute(rows)`` over groups of inputs whose n_samples points each fit one pass (large inputs: a few
+    inputs at a time; the draws are shared, so the result equals one call on every input)."""
+    step = rows_per_pass(x[0].numel(), len(x), per_row=n_samples)
+    if step >= len(x):
+        return compute(slice(None))
+    return torch.cat([compute(slice(i, i + step)) for i in range(0, len(x), step)])
+
+
 @register_explainer("GradientShap")
 class GradientShap(FeatureExplainer):
     """Batch-invariant GradientShap of g_x (:func:`gradient_shap`). ``baselines``: a distribution of
     reference inputs (B, *input_shape); default each input's own baseline (the encoder's)."""
 
     uses_baseline = True
+    passes_per_input = 50
 
     def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.0, baselines=None):
         n_samples = check_positive_int(n_samples, "n_samples")
@@ -100,16 +111,21 @@ class GradientShap(FeatureExplainer):
             raise InvalidArgument(f"`baselines` of shape {tuple(base.shape)} are not inputs of shape "
                                   f"{tuple(x.shape[1:])}.") from None
         stdevs = check_number(stdevs, "stdevs")
-        return gradient_shap(self.aux, x, z_ref, base, n_samples=n_samples, stdevs=stdevs, seed=seed, paired=paired)
+        return _in_groups(x, n_samples, lambda rows: gradient_shap(
+            self.aux, x[rows], z_ref[rows], base[rows] if paired else base, n_samples=n_samples, stdevs=stdevs,
+            seed=seed, paired=paired))
 
 
 @register_explainer("SmoothGrad")
 class SmoothGrad(FeatureExplainer):
     """Batch-invariant SmoothGrad of g_x (:func:`smooth_grad`)."""
 
+    passes_per_input = 50
+
     def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.15):
-        n_samples = check_positive_int(n_samples, "n_samples")
-        return smooth_grad(self.aux, x, z_ref, n_samples=n_samples, stdevs=check_number(stdevs, "stdevs"), seed=seed)
+        n_samples, stdevs = check_positive_int(n_samples, "n_samples"), check_number(stdevs, "stdevs")
+        return _in_groups(x, n_samples, lambda rows: smooth_grad(self.aux, x[rows], z_ref[rows], n_samples=n_samples,
+                                                                 stdevs=stdevs, seed=seed))
 
 
 @register_explainer("Random")

@@ -18,6 +18,9 @@ Differences, each a fix of a documented MetaQuantus bug or cost:
    metrics receive None. With labels (classifiers) the stock behaviour is kept: y = argmax f(x).
    ``score_labels`` passes labels to metrics that need them only to score (SimilarityRate) without
    turning the encoder into a classifier.
+7. The IAC's Wilcoxon test gives scipy's p-values, with its exact permutation test on small kept sets
+   vectorised (:mod:`lfeval.meta.wilcoxon`), and Quantus' per-sample no-change check is skipped for an
+   estimator whose warnings are off (:mod:`lfeval.metrics.fast_paths`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidArgument, InvalidInput
 from ..metrics.base import score_direction as direction_of
+from ..metrics.fast_paths import skip_silenced_checks
 from ..validation import check_choice, check_inputs, check_model, check_positive_int, to_numpy
+from .wilcoxon import wilcoxon
 
 TEST_NAMES = ("Model Resilience Test", "Model Adversary Test", "Input Resilience Test", "Input Adversary Test")
 
@@ -59,11 +64,12 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
 
     Parameters are MetaQuantus' (``test_suite``, ``xai_methods``, ``iterations``,
     ``nr_perturbations``, ``explain_func``, ``intra_measure``); ``explain_func`` defaults to
-    :func:`lfeval.explain`, ``write_to_file`` to False, and ``seed`` seeds every perturbation.
+    :func:`lfeval.explain`, ``intra_measure`` to :func:`lfeval.meta.wilcoxon.wilcoxon` (scipy's Wilcoxon test,
+    same p-values, fast on small kept sets), ``write_to_file`` to False, and ``seed`` seeds every perturbation.
     """
 
     def __init__(self, test_suite: dict, xai_methods: dict, iterations: int = 5, nr_perturbations: int = 10,
-                 explain_func: Optional[Callable] = None, intra_measure: Callable = scipy.stats.wilcoxon,
+                 explain_func: Optional[Callable] = None, intra_measure: Callable = wilcoxon,
                  path: str = "results/", fname: str = "", write_to_file: bool = False, uid: Optional[str] = None,
                  print_results: bool = False, seed: int = 0, display_progressbar: bool = True):
         if not test_suite:
@@ -111,9 +117,10 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         frozen = not gc.isenabled()
         gc.freeze()
         try:
-            self.run_perturbation_analysis(estimator, model, np.asarray(x_batch, dtype=np.float32), y_batch,
-                                           a_batch, s_batch, channel_first, softmax, device,
-                                           model_predict_kwargs or {}, score_labels=score_labels)
+            with skip_silenced_checks(estimator):  # Quantus' no-change check, when the estimator's warnings are off
+                self.run_perturbation_analysis(estimator, model, np.asarray(x_batch, dtype=np.float32), y_batch,
+                                               a_batch, s_batch, channel_first, softmax, device,
+                                               model_predict_kwargs or {}, score_labels=score_labels)
             self.run_intra_analysis()
             self.run_inter_analysis(score_direction=lower)
             names = list(self.test_suite)

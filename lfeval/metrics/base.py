@@ -11,7 +11,9 @@ works directly and inside :func:`quantus.evaluate`. What it changes:
   :class:`lfeval.errors.LabelsRequired` without them; one that ignores them warns.
 * ``softmax`` is forced off (a softmax over latent units is meaningless).
 * Inputs are validated up front with lfeval errors (empty batch, NaN, shape mismatch,
-  encoder in train mode) instead of Quantus' bare asserts.
+  encoder in train mode; attributions that are all zero or constant) instead of Quantus' bare
+  asserts, once and in torch: Quantus' ``assert_attributions`` (a Python set of every value) is
+  skipped for attributions lfeval has checked.
 * Subclasses compute in torch on whole batches, on the model's device: use
   :meth:`torch_model` and :meth:`encode`, never ``model.predict`` per sample.
 """
@@ -24,9 +26,19 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import quantus
 import torch
+from quantus.helpers import utils as qutils
 
 from ..errors import InvalidArgument, InvalidInput, LabelsRequired
-from ..validation import as_tensor, check_batch, check_inputs, check_labels, check_model, check_positive_int, to_numpy
+from ..validation import (
+    as_tensor,
+    check_attributions,
+    check_batch,
+    check_inputs,
+    check_labels,
+    check_model,
+    check_positive_int,
+    to_numpy,
+)
 from .curve import Curve
 
 
@@ -64,6 +76,10 @@ class LabelFreeMetric(quantus.Metric):
     #: True when an "attribution" is an (N, n_train) example-importance matrix, not an input-shaped map:
     #: Quantus' input-shape checks are then skipped.
     example_attributions: bool = False
+    #: True when ``evaluate_batch`` bounds its own memory (works in chunks): Quantus' ``batch_size`` then only
+    #: sets how many samples ``explain_func`` explains at a time, and a precomputed ``a_batch`` is evaluated in
+    #: one call.
+    chunked: bool = False
 
     def __init__(
         self,
@@ -128,6 +144,8 @@ class LabelFreeMetric(quantus.Metric):
         y_batch = self._validate_y(y_batch, len(x_batch))
         if a_batch is not None:
             a_batch = self._validate_a(a_batch, x_batch)
+            if self.chunked:
+                batch_size = max(int(batch_size), len(x_batch))
         elif explain_func is None:
             raise InvalidArgument(
                 f"{self.__class__.__name__}: pass either `a_batch` (precomputed attributions) or "
@@ -177,10 +195,14 @@ class LabelFreeMetric(quantus.Metric):
         return y
 
     def _validate_a(self, a_batch, x_batch: np.ndarray) -> np.ndarray:
-        """Attributions: same number of samples, finite, shape equal to x (or x without its channel axis);
-        with ``example_attributions``, an (N, n_train) matrix."""
-        a = check_batch(as_tensor(a_batch, "a_batch"), "a_batch").cpu().numpy()
+        """Attributions: same number of samples, finite, shape equal to x (or x without its channel axis), not
+        all zero and not constant; with ``example_attributions``, an (N, n_train) matrix.
+
+        These are Quantus' ``assert_attributions`` checks as lfeval errors, done once in torch: Quantus' own
+        pass (a Python set of every value) is then skipped for lfeval metrics."""
+        a = as_tensor(a_batch, "a_batch")
         if self.example_attributions:
+            a = check_batch(a, "a_batch").cpu().numpy()
             if a.ndim != 2 or len(a) != len(x_batch):
                 raise InvalidInput(f"`a_batch` must be the ({len(x_batch)}, n_train) example-importance matrix, got "
                                    f"shape {a.shape}.")
@@ -188,39 +210,87 @@ class LabelFreeMetric(quantus.Metric):
         if len(a) != len(x_batch):
             raise InvalidInput(f"`a_batch` has {len(a)} samples but `x_batch` has {len(x_batch)}; pass one attribution "
                                "per input.")
-        ok = a.shape == x_batch.shape or (a.shape[0] == x_batch.shape[0] and a.shape[1:] == x_batch.shape[2:]) or (
-            a.ndim == x_batch.ndim and a.shape[1] == 1 and a.shape[2:] == x_batch.shape[2:]
+        a = check_attributions(a, "a_batch")
+        shape = tuple(a.shape)
+        ok = shape == x_batch.shape or (shape[0] == x_batch.shape[0] and shape[1:] == x_batch.shape[2:]) or (
+            a.ndim == x_batch.ndim and shape[1] == 1 and shape[2:] == x_batch.shape[2:]
         )
         if not ok:
             raise InvalidInput(
-                f"`a_batch` has shape {a.shape} but `x_batch` has shape {x_batch.shape}; attributions must "
+                f"`a_batch` has shape {shape} but `x_batch` has shape {x_batch.shape}; attributions must "
                 "match the inputs (optionally with the channel axis summed to size 1)."
             )
-        return a
+        return a.cpu().numpy()
 
-    # ------------------------------------------------------------------ example-importance matrices
+    # ------------------------------------------------------------------ Quantus' preprocessing, validated once
     def general_preprocess(self, model, x_batch, y_batch, a_batch, s_batch, channel_first, explain_func,
                            explain_func_kwargs, model_predict_kwargs, softmax, device, custom_batch):
-        """Quantus' preprocessing; for example-importance matrices, without its input-shape checks."""
-        if not self.example_attributions:
+        """Quantus' ``general_preprocess``, without its ``assert_attributions`` (``__call__`` validated
+        ``a_batch`` already, see :meth:`_validate_a`); example-importance matrices also skip its input-shape
+        handling."""
+        if self.example_attributions:
+            self.explain_func = explain_func
+            self.explain_func_kwargs = dict(explain_func_kwargs or {})
+            self.custom_preprocess(model=model, x_batch=x_batch, y_batch=y_batch, a_batch=a_batch,
+                                   s_batch=s_batch, custom_batch=custom_batch)
+            return {"model": model, "x_batch": x_batch, "y_batch": y_batch, "a_batch": a_batch, "s_batch": s_batch}
+        if a_batch is None:  # explanations come per batch, validated in batch_preprocess
             return super().general_preprocess(
-                model=model, x_batch=x_batch, y_batch=y_batch, a_batch=a_batch, s_batch=s_batch,
+                model=model, x_batch=x_batch, y_batch=y_batch, a_batch=None, s_batch=s_batch,
                 channel_first=channel_first, explain_func=explain_func, explain_func_kwargs=explain_func_kwargs,
                 model_predict_kwargs=model_predict_kwargs, softmax=softmax, device=device, custom_batch=custom_batch)
+        # Quantus 0.6.0's general_preprocess for a given a_batch, line for line, minus assert_attributions.
+        if not isinstance(channel_first, bool):
+            channel_first = qutils.infer_channel_first(x_batch)
+        x_batch = qutils.make_channel_first(x_batch, channel_first)
+        if model is not None:
+            model = qutils.get_wrapped_model(model=model, channel_first=channel_first, softmax=softmax,
+                                             device=device, model_predict_kwargs=model_predict_kwargs)
         self.explain_func = explain_func
-        self.explain_func_kwargs = dict(explain_func_kwargs or {})
-        self.custom_preprocess(model=model, x_batch=x_batch, y_batch=y_batch, a_batch=a_batch, s_batch=s_batch,
-                               custom_batch=custom_batch)
-        return {"model": model, "x_batch": x_batch, "y_batch": y_batch, "a_batch": a_batch, "s_batch": s_batch}
+        self.explain_func_kwargs = explain_func_kwargs or {}
+        if device is not None and "device" not in self.explain_func_kwargs:
+            self.explain_func_kwargs["device"] = device
+        a_batch = self._finish_attributions(a_batch, x_batch)
+        data = {"model": model, "x_batch": x_batch, "y_batch": y_batch, "a_batch": a_batch, "s_batch": s_batch,
+                "custom_batch": custom_batch}
+        extra = self.custom_preprocess(**data)
+        if extra is not None:
+            data.update(extra)
+        if data["custom_batch"] is None:
+            del data["custom_batch"]
+        return data
+
+    def _finish_attributions(self, a_batch: np.ndarray, x_batch: np.ndarray) -> np.ndarray:
+        """Validated attributions as Quantus hands them to ``evaluate_batch``: channel axis expanded, attribution
+        axes recorded, normalised and made absolute if the metric asks."""
+        a_batch = qutils.expand_attribution_channel(a_batch, x_batch)
+        self.a_axes = qutils.infer_attribution_axes(a_batch, x_batch)
+        if self.normalise:
+            a_batch = self.normalise_func(a_batch)
+        if self.abs:
+            a_batch = np.abs(a_batch)
+        return a_batch
 
     def batch_preprocess(self, data_batch: dict) -> dict:
-        if not self.example_attributions:
-            return super().batch_preprocess(data_batch)
+        """Quantus' ``batch_preprocess``; explanations computed here are validated with lfeval's checks
+        (:meth:`_validate_a`) instead of Quantus' ``assert_attributions``."""
         if data_batch.get("a_batch") is None:
-            model = self.torch_model(data_batch["model"])
-            a = self.explain_func(model=model, inputs=data_batch["x_batch"], targets=data_batch["y_batch"],
+            model = data_batch["model"]
+            x = data_batch["x_batch"]
+            if isinstance(model, quantus.helpers.model.model_interface.ModelInterface):
+                x = model.shape_input(x=x, shape=x.shape, channel_first=True, batched=True)
+            a = self.explain_func(model=self.torch_model(model), inputs=x, targets=data_batch["y_batch"],
                                   **self.explain_func_kwargs)
-            data_batch["a_batch"] = self._validate_a(np.asarray(a), data_batch["x_batch"])
+            a = self._validate_a(a, data_batch["x_batch"])
+            data_batch["a_batch"] = a if self.example_attributions else self._finish_attributions(
+                a, data_batch["x_batch"])
+        if self.example_attributions:
+            return data_batch
+        if self.a_axes is None:
+            self.a_axes = qutils.infer_attribution_axes(data_batch["a_batch"], data_batch["x_batch"])
+        extra = self.custom_batch_preprocess(**data_batch)
+        if extra is not None:
+            data_batch.update(extra)
         return data_batch
 
     # ------------------------------------------------------------------ torch helpers

@@ -40,6 +40,7 @@ class MetricContext:
     n_features: int  # masking units per input (pixels for images, entries otherwise)
     seed: int
     y_train: Optional[np.ndarray] = None  # labels of the example-importance columns (scoring only)
+    x_train: Optional[np.ndarray] = None  # the training inputs (example-importance columns, COCOA's pool)
     references: dict = field(default_factory=dict)  # {name: encoder} of the run's other encoders
     explain_func: Optional[Callable] = None  # feature explain function (a PrecomputedExplanations)
     example_explain_func: Optional[Callable] = None  # example-importance explain function
@@ -79,7 +80,8 @@ class MetricEntry:
     label_free : bool
         lfeval's own label-free metrics and adapted stock ones (False: stock metrics used as they are).
     needs : frozenset
-        Run data the metric needs: ``"references"`` (other encoders), ``"labels"`` (scores with labels).
+        Run data the metric needs: ``"references"`` (other encoders), ``"labels"`` (scores with labels),
+        ``"training"`` (the training inputs, ``MetricContext.x_train``).
     curve : CurveSpec or None
         The report's plot of the metric's per-sample curves.
     """
@@ -162,12 +164,28 @@ def _pretext_correlation(ctx, kind, params):
     return PretextCorrelation(references=ctx.references, **{"explain_func": func, "explanations": kind, **params})
 
 
+def _counts(n_train: int) -> list:
+    """SimilarityRate's M values (1, 5, 10, 20, 50) that a training set of ``n_train`` examples allows."""
+    return [m for m in (1, 5, 10, 20, 50) if m <= n_train]
+
+
 def _similarity_rate(contrast: bool) -> Callable:
     def build(ctx, kind, params):
         from .similarity_rate import SimilarityRate
 
-        counts = [m for m in (1, 5, 10, 20, 50) if m <= len(ctx.y_train)]  # small training sets: fewer M
-        return SimilarityRate(ctx.y_train, **{"contrast": contrast, "M": counts, **params})
+        return SimilarityRate(ctx.y_train, **{"contrast": contrast, "M": _counts(len(ctx.y_train)), **params})
+
+    return build
+
+
+def _training(cls: type, defaults: Callable = lambda ctx: {}) -> Callable:
+    """Builder of a metric that takes the run's training inputs (and labels, where it has ``y_train``)."""
+
+    def build(ctx, kind, params):
+        if ctx.x_train is None:
+            raise InvalidArgument(f"{cls.__name__} needs the training inputs: pass MetricContext(x_train=...).")
+        extra = {"y_train": ctx.y_train} if "y_train" in inspect.signature(cls.__init__).parameters else {}
+        return cls(ctx.x_train, **{**extra, **defaults(ctx), **params})
 
     return build
 
@@ -301,8 +319,81 @@ def _register_builtins() -> None:
             "the encoder's internal representations (10 draws), with return_nan_when_prediction_changes=False "
             "as an encoder has no prediction to keep."), stability),
     ]
-    for entry in entries:
+    for entry in entries + _peer_entries():
         register_metric(entry)
+
+
+def _peer_entries() -> list:
+    """The peers' metrics: the insertion and LeRF twins of RepresentationShift, COCOA's insertion and deletion
+    curves (Lin et al. 2023) and the fully label-free example consistency."""
+    from .corpus_curves import CorpusDeletion, CorpusInsertion
+    from .label_free_similarity import LabelFreeSimilarityRate
+    from .representation_orders import RepresentationShiftInsertion, RepresentationShiftLeRF
+
+    seed = lambda c: {"seed": c.seed}  # noqa: E731
+    corpus_text = ("COCOA's evaluation (Lin et al. 2023): the explicand's corpus is its k-means cluster of training "
+                   "latents (metric_params by='label' or 'index' for the other rules) and the foil a random sample of "
+                   "the other training examples; ")
+    similarity = "the contrastive corpus similarity (mean cosine to the corpus minus mean cosine to the foil)"
+    majority = ("the probability of the corpus' majority class under a linear probe on the training latents "
+                "(cluster ids as classes, or labels with by='label')")
+
+    def corpus_entry(name, cls, target, short, what):
+        inserting = cls is CorpusInsertion
+        how = (f"features are revealed on the baseline most important first while {what} is tracked; a faster rise "
+               "is better." if inserting else
+               f"features are deleted most important first while {what} is tracked; a faster fall is better.")
+        kind = "insertion" if inserting else "deletion"
+        return MetricEntry(name, _training(cls, lambda c: {**seed(c), "target": target}),
+                           corpus_text + how + " 50 steps, trapezoid area over the fraction of features.", target=cls,
+                           needs=frozenset({"training"}), curve=CurveSpec(
+                               f"{kind.capitalize()} curves of the {short} (mean, 95% band)",
+                               f"% of features {'inserted into the baseline' if inserting else 'deleted'} "
+                               "(most important first)", short,
+                               f"COCOA's {kind} curves: a faithful attribution makes the {short} "
+                               f"{'rise' if inserting else 'fall'} fast."))
+
+    rate_curve = CurveSpec("Pseudo-class rate of the top-M (solid) and bottom-M (dashed) training examples",
+                           "M (most / least important training examples)", "pseudo-class rate",
+                           "SimilarityRate's curves with k-means pseudo-labels of the encoder's own latents in place "
+                           "of labels.", ylim=(0, 1))
+    return [
+        MetricEntry("RepresentationShiftInsertion", _own(RepresentationShiftInsertion, seed), (
+            "The insertion twin of RepresentationShift: start from the baseline, reveal the top-M features by "
+            "|attribution| and measure ||f(x) - f(x^M)||²; the normalised area over the fractions is smaller when "
+            "the representation comes back faster."), target=RepresentationShiftInsertion, curve=CurveSpec(
+            "Representation shift as the top features are revealed on the baseline (mean, 95% band)",
+            "% of features revealed (most important first)", "representation shift",
+            "Insertion: a faithful method brings the representation back to f(x) with few features, far below "
+            "Random.")),
+        MetricEntry("RepresentationShiftLeRF", _own(RepresentationShiftLeRF, seed), (
+            "RepresentationShift in ROAD's least-relevant-first order: mask the M least important features and "
+            "measure ||f(x) - f(x_M)||²; a faithful attribution removes what the encoder ignores first, so the "
+            "area is small."), target=RepresentationShiftLeRF, curve=CurveSpec(
+            "Representation shift when the least important features are masked first (mean, 95% band)",
+            "% of features masked (least important first)", "representation shift",
+            "LeRF: a faithful method keeps the representation in place while the unimportant features go, below "
+            "Random.")),
+        corpus_entry("CorpusInsertion", CorpusInsertion, "similarity", "contrastive corpus similarity", similarity),
+        corpus_entry("CorpusDeletion", CorpusDeletion, "similarity", "contrastive corpus similarity", similarity),
+        corpus_entry("CorpusMajorityInsertion", CorpusInsertion, "majority_probability", "corpus majority probability",
+                     majority),
+        corpus_entry("CorpusMajorityDeletion", CorpusDeletion, "majority_probability", "corpus majority probability",
+                     majority),
+        MetricEntry("LabelFreeSimilarityRate", _training(LabelFreeSimilarityRate, lambda c: {
+            "rule": "kmeans", "M": _counts(len(c.x_train)), **seed(c)}), (
+            "Fully label-free example consistency: SimilarityRate with the labels replaced by k-means pseudo-labels "
+            "(10 clusters) of the encoder's latents: the share of the top-M training examples in the test "
+            "example's cluster, averaged over M. No label is read."), kinds=(EXAMPLES,),
+            target=LabelFreeSimilarityRate, needs=frozenset({"training"}), curve=rate_curve),
+        MetricEntry("NeighbourhoodRate", _training(LabelFreeSimilarityRate, lambda c: {
+            "rule": "knn", "M": _counts(len(c.x_train)), "k": min(20, len(c.x_train)), **seed(c)}), (
+            "Fully label-free example consistency: the share of the top-M training examples among the test "
+            "example's 20 nearest training examples in the encoder's latent space (precision@M against that "
+            "neighbourhood), averaged over M. No label is read. DkNN retrieves exactly these neighbours, so it "
+            "scores near the top by construction: use it to compare the other methods."), kinds=(EXAMPLES,),
+            target=LabelFreeSimilarityRate, needs=frozenset({"training"})),
+    ]
 
 
 _register_builtins()

@@ -14,15 +14,21 @@ tensor([[2, 0, 1]])
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidArgument
 
 DISTANCES = ("squared_l2", "normalised_l2", "cosine")
+MASK_COUNTS = ("floor", "round")
 CORRELATIONS = ("pearson", "spearman")
+#: perturbation orders: remove the most relevant first (MoRF, deletion), reveal the most relevant first starting
+#: from the baseline (insertion), remove the least relevant first (LeRF, ROAD's second order)
+ORDERS = ("deletion", "insertion", "lerf")
 
 
 def feature_ranks(importance: torch.Tensor) -> torch.Tensor:
@@ -33,10 +39,111 @@ def feature_ranks(importance: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def mask_counts(fractions: Sequence[float], n_features: int, device=None) -> torch.Tensor:
-    """Features masked at each fraction: M = round(p * F), at least 1."""
-    return torch.clamp(torch.round(torch.as_tensor(fractions, dtype=torch.float64, device=device) * n_features),
-                       min=1).long()
+def top_masks(importance: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Masks (N, K, F) of the ``counts[k]`` most important features of each sample: ``feature_ranks(importance)
+    < counts`` (ties: lower feature index first), without a full argsort.
+
+    A float32 importance becomes one unique int64 key per feature (its order-preserving bit pattern, then the
+    feature index), so one value sort of the keys gives exact thresholds; NumPy's vectorised sort does this on
+    the CPU several times faster than ``torch.argsort`` (GPU: ``torch.sort``).
+
+    >>> top_masks(torch.tensor([[0.1, 0.9, 0.5, 0.9]]), torch.tensor([0, 1, 3])).int().tolist()
+    [[[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 1]]]
+    """
+    keys, thresholds = _top_keys(importance, counts)
+    return keys[:, None, :] <= thresholds[:, :, None]
+
+
+def _top_keys(importance: torch.Tensor, counts) -> tuple:
+    """(keys (N, F), thresholds (N, K)) with ``keys <= thresholds[:, k]`` the top ``counts[k]`` features."""
+    counts = torch.as_tensor(counts, device=importance.device).long()
+    if importance.dtype != torch.float32:  # exact ranks, then keys = ranks
+        ranks = feature_ranks(importance)
+        return ranks, (counts - 1).expand(len(ranks), -1)
+    n_feat = importance.shape[1]
+    bits = (importance.detach() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed-int order = float order
+    keys = torch.arange(n_feat, device=importance.device) - (bits.long() << 31)  # ascending: most important first
+    if keys.device.type == "cpu":
+        ordered = torch.from_numpy(np.sort(keys.numpy(), axis=1))
+    else:
+        ordered = torch.sort(keys, dim=1).values
+    thresholds = ordered[:, (counts - 1).clamp(0, n_feat - 1)]
+    thresholds[:, counts == 0] = torch.iinfo(torch.int64).min  # M = 0: none
+    return keys, thresholds
+
+
+def mask_counts(fractions: Sequence[float], n_features: int, rule: str = "floor", device=None) -> torch.Tensor:
+    """Features masked at each fraction p of ``n_features`` = d.
+
+    ``rule="floor"`` (default): M = floor(p * d), as the paper's experiments (lfxai 0.1.1, ``mask_size =
+    int(pert_percentage * W**2 / 100)``). The floor is taken with a 1e-9 tolerance, so that 0.29 * 100 gives 29
+    like the paper's integer percentages (plain ``int(0.29 * 100)`` is 28). M may be 0 for p < 1/d: nothing is
+    masked at that fraction and its shift is 0, as in the paper's code (the metric warns).
+    ``rule="round"``: M = round(p * d) (half to even), at least 1.
+
+    >>> mask_counts([0.05, 0.1, 0.2, 0.5, 0.8, 1.0], 64).tolist()            # 8x8 digits
+    [3, 6, 12, 32, 51, 64]
+    >>> mask_counts([0.05, 0.1, 0.2, 0.5, 0.8, 1.0], 64, rule="round").tolist()
+    [3, 6, 13, 32, 51, 64]
+    """
+    if rule not in MASK_COUNTS:
+        raise InvalidArgument(f"`mask_count` must be one of {MASK_COUNTS}, got {rule!r}.")
+    p = torch.as_tensor(fractions, dtype=torch.float64, device=device) * n_features
+    if rule == "floor":
+        return torch.floor(p + 1e-9).long()
+    return torch.clamp(torch.round(p), min=1).long()
+
+
+def chunk_rows(sample_shape: tuple, device=None, budget: Optional[int] = None) -> int:
+    """Inputs per forward pass for inputs of ``sample_shape``: about ``budget`` input values per pass. On the
+    CPU, 2**15 per torch thread, so a pass's activations stay in cache (1 thread: 512 8x8 digits or 41 28x28
+    images; 2 threads: 1024 or 83); on a GPU, 2**22."""
+    if budget is None:
+        on_gpu = torch.device(device or "cpu").type == "cuda"
+        budget = 2 ** 22 if on_gpu else 2 ** 15 * torch.get_num_threads()
+    return max(1, budget // max(1, math.prod(sample_shape)))
+
+
+def ordered_masks(importance: torch.Tensor, counts: torch.Tensor, order: str = "deletion") -> torch.Tensor:
+    """Bool (N, K, F): True where a feature is replaced with the baseline at step k, for ``counts`` (K,) features
+    taken in ``order`` by ``importance`` (N, F).
+
+    ``"deletion"`` masks the top-M features (most relevant first, MoRF), ``"lerf"`` the bottom-M (least relevant
+    first, ROAD's LeRF) and ``"insertion"`` every feature *but* the top-M (start from the baseline and reveal the
+    most relevant first; Petsiuk et al. 2018, COCOA's insertion curve).
+
+    >>> ordered_masks(torch.tensor([[0.9, 0.1, 0.5]]), torch.tensor([1, 2]), "insertion").int().tolist()
+    [[[0, 1, 1], [0, 1, 0]]]
+    """
+    ranks = feature_ranks(importance)[:, None, :]
+    m = torch.as_tensor(counts, device=importance.device)[None, :, None]
+    if order == "deletion":
+        return ranks < m
+    if order == "insertion":
+        return ranks >= m
+    if order == "lerf":
+        return ranks >= importance.shape[1] - m
+    raise InvalidArgument(f"`order` must be one of {ORDERS}, got {order!r}.")
+
+
+def perturbed_inputs(encoder, x: torch.Tensor, masks: torch.Tensor, baseline=None) -> torch.Tensor:
+    """The (N * K, *shape) inputs of masks (N, K, F) over the encoder's masking units (or every entry, when F is
+    the number of entries): masked units take the baseline's values."""
+    n, k, n_feat = masks.shape
+    shape = tuple(x.shape[1:])
+    units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
+    masks = masks.view(n, k, *units)
+    base = encoder.baseline_for(x, baseline)
+    return torch.where(masks, base.unsqueeze(1), x.unsqueeze(1)).reshape(n * k, *shape)
+
+
+def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
+    """f(x) in forward passes of ``chunk_size`` rows (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`)."""
+    from ..memory import rows_per_pass
+
+    step = rows_per_pass(x[0].numel(), chunk_size)
+    return torch.cat([encoder(x[i:i + step]) for i in range(0, len(x), step)])
 
 
 def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str = "squared_l2") -> torch.Tensor:
@@ -60,23 +167,60 @@ def unit_importance(encoder, attributions: torch.Tensor, shape: tuple, per_chann
 
 @torch.no_grad()
 def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tensor, fractions: Sequence[float],
-                               baseline=None, distance: str = "squared_l2", chunk_size: int = 512) -> torch.Tensor:
+                               baseline=None, distance: str = "squared_l2", chunk_size: Optional[int] = None,
+                               mask_count: str = "floor", order: str = "deletion") -> torch.Tensor:
     """Shifts (N, K) of f when the top-M units by ``importance`` (N, F) are replaced with the baseline, for
-    M = :func:`mask_counts` of each fraction (Crabbé & van der Schaar 2022, §4.1).
+    M = :func:`mask_counts` of each fraction with rule ``mask_count`` (Crabbé & van der Schaar 2022, §4.1).
 
-    All N x K masked inputs come from one rank + comparison and are encoded in chunks of ``chunk_size``.
+    ``order="insertion"`` replaces every unit but the top-M (the insertion twin: the baseline with the most
+    important units revealed) and ``order="lerf"`` the bottom-M (least relevant first); see :func:`ordered_masks`.
+    Each order replaces a top-c set or its complement, so all use one set of sort keys (:func:`top_masks`).
+
+    Chunk by chunk of samples, the masks are found and each sample's inputs (itself, then masked at each
+    fraction) are built and encoded in one pass of about ``chunk_size`` inputs (default: :func:`chunk_rows`;
+    never more than :func:`lfeval.memory.rows_per_pass` allows): memory stays bounded by the chunk and f(x)
+    shares the passes of its masked copies. A fraction that replaces every unit gives the baseline itself: when
+    the baseline is one input shared by the batch (a number or one input's tensor), f(baseline) is encoded once.
     """
+    from ..memory import rows_per_pass
+
+    if order not in ORDERS:
+        raise InvalidArgument(f"`order` must be one of {ORDERS}, got {order!r}.")
     n, n_feat = importance.shape
     shape = tuple(x.shape[1:])
-    m = mask_counts(fractions, n_feat, device=x.device)
-    masks = feature_ranks(importance)[:, None, :] < m[None, :, None]  # (N, K, F)
-    units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
-    masks = masks.view(n, len(m), *units)
+    counts = mask_counts(fractions, n_feat, mask_count, device=x.device)
+    top = n_feat - counts if order == "lerf" else counts  # the top-c set: replaced (deletion) or kept (else)
+    invert = order != "deletion"
     base = encoder.baseline_for(x, baseline)
-    z = encoder(x)
-    masked = torch.where(masks, base.unsqueeze(1), x.unsqueeze(1)).reshape(n * len(m), *shape)
-    zm = torch.cat([encoder(masked[i:i + chunk_size]) for i in range(0, len(masked), chunk_size)])
-    return representation_distance(z.unsqueeze(1), zm.view(n, len(m), -1), distance)
+    shared = n > 1 and base.stride(0) == 0  # one baseline expanded over the batch
+    full = ((top == 0) if invert else (top >= n_feat)) & shared  # these levels are f(baseline) for every sample
+    untouched = top.new_full((1,), n_feat if invert else 0)  # level 0: x itself
+    levels = torch.cat([untouched, top[~full]])
+    units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
+    n_levels, encode_base = len(levels), bool(full.any())
+    rows = chunk_rows(shape, x.device) if chunk_size is None else rows_per_pass(math.prod(shape), chunk_size)
+    step = max(1, rows // n_levels)  # samples per pass
+    z, z_base = [], None
+    block = step * max(1, 4096 // step)  # keys and thresholds per block of samples, masks per pass
+    for i in range(0, n, step):
+        if i % block == 0:
+            keys, thresholds = _top_keys(importance[i:i + block], levels)
+        j = i % block
+        masks = (keys[j:j + step, None, :] <= thresholds[j:j + step, :, None]) ^ invert
+        masks = masks.view(-1, n_levels, *units)
+        inputs = torch.where(masks, base[i:i + step].unsqueeze(1), x[i:i + step].unsqueeze(1))
+        inputs = inputs.reshape(-1, *shape)
+        if encode_base and i == 0:  # f(baseline) rides along in the first pass
+            out = encoder(torch.cat([inputs, base[:1]]))
+            z, z_base = [out[:-1]], out[-1:]
+        else:
+            z.append(encoder(inputs))
+    z = torch.cat(z).view(n, n_levels, -1)
+    zm = z.new_empty(n, len(counts), z.shape[-1])
+    zm[:, ~full] = z[:, 1:]
+    if encode_base:
+        zm[:, full] = z_base.unsqueeze(1)
+    return representation_distance(z[:, :1], zm, distance)
 
 
 def normalised_auc(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +243,63 @@ def similarity_rates(importance: torch.Tensor, y_train: torch.Tensor, y_test: to
     return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
 
 
+def membership_rates(importance: torch.Tensor, member: torch.Tensor, counts: Sequence[int]) -> tuple:
+    """Share of the top-M and bottom-M training examples by ``importance`` (N, n_train) for which ``member``
+    (N, n_train) is True, for each M in ``counts``: ``(top (N, K), bottom (N, K))``. :func:`similarity_rates`
+    with ``member = (y_train == y_test)``; the label-free rates use pseudo-labels or latent neighbourhoods."""
+    counts = torch.as_tensor(list(counts))
+    k = int(counts.max())
+    member = torch.as_tensor(member).bool()
+    top = member.gather(1, torch.topk(importance, k, dim=1).indices)
+    bottom = member.gather(1, torch.topk(-importance, k, dim=1).indices)
+    steps = torch.arange(1, k + 1)
+    return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
+
+
+def step_counts(n_features: int, steps: int = 50) -> torch.Tensor:
+    """Features removed or inserted after each of ``steps`` steps, starting at 0: (steps + 1,). Every step takes
+    F // steps features and the first F % steps take one more (the ablation steps of COCOA's code, Lin et al. 2023).
+
+    >>> step_counts(7, 3).tolist()
+    [0, 3, 5, 7]
+    """
+    if steps < 1 or steps > n_features:
+        raise InvalidArgument(f"`steps` must be in [1, n_features={n_features}], got {steps}.")
+    size, rest = divmod(int(n_features), int(steps))
+    sizes = torch.full((steps,), size, dtype=torch.long)
+    sizes[:rest] += 1
+    return torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+
+
+def contrastive_similarity(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """COCOA's contrastive corpus similarity (Lin et al. 2023) of latents z (..., d): the mean cosine
+    similarity to the corpus minus the mean cosine similarity to the foil, i.e. <z / ||z||, target> with
+    target = mean of the corpus' unit latents - mean of the foil's (:meth:`lfeval.explain.corpus.FittedCorpus`)."""
+    return (F.normalize(z, dim=-1) * target).sum(-1)
+
+
+def corpus_curves(encoder, x: torch.Tensor, importance: torch.Tensor, fitted, target: str = "similarity",
+                  order: str = "deletion", steps: int = 50, baseline=None, chunk_size: int = 512) -> tuple:
+    """COCOA's curves ``(values (N, steps + 1), fractions (steps + 1,))``: the target of each explicand x after
+    0, ..., F units by ``importance`` (N, F) were deleted (``order="deletion"``) or revealed on the baseline
+    (``"insertion"``), for a :class:`~lfeval.explain.corpus.FittedCorpus` of the same encoder. ``target`` is
+    ``"similarity"`` (:func:`contrastive_similarity` with the explicand's corpus target) or
+    ``"majority_probability"`` (the corpus probe's probability of the explicand's corpus majority class)."""
+    n, n_feat = importance.shape
+    counts = step_counts(n_feat, steps).to(x.device)
+    inputs = perturbed_inputs(encoder, x, ordered_masks(importance, counts, order), baseline)
+    with torch.no_grad():
+        groups = fitted.groups(encoder(x))
+        z = encode_chunks(encoder, inputs, chunk_size).view(n, len(counts), -1)
+    if target == "similarity":
+        values = contrastive_similarity(z.double(), fitted.targets[groups].unsqueeze(1))
+    else:
+        probs = fitted.probabilities(z.reshape(n * len(counts), -1)).view(n, len(counts), -1)
+        majority = fitted.majority()[groups]
+        values = probs.gather(2, majority.view(n, 1, 1).expand(n, len(counts), 1))[..., 0]
+    return values.float(), counts.double() / n_feat
+
+
 def _ranks(v: torch.Tensor) -> torch.Tensor:
     """Ranks along the last axis (ties broken by position), for Spearman."""
     return torch.argsort(torch.argsort(v, dim=-1, stable=True), dim=-1).to(v.dtype)
@@ -119,9 +320,11 @@ def pooled_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(rowwise_correlation(a.reshape(1, -1).double(), b.reshape(1, -1).double())[0])
 
 
-__all__ = ["DISTANCES", "CORRELATIONS", "feature_ranks", "mask_counts", "representation_distance", "unit_importance",
-           "representation_shift_curve", "normalised_auc", "similarity_rates", "rowwise_correlation",
-           "pooled_correlation", "noisy_linear_imputation"]
+__all__ = ["DISTANCES", "MASK_COUNTS", "CORRELATIONS", "ORDERS", "feature_ranks", "top_masks", "mask_counts",
+           "chunk_rows", "ordered_masks", "perturbed_inputs", "encode_chunks", "representation_distance",
+           "unit_importance", "representation_shift_curve", "normalised_auc", "similarity_rates", "membership_rates",
+           "step_counts", "contrastive_similarity", "corpus_curves", "rowwise_correlation", "pooled_correlation",
+           "noisy_linear_imputation"]
 
 
 def _neighbour_sum(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -173,3 +376,4 @@ def noisy_linear_imputation(x: torch.Tensor, mask: torch.Tensor, kernel, noise: 
         jitter = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * noise
         filled = torch.where(mask, filled + jitter, filled)
     return filled
+

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidArgument, InvalidInput, NotAdaptable
 from ..validation import check_choice, check_inputs, check_model, check_positive_int, model_device, to_numpy
+from .fast_paths import batched_evaluate, skip_silenced_checks
 
 SIMILARITIES = ("inner", "negative_distance", "cosine")
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
@@ -207,6 +208,10 @@ class LabelFree:
         Quantus' default ``perturb_baseline="black"``: the encoder's baseline (default; the one
         RepresentationShift uses) or Quantus' black (the sample's minimum). A metric built with another
         ``perturb_baseline`` ("uniform", "mean", a number) keeps it.
+    batched : bool
+        PixelFlipping and FaithfulnessCorrelation predict all their steps in one pass (same perturbations,
+        same random draws, same scores to float noise; :mod:`lfeval.metrics.fast_paths`). False runs
+        Quantus' loop as it is.
 
     Called like any Quantus metric (``model`` = the encoder, ``y_batch`` is not needed); the
     metric's attributes (``score_direction``, ``abs``, ``normalise``, ...) show through, so the
@@ -221,7 +226,7 @@ class LabelFree:
     (4, 'lower')
     """
 
-    def __init__(self, metric, similarity: Optional[str] = None, baseline: str = "encoder"):
+    def __init__(self, metric, similarity: Optional[str] = None, baseline: str = "encoder", batched: bool = True):
         cls = type(metric).__name__
         if cls not in ADAPTABLE and cls not in NEEDS_MASKS:
             raise NotAdaptable(
@@ -239,6 +244,9 @@ class LabelFree:
             )
         self.summary, self.raw = spec.summary, spec.raw
         self.baseline = check_choice(baseline, BASELINES, "LabelFree baseline")
+        if not isinstance(batched, bool):
+            raise InvalidArgument(f"`batched` must be True or False, got {batched!r}.")
+        self.batched = batched
         self.score_direction = _direction(metric, spec)
         self.name = f"LabelFree({getattr(metric, 'name', cls)})"
 
@@ -272,26 +280,38 @@ class LabelFree:
                 and func.keywords.get("perturb_baseline") == "black")
 
     @contextlib.contextmanager
-    def _encoder_baseline(self, encoder, x: torch.Tensor):
-        """While scoring: features removed by the metric take the encoder's baseline (see ``baseline``)."""
-        if self.baseline != "encoder" or not self._replaces_with_black():
-            yield
+    def _running(self, encoder, x: torch.Tensor):
+        """While scoring: features removed by the metric take the encoder's baseline (see ``baseline``), the
+        metric predicts all its steps at once where lfeval has its batched path (``batched``), and Quantus'
+        no-change check is skipped when the metric's warnings are disabled (:mod:`lfeval.metrics.fast_paths`)."""
+        metric = self.metric
+        replace = None
+        if self.baseline == "encoder" and self._replaces_with_black():
+            with torch.no_grad():
+                baselines = to_numpy(self.quantus_layout(encoder, encoder.baseline_for(x.to(encoder.device))))
+            if baselines.ndim == 3:
+                baselines = baselines[:, :, None]
+            sizes = getattr(metric, "patch_size", None) or getattr(metric, "perturb_patch_sizes", ())
+            replace = BaselineReplacement(baselines, sizes)
+        fast = batched_evaluate(metric) if self.batched else None
+        if replace is None and fast is None:
+            with skip_silenced_checks(metric):
+                yield
             return
-        with torch.no_grad():
-            baselines = to_numpy(self.quantus_layout(encoder, encoder.baseline_for(x.to(encoder.device))))
-        if baselines.ndim == 3:
-            baselines = baselines[:, :, None]
-        sizes = getattr(self.metric, "patch_size", None) or getattr(self.metric, "perturb_patch_sizes", ())
-        replace = BaselineReplacement(baselines, sizes)
-        metric, original = self.metric, self.metric.perturb_func
+        original = metric.perturb_func
+        compute = functools.partial(fast or type(metric).evaluate_batch, metric)
 
         def evaluate_batch(*args, y_batch=None, **kwargs):  # Quantus passes the batch's sample ids as y_batch
-            replace.select(y_batch)
-            return type(metric).evaluate_batch(metric, *args, y_batch=y_batch, **kwargs)
+            if replace is not None:
+                replace.select(y_batch)
+            return compute(*args, y_batch=y_batch, **kwargs)
 
-        metric.perturb_func, metric.evaluate_batch = replace, evaluate_batch
+        if replace is not None:
+            metric.perturb_func = replace
+        metric.evaluate_batch = evaluate_batch
         try:
-            yield
+            with skip_silenced_checks(metric):
+                yield
         finally:
             metric.perturb_func = original
             del metric.evaluate_batch
@@ -332,7 +352,7 @@ class LabelFree:
         if self.raw:
             self.metric.return_aggregate = False
         try:
-            with self._encoder_baseline(model, x):
+            with self._running(model, x):
                 scores = self.metric(model=self.score_model(model, x, x.shape[1:]), x_batch=shown.numpy(),
                                      y_batch=np.arange(len(x)),
                                      a_batch=a, s_batch=s_batch, channel_first=channel_first,

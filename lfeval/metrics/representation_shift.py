@@ -1,19 +1,21 @@
 """RepresentationShift: label-free feature consistency (Crabbé & van der Schaar 2022, §4.1).
 
 For each sample, the M most important features (by |attribution|, summed over channels as in
-the paper) are replaced with the baseline, for M = 5, 10, 20, 50, 80 and 100% of the features,
-and the representation shift s(M) = ||f(x) - f(x_M)||^2 is measured. A faithful attribution
-moves the representation most when its top features are masked: the per-sample score is the
-normalised area under s(M),
+the paper) are replaced with the baseline, for M = 5, 10, 20, 50, 80 and 100% of the features
+(M = floor(p * d) by default, as the paper's code), and the representation shift
+s(M) = ||f(x) - f(x_M)||^2 is measured. A faithful attribution moves the representation most when
+its top features are masked: the per-sample score is the normalised area under s(M),
 
     AUC = (1 / (p_K - p_1)) * trapz(s(p_k), p_k),   p_k the mask fractions,
 
-higher is better. All samples x fractions are masked with one top-k rank + comparison in torch
-and encoded in a few large forward passes.
+higher is better. All samples x fractions are masked with one rank + comparison in torch and
+encoded in cache-sized forward passes.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -22,9 +24,9 @@ import torch
 
 from ..errors import InvalidArgument
 from ..explain.stochastic import random_attribution
-from ..validation import as_tensor, check_positive_int
+from ..validation import as_tensor, check_choice, check_positive_int
 from .base import Curve, LabelFreeMetric
-from .functional import DISTANCES, normalised_auc, representation_shift_curve, unit_importance
+from .functional import DISTANCES, MASK_COUNTS, mask_counts, normalised_auc, representation_shift_curve, unit_importance
 
 _DT = quantus.helpers.enums.DataType
 
@@ -35,7 +37,15 @@ class RepresentationShift(LabelFreeMetric):
     Parameters
     ----------
     fractions : sequence of float in (0, 1]
-        Fractions of features masked; M = round(p * n_features), at least 1.
+        Fractions p of the d features (masking units) masked.
+    mask_count : {"floor", "round"}
+        How many features a fraction masks. ``"floor"`` (default): M = floor(p * d), as the paper's
+        experiments (§4.1; lfxai 0.1.1 computes ``mask_size = int(pert_percentage * W**2 / 100)`` and
+        masks the ``torch.topk`` pixels in ``lfxai.utils.feature_attribution.generate_masks``): 12 of the
+        64 pixels of an 8x8 digit at 20%, 156 of 784 on MNIST. ``"round"``: M = round(p * d), at least
+        1 (13 and 157). With ``"floor"``, a fraction p < 1/d masks nothing: its shift is 0, as in the
+        paper's code, and the call warns (use larger fractions or ``"round"``). Equal attributions are
+        ranked by feature index (lfxai's ``torch.topk`` leaves their order unspecified).
     baseline : number, tensor, callable or None
         Replacement of masked features. None = the encoder's baseline (the data set's: zeros for
         digits/MNIST, mean beat for ECG5000, Gaussian blur for CIFAR-10; zeros for a plain module).
@@ -50,8 +60,12 @@ class RepresentationShift(LabelFreeMetric):
         Random rankings per sample when ``relative``.
     seed : int
         Seed of the random rankings.
-    chunk_size : int
-        Masked inputs per forward pass.
+    chunk_size : int or None
+        Inputs per forward pass; it bounds the memory. None: about 32k input values per torch thread on the
+        CPU (with 2 threads about 1000 8x8 digits or 80 28x28 images, in whole samples), which keeps a pass in
+        cache (:func:`lfeval.metrics.functional.chunk_rows`). Quantus' ``batch_size`` then only sets how many
+        samples ``explain_func`` explains at a time: a precomputed ``a_batch`` is scored in one call. When
+        the baseline is shared by all samples, the 100% mask is f(baseline), encoded once.
 
     Attributes
     ----------
@@ -71,13 +85,16 @@ class RepresentationShift(LabelFreeMetric):
     """
 
     name = "RepresentationShift"
+    #: which units are replaced at each fraction (:func:`lfeval.metrics.functional.ordered_masks`)
+    order = "deletion"
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
+    chunked = True  # memory is bounded by chunk_size; batch_size only batches explain_func
 
     def __init__(self, fractions=(0.05, 0.1, 0.2, 0.5, 0.8, 1.0), baseline=None, distance: str = "squared_l2",
-                 per_channel: bool = False, relative: bool = False, n_random: int = 1, seed: int = 0,
-                 chunk_size: int = 512, abs: bool = True, normalise: bool = False,
+                 mask_count: str = "floor", per_channel: bool = False, relative: bool = False, n_random: int = 1,
+                 seed: int = 0, chunk_size: Optional[int] = None, abs: bool = True, normalise: bool = False,
                  normalise_func: Optional[Callable] = None, normalise_func_kwargs=None, return_aggregate: bool = False,
                  aggregate_func: Optional[Callable] = None, default_plot_func: Optional[Callable] = None,
                  disable_warnings: bool = False, display_progressbar: bool = False, **kwargs):
@@ -95,11 +112,12 @@ class RepresentationShift(LabelFreeMetric):
             )
         if distance not in DISTANCES:
             raise InvalidArgument(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
+        self.mask_count = check_choice(mask_count, MASK_COUNTS, "mask_count")
         self.fractions, self.baseline, self.distance = fr, baseline, distance
         self.per_channel, self.relative = bool(per_channel), bool(relative)
         self.n_random = check_positive_int(n_random, "n_random")
-        self.seed, self.chunk_size = check_positive_int(seed, "seed", minimum=0), check_positive_int(chunk_size,
-                                                                                                  "chunk_size")
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.chunk_size = None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         self.curves, self.random_curves, self.all_curves = None, None, []
         self._batch_curves, self._batch_random = [], []
 
@@ -108,7 +126,7 @@ class RepresentationShift(LabelFreeMetric):
         """Shifts (N, K) for masks of the top-M units of attributions ``a`` at each fraction."""
         imp = unit_importance(encoder, a, tuple(x.shape[1:]), self.per_channel)
         return representation_shift_curve(encoder, x, imp, self.fractions, self.baseline, self.distance,
-                                          self.chunk_size)
+                                          self.chunk_size, self.mask_count, self.order)
 
     def auc(self, curves: torch.Tensor) -> torch.Tensor:
         """Normalised trapezoid area over the fractions: (N, K) -> (N,)."""
@@ -128,8 +146,16 @@ class RepresentationShift(LabelFreeMetric):
             scores = scores - self.auc(rand)
         return scores.cpu().numpy()
 
-    def custom_preprocess(self, **kwargs):
+    def custom_preprocess(self, model=None, x_batch=None, **kwargs):
         self._batch_curves, self._batch_random = [], []
+        if x_batch is not None and self.mask_count == "floor":
+            shape = tuple(x_batch.shape[1:])
+            d = math.prod(shape) if self.per_channel else self.torch_model(model).modality.n_features(shape)
+            empty = [float(p) for p, m in zip(self.fractions, mask_counts(self.fractions, d)) if m == 0]
+            if empty:
+                warnings.warn(f"RepresentationShift: fraction(s) {empty} of {d} features mask floor(p * d) = 0 "
+                              "features (the paper's rule), so their shift is 0; use fractions >= 1/d or "
+                              "mask_count='round' (at least 1 feature).")
 
     def custom_postprocess(self, **kwargs):
         self.curves = np.concatenate(self._batch_curves) if self._batch_curves else None

@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from ..errors import InvalidArgument, NotAdaptable
 from ..validation import as_tensor, check_choice, check_number, check_positive_int
 from .base import Curve, LabelFreeMetric
-from .functional import feature_ranks, noisy_linear_imputation, normalised_auc, representation_distance, unit_importance
+from .functional import (
+    encode_chunks,
+    feature_ranks,
+    noisy_linear_imputation,
+    normalised_auc,
+    representation_distance,
+    unit_importance,
+)
 
 _DT = quantus.helpers.enums.DataType
 ORDERS = ("morf", "lerf")
@@ -125,7 +132,7 @@ class ROAD(LabelFreeMetric):
         for j in range(len(k)):  # a few percentages, each a batched imputation of every sample
             xj = noisy_linear_imputation(x, masks[:, j], modality.imputation_kernel(), self.noise, base,
                                          self._generator)
-            zj = torch.cat([encoder(xj[i:i + self.chunk_size]) for i in range(0, n, self.chunk_size)])
+            zj = encode_chunks(encoder, xj, self.chunk_size)
             if self.measure == "shift":
                 curves.append(representation_distance(z, zj, "normalised_l2"))
             elif self.measure == "cosine":

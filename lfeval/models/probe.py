@@ -45,6 +45,13 @@ def probe_accuracy(encoder: torch.nn.Module, ds: Dataset, seed: int = 0, with_no
     return (accuracy, note) if with_note else accuracy
 
 
+@torch.no_grad()
+def latent_spread(encoder: torch.nn.Module, x: torch.Tensor) -> float:
+    """Mean std of f(x) over the inputs ``x``, relative to the mean |f(x)| (0 = every input encoded alike)."""
+    z = latents(encoder, x)
+    return float(z.std(0).mean() / z.abs().mean().clamp_min(1e-12)) if len(z) > 1 else float("nan")
+
+
 #: a representation is collapsed when its spread over inputs is below this share of its magnitude
 COLLAPSE_RATIO = 1e-3
 #: a reconstruction no better than this share of the mean-input error has learned nothing about x
@@ -56,8 +63,7 @@ def diagnose(model, x: torch.Tensor) -> dict:
     """Signs that a trained pretext model collapsed, on inputs ``x``: ``spread`` = mean std of f(x) over inputs
     divided by mean |f(x)|; ``reconstruction_ratio`` = MSE of the model's reconstruction over the MSE of the
     mean input (None when the head does not reconstruct x); ``problem`` = a sentence, or "" if none."""
-    z = latents(model.encoder, x)
-    spread = float(z.std(0).mean() / z.abs().mean().clamp_min(1e-12)) if len(z) > 1 else float("nan")
+    spread = latent_spread(model.encoder, x)
     device = model_device(model)
     out = torch.cat([model(x[i:i + 1024].to(device)).cpu() for i in range(0, len(x), 1024)])
     ratio = None

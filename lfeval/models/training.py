@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
@@ -42,6 +43,7 @@ def train_encoder(
     val_fraction: float = 0.1,
     device=None,
     display_progressbar: bool = True,
+    threads="auto",
     **task_kwargs,
 ) -> Encoder:
     """Train an encoder on ``ds.x_train`` with a pretext task and return it in eval mode.
@@ -71,6 +73,12 @@ def train_encoder(
         Cache trained weights there, keyed by the whole configuration and the data's hash.
     checkpoints : int
         Keep K encoder states spread over training (``enc.checkpoints``, needed by TracIn).
+    threads : "auto" or int
+        torch's intra-op threads while training (:func:`lfeval.threads.limit`; the caller's setting is
+        restored on return). "auto" (or ``LFEVAL_THREADS``) picks them from the model's size and this
+        process's cores, never from the machine's load: oneDNN's convolution gradients depend on the
+        thread count, and the same seed must give the same weights on a busy machine. A small model
+        (the digits encoders) trains on one thread.
     **task_kwargs
         Task options: ``sigma`` (denoising), ``p`` (inpainting), ``temperature`` (contrastive).
 
@@ -113,6 +121,7 @@ def train_encoder(
     if pretext == "classification" and len(torch.unique(y_all)) < 2:
         raise InvalidInput("The classification pretext needs at least 2 classes in ds.y_train; pick another pretext.")
     device = check_device(device)
+    threads = threads_mod.check_threads(threads)
 
     config = dict(
         data=ds.name, fingerprint=ds.fingerprint(), pretext=pretext, latent_dim=latent_dim, epochs=epochs,
@@ -144,6 +153,30 @@ def train_encoder(
                 warnings.warn(f"Cached weights {cache_file} cannot be used ({type(exc).__name__}: {exc}); "
                               "training again and replacing them.", stacklevel=2)
 
+    work = threads_mod.work_of(model, ds.input_shape, batch=batch_size)
+    with threads_mod.limit(threads, work=work, adapt_to_load=False):
+        history, states, best_state, best_epoch = _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr,
+                                                       weight_decay, patience, min_steps, seed, checkpoints,
+                                                       device, display_progressbar)
+    model.load_state_dict(best_state)
+    history["best_epoch"] = best_epoch
+    kept = _spread(states[: best_epoch + 1], checkpoints)
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp")
+            torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config},
+                       tmp)
+            tmp.replace(cache_file)
+        except OSError as exc:
+            raise InvalidArgument(f"Cannot write the weight cache `cache_dir` {str(cache_dir)!r}: "
+                                  f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None
+    return _finish(model, kept, history, config, ds)
+
+
+def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
+         checkpoints, device, display_progressbar):
+    """Adam with early stopping: (history, checkpoint states, best state, best epoch)."""
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x_all), generator=gen)
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -188,20 +221,7 @@ def train_encoder(
             if wait >= patience and steps >= min_steps:
                 break
     bar.close()
-    model.load_state_dict(best_state)
-    history["best_epoch"] = best_epoch
-    kept = _spread(states[: best_epoch + 1], checkpoints)
-    if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
-            torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config},
-                       tmp)
-            tmp.replace(cache_file)
-        except OSError as exc:
-            raise InvalidArgument(f"Cannot write the weight cache `cache_dir` {str(cache_dir)!r}: "
-                                  f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None
-    return _finish(model, kept, history, config, ds)
+    return history, states, best_state, best_epoch
 
 
 def _spread(states: list, k: int) -> list:

@@ -1,5 +1,14 @@
-"""``lfeval run``: the stages in order, each stored as soon as it finishes (see :class:`StageStore`);
-``lfeval report``: the report of a finished run drawn again from its tables and stages."""
+"""``lfeval run``: the stages in order, each stored as soon as it finishes (see :class:`StageStore`).
+
+The encoders are trained (or loaded) first, in this process. The per-encoder stages (attributions,
+example importance, scores) and the per-metric meta-evaluations are then independent cells of a grid
+(:mod:`lfeval.execution`): run one after the other in this process (``backend = "serial"``, the stage
+order below) or as Ray tasks (``backend = "ray"``), a scores stage once the attributions and example
+importances it compares are done. Either way this process stores every stage, in one format, so a run
+started with one backend can be finished with the other.
+
+``lfeval report`` draws the report of a finished run again from its tables and stages.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +18,47 @@ from typing import Callable
 
 import pandas as pd
 
+from .. import threads
 from ..config import RunConfig
 from ..errors import InvalidArgument, RunIncomplete
+from ..execution import Cell, cells_failed, get_executor
 from . import stages
 from .outputs import render, write_outputs
 from .store import StageStore, remove_run_dir
+
+
+def _silenced(fn, *args, **kwargs):
+    """Run a stage with the run's expected warnings silenced (also inside a worker process)."""
+    with stages.expected_warnings_silenced():
+        return fn(*args, **kwargs)
+
+
+def _limited(fn, rd: stages.RunData, *args, **kwargs):
+    """:func:`_silenced` with the run's intra-op threads (:meth:`RunData.limited`)."""
+    return rd.limited(lambda: _silenced(fn, rd, *args, **kwargs))
+
+
+def _score(rd: stages.RunData, pretext: str, needed: dict) -> dict:
+    """The scores stage of ``pretext`` from the attribution and example stages it needs (by name)."""
+    c = rd.config
+    attributions = {p: needed[f"attributions-{p}"] for p in c.encoder_names} if c.explainers else {}
+    matrices = {p: needed[f"examples-{p}"] for p in c.encoder_names} if c.example_methods else {}
+    return stages.score(rd, pretext, attributions, matrices)
+
+
+def plan(c: RunConfig) -> list:
+    """The stages after ``encoders``, in order: ``(name, function, arguments after RunData, needs)``."""
+    steps = []
+    if c.explainers:
+        steps += [(f"attributions-{p}", stages.feature_attributions, (p,), ()) for p in c.encoder_names]
+    if c.example_methods:
+        steps += [(f"examples-{p}", stages.example_importance, (p,), ()) for p in c.encoder_names]
+    needs = tuple(name for name, *_ in steps)
+    steps += [(f"scores-{p}", _score, (p,), needs) for p in c.encoder_names]
+    if len(c.encoder_names) > 1:
+        steps.append(("pretext", stages.pretext_tables, (), ()))
+    steps += [(f"meta-{m}", stages.meta_evaluation, (m,), ()) for m in c.meta_metrics]
+    return steps
 
 
 def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
@@ -22,40 +67,60 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
     Stages: encoders -> attributions (per pretext) -> example importance (per pretext) -> scores
     (per pretext) -> pretext tables -> meta-evaluation (per metric) -> CSVs, plots, report. A rerun
     loads finished stages (recomputing those whose files fail their check or whose data changed);
-    ``fresh=True`` first deletes the run folder, which must be one lfeval created.
+    ``fresh=True`` first deletes the run folder, which must be one lfeval created. With
+    ``config.backend == "ray"``, stages that fail after their retries are reported together
+    (:class:`lfeval.errors.CellsFailed`) once the others are stored.
     """
     c = config
-    with stages.expected_warnings_silenced():
+    with get_executor(c.backend, c.address) as ex, stages.expected_warnings_silenced(), \
+            threads.scope(c.threads):  # Ray: joined on first use
         rd = stages.RunData(c)  # loads (and checks) the data before anything touches the run folder
         if fresh and remove_run_dir(c.run_dir):
             log(f"[lfeval] --fresh: deleted {c.run_dir}")
         store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log)
         log(f"[lfeval] {rd.ds!r}")
-        encoders = store.run("encoders", lambda: stages.encoder_summary(rd), log)
-        attributions = {p: store.run(f"attributions-{p}", lambda p=p: stages.feature_attributions(rd, p), log)
-                        for p in c.pretexts} if c.explainers else {}
-        matrices = {p: store.run(f"examples-{p}", lambda p=p: stages.example_importance(rd, p), log)
-                    for p in c.pretexts} if c.example_methods else {}
-        scored = {p: store.run(f"scores-{p}", lambda p=p: stages.score(rd, p, attributions, matrices), log)
-                  for p in c.pretexts}
-        pretext = (store.run("pretext", lambda: stages.pretext_tables(rd), log) if len(c.pretexts) > 1
-                   else pd.DataFrame())
-        metas = [store.run(f"meta-{m}", lambda m=m: stages.meta_evaluation(rd, m), log) for m in c.meta_metrics]
+        encoders = store.run("encoders", lambda: rd.limited(lambda: stages.encoder_summary(rd)), log)
+        steps = plan(c)
+        results = {}
+        for name, *_ in steps:
+            found, result = store.try_load(name, log)
+            if found:
+                results[name] = result
+        todo = [s for s in steps if s[0] not in results]
+        if todo:
+            gpus = 0
+            if ex.name != "serial":  # workers get a copy of rd: it must hold every encoder they use
+                rd.load_encoders(c.pretext_seeds if any(s[0] == "pretext" for s in todo) else ())
+                gpus = 1 if rd.encoder(c.encoder_names[0]).device.type == "cuda" else 0
+            shared = ex.share(rd)  # once: data and encoder weights
+            # here, each stage gets the run's threads; a Ray worker gets the CPUs its task declares
+            wrap = _limited if ex.name == "serial" else _silenced
+            cells = [Cell(name, wrap, (fn, shared, *args), needs, num_gpus=gpus) for name, fn, args, needs in todo]
+
+            def keep(cell, result, seconds, cpu_seconds):
+                store.record(cell.name, result, seconds, log, cpu_seconds)
+                results[cell.name] = result
+
+            failures = ex.run(cells, keep, given=results, desc="stages", progress=not c.quiet,
+                              done=len(steps) - len(todo))
+            if failures:
+                raise cells_failed(failures, len(steps), str(store.dir))
+        attributions = {p: results[f"attributions-{p}"] for p in c.encoder_names} if c.explainers else {}
+        scored = {p: results[f"scores-{p}"] for p in c.encoder_names}
+        pretext = results.get("pretext", pd.DataFrame())
+        metas = [results[f"meta-{m}"] for m in c.meta_metrics]
         meta = pd.concat(metas) if metas else pd.DataFrame()
         report = c.run_dir / "report.html"
         if store.computed or not report.exists():  # else every stage was loaded and the report is up to date
-            report = write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext, meta)
+            report = rd.limited(lambda: write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext,
+                                                       meta))
     log(f"[lfeval] {len(store.computed)} stage(s) computed, {len(store.loaded)} loaded from {store.dir}")
     return report
 
 
 def stage_names(config: RunConfig) -> list:
     """The stages a finished run of ``config`` has stored, in the order :func:`run` computes them."""
-    c = config
-    return (["encoders"] + ([f"attributions-{p}" for p in c.pretexts] if c.explainers else [])
-            + ([f"examples-{p}" for p in c.pretexts] if c.example_methods else [])
-            + [f"scores-{p}" for p in c.pretexts] + (["pretext"] if len(c.pretexts) > 1 else [])
-            + [f"meta-{m}" for m in c.meta_metrics])
+    return ["encoders"] + [name for name, *_ in plan(config)]
 
 
 def report(run_dir) -> Path:
@@ -80,7 +145,7 @@ def report(run_dir) -> Path:
                             "with the same settings to finish it, then `lfeval report`.")
     with stages.expected_warnings_silenced():
         rd = stages.RunData(config)
-        attributions = ({p: store.load(f"attributions-{p}") for p in config.pretexts} if config.explainers
+        attributions = ({p: store.load(f"attributions-{p}") for p in config.encoder_names} if config.explainers
                         else {})
-        scored = {p: store.load(f"scores-{p}") for p in config.pretexts}
+        scored = {p: store.load(f"scores-{p}") for p in config.encoder_names}
         return render(run_dir, config, rd, attributions, scored)

@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from ..errors import RunIncomplete
@@ -151,23 +152,27 @@ def render(run_dir: Path, config, rd, attributions: dict, scored: dict) -> Path:
                   "drawn outermost)", figures)
         tables = {"overall rank (normalised scores averaged over encoders; 1 = best)": overall_ranks.sort_values(
             "mean_rank", ascending=True, kind="stable")}
-        for p in config.pretexts:
+        for p in config.encoder_names:
             tables[f"mean scores, {p} encoder"] = wide(scores, kind, p, "score")
         title = "Feature attributions" if kind == FEATURES else "Example importance"
         text = ("Scores are means over the explained inputs (per-sample values and their standard errors are in "
                 f"scores.csv). {RANK_CONVENTION}" + _metric_notes(metric_names, directions))
         sections.append(Section(f"{title}: scores and ranking", text, tables, figures))
 
-    figures = []
+    figures, feature_tables = [], {}
     if attributions:
         for p, per_method in attributions.items():
             fig = plots.attribution_maps(rd.x_np, per_method, n=4, title=f"Label-free attributions, {p} encoder",
                                          modality=rd.ds.modality)
             _save(fig, plot_dir / f"attributions_{p}.png", f"Example attribution maps per method ({p} encoder)",
                   figures)
+            if rd.ds.feature_names:  # named tabular features (a CSV's columns): mean |a| per feature and method
+                feature_tables[f"mean |attribution| per feature, {p} encoder"] = pd.DataFrame(
+                    {m: np.abs(np.asarray(a)).reshape(len(a), -1).mean(0) for m, a in per_method.items()},
+                    index=pd.Index(rd.ds.feature_names, name="feature"))
     if figures:
         sections.append(Section("Feature attributions: maps", "Attribution maps show |a| of the first explained "
-                                "inputs, per method.", figures=figures))
+                                "inputs, per method.", feature_tables, figures=figures))
 
     curve_metrics = list(dict.fromkeys(m for r in scored.values() for m in r["curves"]))
     for metric in curve_metrics:  # every catalogue entry with a curve: one panel per encoder
@@ -191,11 +196,13 @@ def render(run_dir: Path, config, rd, attributions: dict, scored: dict) -> Path:
         fig = plots.pretext_heatmaps(mats)
         _save(fig, plot_dir / "pretext_heatmaps.png", "Pearson correlation of explanations between pretext tasks",
               figures)
-        sections.append(Section("Pretext sensitivity (paper §4.2)", (
-            "Correlation of explanations of the same inputs by encoders trained on different pretext tasks, pooled "
-            f"over all test features (features) or the whole example-importance matrix (examples), mean over "
-            f"{len(config.pretext_seeds)} training seed(s). Low values mean the explanation depends on the task."),
-            {"pretext correlations": pretext}, figures))
+        runs = int(pretext["runs"].max())
+        title = "Encoder agreement" if config.encoders else "Pretext sensitivity (paper §4.2)"
+        sections.append(Section(title, (
+            "Correlation of explanations of the same inputs by the run's encoders (trained on different pretext "
+            "tasks, or yours), pooled over all test features (features) or the whole example-importance matrix "
+            f"(examples), mean over {runs} run(s). Low values mean the explanation depends on the encoder."),
+            {"encoder correlations" if config.encoders else "pretext correlations": pretext}, figures))
 
     if len(meta):
         figures = []

@@ -8,6 +8,7 @@ it runs in one go, after a resume, or after other stages were loaded from disk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 
 import numpy as np
@@ -16,13 +17,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_mod
+from .. import threads as threads_mod
 from ..encoder import Encoder
+from ..errors import LabelsRequired
 from ..evaluation import evaluate
 from ..explain import examples as example_mod
+from ..explain.base import get_explainer
 from ..explain.precomputed import PrecomputedExplanations
 from ..metrics import score_direction
 from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, MetricContext, build_metric
-from ..models import PretextModel, probe_accuracy, train_encoder
+from ..models import PretextModel, build_encoder, probe_accuracy, train_encoder
+from ..models.probe import latent_spread
+from ..models.user_encoders import load_encoder
 
 
 def seed_everything(seed: int) -> None:
@@ -49,25 +55,87 @@ class RunData:
     def __init__(self, config):
         self.config = c = config
         self.ds = data_mod.load(c.data, root=c.data_root, seed=c.seed, **c.data_options)
+        self.names = c.encoder_names
         n, m = min(c.n_explain, len(self.ds.x_test)), min(c.n_train_examples, len(self.ds.x_train))
-        self.x, self.y = self.ds.x_test[:n], self.ds.y_test[:n]
+        self.x, self.x_train = self.ds.x_test[:n], self.ds.x_train[:m]
+        self.y = self.ds.y_test[:n] if self.ds.has_labels else None
+        self.y_train = self.ds.y_train[:m] if self.ds.has_labels else None
         self.x_np = self.x.numpy()
-        self.x_train, self.y_train = self.ds.x_train[:m], self.ds.y_train[:m]
         self._encoders = {}
+        self._work = None
+        self.check_labels()
+        for name in c.encoders:  # the user's encoders: loaded and checked on the data before any stage runs
+            self.encoder(name)
+
+    def check_labels(self) -> None:
+        """Without labels, refuse (before any stage) what needs them: label-scored metrics, the classification
+        pretext."""
+        if self.ds.has_labels:
+            return
+        c = self.config
+        needs = [m for m in dict.fromkeys(c.metrics + c.meta_metrics) if "labels" in CATALOGUE[m].needs]
+        if "classification" in c.pretexts:
+            needs.append("the classification pretext")
+        if needs:
+            raise LabelsRequired(f"{self.ds.name} has no labels, which {', '.join(needs)} need; drop them from the "
+                                 "config, or give labels (y_train/y_test) with the data.")
+
+    @property
+    def work(self) -> float:
+        """Multiply-adds of one encoder pass over the explained batch: the size :func:`lfeval.threads.choose`
+        weighs (the largest user encoder, else an untrained network of the run's architecture, so nothing
+        trains to measure it)."""
+        if self._work is None:
+            c = self.config
+            nets = [self.encoder(name) for name in c.encoders]
+            if c.pretexts:
+                nets.append(build_encoder(self.ds.modality, self.ds.input_shape, c.latent_dim))
+            self._work = max(threads_mod.work_of(net, self.ds.input_shape, batch=len(self.x)) for net in nets)
+        return self._work
+
+    def limited(self, compute):
+        """Run ``compute()`` with the run's intra-op threads (config ``threads``; see :mod:`lfeval.threads`)."""
+        with threads_mod.limit(self.config.threads, work=self.work):
+            return compute()
 
     @property
     def n_features(self) -> int:
         return self.ds.modality.n_features(self.ds.input_shape)
 
-    def encoder(self, pretext: str, seed=None):
-        """The encoder of ``pretext`` trained with ``seed`` (default: the run's), via the weight cache."""
+    def encoder(self, name: str, seed=None):
+        """The encoder called ``name``: the user's (``[encoders.<name>]``, loaded once; ``seed`` is moot) or
+        the one of pretext task ``name`` trained with ``seed`` (default: the run's), via the weight cache."""
         c = self.config
-        seed = c.seed if seed is None else seed
-        if (pretext, seed) not in self._encoders:
-            self._encoders[(pretext, seed)] = train_encoder(
-                self.ds, pretext=pretext, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed, cache_dir=c.cache_dir,
-                checkpoints=c.checkpoints, display_progressbar=not c.quiet)
-        return self._encoders[(pretext, seed)]
+        seed = c.seed if seed is None or name in c.encoders else seed
+        if (name, seed) not in self._encoders:
+            if name in c.encoders:
+                self._encoders[(name, seed)] = load_encoder(name, c.encoders[name], self.ds, device=c.device,
+                                                            seed=c.seed)
+            else:
+                self._encoders[(name, seed)] = train_encoder(
+                    self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed,
+                    cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=c.device,
+                    display_progressbar=not c.quiet, threads=c.threads)
+        return self._encoders[(name, seed)]
+
+    def example_methods(self, name: str) -> tuple:
+        """``(methods, skipped)``: the run's example methods the encoder ``name`` supports, and
+        ``{method: why}`` for the loss-based ones it cannot (a user encoder without a loss or checkpoints)."""
+        enc, skipped = self.encoder(name), {}
+        for method in self.config.example_methods:
+            if method in example_mod.LOSS_BASED and enc.loss is None:
+                skipped[method] = ("no pretext loss to differentiate (give `loss` in its [encoders] table; "
+                                   "TorchScript and exported encoders cannot be differentiated per example)")
+            elif method == "tracin" and not enc.checkpoints:
+                skipped[method] = "no training checkpoints (give `checkpoints` in its [encoders] table)"
+        return tuple(m for m in self.config.example_methods if m not in skipped), skipped
+
+    def load_encoders(self, seeds=()) -> None:
+        """Train (or load from the weight cache) every encoder of the run's pretexts with its seed and
+        ``seeds``, so that a copy of this object sent to workers has every encoder the stages use."""
+        for p in self.names:
+            for s in dict.fromkeys([self.config.seed, *(seeds if p in self.config.pretexts else ())]):
+                self.encoder(p, s)
 
     def bar(self, iterable, desc: str):
         return tqdm(iterable, desc=desc, disable=self.config.quiet, leave=False)
@@ -77,17 +145,29 @@ class RunData:
         """What the registry's metrics need to score the ``pretext`` encoder: the other encoders as
         references and explain functions that serve the stored explanations."""
         c = self.config
-        refs = {p: self.encoder(p) for p in c.pretexts if p != pretext}
-        return MetricContext(n_features=self.n_features, seed=c.seed, y_train=self.y_train.numpy(), references=refs,
+        refs = {p: self.encoder(p) for p in self.names if p != pretext}
+        return MetricContext(n_features=self.n_features, seed=c.seed,
+                             y_train=None if self.y_train is None else self.y_train.numpy(),
+                             x_train=self.x_train.numpy(), references=refs,
                              explain_func=self.feature_cache(attributions),
                              example_explain_func=self.example_cache(matrices),
                              patch_size=self.ds.modality.patch_size(self.ds.input_shape),
                              encoder=self.encoder(pretext))
 
+    def explainer_options(self, method: str) -> dict:
+        """The run's options of a feature explainer: its ``explainer_params`` and, for a method that declares
+        ``training_data`` (COCOA's pool), the run's training examples."""
+        data = {"x_train": self.x_train.numpy(), "y_train": None if self.y_train is None else self.y_train.numpy()}
+        return {**{k: data[k] for k in get_explainer(method).training_data},
+                **self.config.explainer_params.get(method, {})}
+
     def feature_cache(self, attributions: dict | None = None) -> PrecomputedExplanations:
-        """Explain function with the run's per-method options and, if given, the stored attributions
+        """Explain function with the run's per-method options (methods that take training data, such as COCOA's
+        pool, get the run's training examples) and, if given, the stored attributions
         ``{pretext: {method: array}}`` of the explained batch."""
-        cache = PrecomputedExplanations(method_params=self.config.explainer_params)
+        params = {m: self.explainer_options(m) for m in dict.fromkeys(self.config.explainers +
+                                                                       (self.config.meta_explainers or []))}
+        cache = PrecomputedExplanations(method_params=params)
         for pretext, per_method in (attributions or {}).items():
             for method, a in per_method.items():
                 cache.put(self.encoder(pretext), self.x_np, a, method=method, seed=self.config.seed)
@@ -120,19 +200,28 @@ class RunData:
 
 # ---------------------------------------------------------------------------------------------- stages
 def encoder_summary(rd: RunData) -> pd.DataFrame:
-    """One row per pretext: training epochs, best validation loss, a linear-probe accuracy (and the split it
-    used) and the collapse diagnostics of :func:`lfeval.models.probe.diagnose`."""
+    """One row per encoder (the ``pretext`` column holds its name): its origin, training epochs and best
+    validation loss (lfeval-trained ones), a linear-probe accuracy (and the split it used), the collapse
+    diagnostics of :func:`lfeval.models.probe.diagnose` and the example methods it cannot run."""
     rows = []
-    for p in rd.bar(rd.config.pretexts, "encoders"):
-        enc = rd.encoder(p)
-        losses = enc.history["val_loss"]
-        accuracy, split = probe_accuracy(enc, rd.ds, seed=rd.config.seed, with_note=True)
-        diag = enc.history.get("diagnostics", {})
+    for name in rd.bar(rd.names, "encoders"):
+        enc = rd.encoder(name)
+        losses = enc.history.get("val_loss", [])
+        if rd.ds.has_labels:
+            accuracy, split = probe_accuracy(enc, rd.ds, seed=rd.config.seed, with_note=True)
+        else:
+            accuracy, split = float("nan"), "skipped: the data have no labels"
+        diag = enc.history.get("diagnostics") or {"spread": latent_spread(enc, rd.ds.x_train[:1024]),
+                                                   "problem": ""}
         ratio = diag.get("reconstruction_ratio")
-        rows.append({"pretext": p, "epochs": len(losses), "best_val_loss": min(losses), "probe_accuracy": accuracy,
+        skipped = rd.example_methods(name)[1]
+        rows.append({"pretext": name, "origin": enc.config.get("source", "pretext") if name in rd.config.encoders
+                     else "pretext", "epochs": len(losses) or float("nan"),
+                     "best_val_loss": min(losses) if losses else float("nan"), "probe_accuracy": accuracy,
                      "probe_split": split, "latent_spread": diag.get("spread", float("nan")),
                      "reconstruction_ratio": float("nan") if ratio is None else ratio,
-                     "collapsed": bool(diag.get("problem")), "diagnosis": diag.get("problem") or "ok"})
+                     "collapsed": bool(diag.get("problem")), "diagnosis": diag.get("problem") or "ok",
+                     "skipped_examples": "; ".join(f"{m}: {why}" for m, why in skipped.items()) or "none"})
     return pd.DataFrame(rows).set_index("pretext")
 
 
@@ -147,7 +236,7 @@ def example_importance(rd: RunData, pretext: str) -> dict:
     """``{method: (N, n_train) array}``: example importance of the explained batch."""
     enc = rd.encoder(pretext)
     return {m: rd.example_explain(enc, rd.x_np, method=m).astype(np.float32)
-            for m in rd.bar(rd.config.example_methods, f"examples {pretext}")}
+            for m in rd.bar(rd.example_methods(pretext)[0], f"examples {pretext}")}
 
 
 def _summarise(per_sample) -> tuple:
@@ -170,16 +259,21 @@ def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict
     ctx = rd.metric_context(pretext, attributions, matrices)
     rows, directions, curves = [], {}, {}
     jobs = [(FEATURES, m, ctx.explain_func) for m in c.explainers] + \
-           [(EXAMPLES, m, ctx.example_explain_func) for m in c.example_methods]
+           [(EXAMPLES, m, ctx.example_explain_func) for m in rd.example_methods(pretext)[0]]
     for kind, method, explain_func in rd.bar(jobs, f"scores {pretext}"):
-        names = [n for n in c.metrics if kind in CATALOGUE[n].kinds]  # RunConfig ensures references exist
+        # the reference encoders that can explain by this method (a user encoder may lack TracIn's loss)
+        refs = {p: e for p, e in ctx.references.items() if kind == FEATURES or method in rd.example_methods(p)[0]}
+        names = [n for n in c.metrics if kind in CATALOGUE[n].kinds and (refs or "references" not in
+                                                                          CATALOGUE[n].needs)]
         if not names:
             continue
-        metrics = {n: build_metric(n, ctx, kind, c.metric_params.get(n)) for n in names}
+        mctx = dataclasses.replace(ctx, references=refs)
+        metrics = {n: build_metric(n, mctx, kind, c.metric_params.get(n)) for n in names}
         directions.update({n: score_direction(m) for n, m in metrics.items()})
         seed_everything(c.seed)
         result = evaluate(metrics, {method: explain_func}, enc, rd.x_np,
-                          y_batch=rd.y.numpy() if kind == EXAMPLES else None, agg_func=np.asarray,
+                          y_batch=rd.y.numpy() if kind == EXAMPLES and rd.y is not None else None,
+                          agg_func=np.asarray,
                           explain_func_kwargs={"seed": c.seed} if kind == FEATURES else {}, return_as_df=False)
         for name, per_sample in result[method].items():
             mean, sem, n = _summarise(per_sample)
@@ -192,17 +286,20 @@ def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict
 
 
 def pretext_tables(rd: RunData) -> pd.DataFrame:
-    """The §4.2 tables: correlation of explanations between pretext tasks, over ``pretext_seeds``."""
+    """The §4.2 tables: correlation of explanations between pretext tasks, over ``pretext_seeds``. With
+    encoders of the user's among them, the encoder-agreement table: every pair of the run's encoders, one run
+    each (a user encoder has no training seeds), so "my SimCLR vs my autoencoder" is one row."""
     from ..metrics import pretext_correlation_table
 
     c = rd.config
-    encoders = {p: [rd.encoder(p, s) for s in c.pretext_seeds] for p in c.pretexts}
+    seeds = list(c.pretext_seeds) if not c.encoders else [c.seed]
+    encoders = {p: [rd.encoder(p, s) for s in seeds] for p in rd.names}
     tables = []
     for kind, method in rd.bar([("features", c.pretext_feature_method), ("examples", c.pretext_example_method)],
                                "pretext tables"):
         seed_everything(c.seed)
-        kw = {"x_train": rd.x_train} if kind == "examples" else c.explainer_params.get(method, {})
-        t = pretext_correlation_table(encoders, rd.x, kind=kind, method=method, seeds=list(c.pretext_seeds), **kw)
+        kw = {"x_train": rd.x_train} if kind == "examples" else rd.explainer_options(method)
+        t = pretext_correlation_table(encoders, rd.x, kind=kind, method=method, seeds=seeds, **kw)
         tables.append(t.assign(kind=kind, method=method))
     return pd.concat(tables, ignore_index=True)[["kind", "method", "task_a", "task_b", "mean", "std", "runs"]]
 
@@ -211,13 +308,13 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
     """MetaQuantus IAC/IEC/MC of one metric on the ``meta_pretext`` encoder (model and input tests).
 
     Feature metrics are meta-evaluated over ``meta_explainers`` (default: the run's explainers);
-    example metrics (SimilarityRate, SimilarityContrast) over the run's example methods, with the
-    test labels passed only to score.
+    example metrics (SimilarityRate, SimilarityContrast, the label-free rates) over the run's example methods,
+    with the test labels passed only to the metrics that score with them.
     """
     from ..meta import LabelFreeMetaEvaluation, default_test_suite
 
     c = rd.config
-    pretext = c.meta_pretext or c.pretexts[0]
+    pretext = c.meta_pretext or rd.names[0]
     kind = FEATURES if FEATURES in CATALOGUE[metric].kinds else EXAMPLES
     enc = rd.encoder(pretext)
     ctx = rd.metric_context(pretext)
@@ -226,9 +323,11 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
         methods = {m: {"seed": c.seed} for m in (c.meta_explainers or c.explainers)}
         explain_func, labels = ctx.explain_func, None
     else:
-        methods = {m: {} for m in c.example_methods}
-        explain_func, labels = ctx.example_explain_func, rd.y[:c.meta_samples].numpy()
-    suite = default_test_suite(seed=c.seed, modality=rd.ds.modality)  # LabelFreeMetaEvaluation seeds np/torch itself
+        methods = {m: {} for m in rd.example_methods(pretext)[0]}
+        labels = rd.y[:c.meta_samples].numpy() if "labels" in CATALOGUE[metric].needs else None
+        explain_func = ctx.example_explain_func
+    # the encoder's modality sets the input tests' noise (text: token hits); LabelFreeMetaEvaluation seeds np/torch
+    suite = default_test_suite(seed=c.seed, modality=enc.modality)
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
                                    explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
     meta(estimator, enc, rd.x_np[:c.meta_samples], score_labels=labels)

@@ -219,21 +219,36 @@ class StageStore:
         self.manifest["stages"][stage] = {"files": {k: _sha256(v) for k, v in files.items()}}
         self._write_manifest()
 
-    def run(self, stage: str, compute: Callable, log: Optional[Callable] = None):
-        """Return the stored result of ``stage``, or compute, store and return it."""
-        log = log or self.log
-        if self.done(stage):
-            try:
-                result = self.load(stage)
-                self.loaded.append(stage)
-                return result
-            except StageMissing as exc:
-                log(f"[lfeval] {exc} Recomputing it.")
-                self.manifest["stages"].pop(stage, None)
-                self.recomputed.append(stage)
-        start = time.perf_counter()
-        result = compute()
+    def try_load(self, stage: str, log: Optional[Callable] = None) -> tuple:
+        """``(True, result)`` if ``stage`` is stored and passes its check, else ``(False, None)`` (a damaged
+        stage is named in the log and dropped from the manifest, to be recomputed)."""
+        if not self.done(stage):
+            return False, None
+        try:
+            result = self.load(stage)
+        except StageMissing as exc:
+            (log or self.log)(f"[lfeval] {exc} Recomputing it.")
+            self.manifest["stages"].pop(stage, None)
+            self.recomputed.append(stage)
+            return False, None
+        self.loaded.append(stage)
+        return True, result
+
+    def record(self, stage: str, result, seconds: float, log: Optional[Callable] = None,
+               cpu_seconds: Optional[float] = None) -> None:
+        """Store a freshly computed stage (whichever process computed it) and log it, with its CPU
+        seconds where known: on a busy machine the wall time grows, the CPU time barely."""
         self.save(stage, result)
         self.computed.append(stage)
-        log(f"[lfeval] stage {stage!r} done in {time.perf_counter() - start:.1f}s")
+        cpu = "" if cpu_seconds is None else f" (CPU {cpu_seconds:.1f}s)"
+        (log or self.log)(f"[lfeval] stage {stage!r} done in {seconds:.1f}s{cpu}")
+
+    def run(self, stage: str, compute: Callable, log: Optional[Callable] = None):
+        """Return the stored result of ``stage``, or compute, store and return it."""
+        found, result = self.try_load(stage, log)
+        if found:
+            return result
+        start, cpu = time.perf_counter(), time.process_time()
+        result = compute()
+        self.record(stage, result, time.perf_counter() - start, log, time.process_time() - cpu)
         return result

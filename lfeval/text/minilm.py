@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..encoder import Encoder
-from ..errors import InvalidArgument, MissingDependency
+from ..errors import ExtraMissing, InvalidArgument
 from ..modalities.text import BASELINE_RULES, Text, TokenModule, Vocabulary
 from ..validation import check_device
 from .tokenizer import EXTRA_HINT, MODEL_NAME, model_dir, offline, vocabulary
@@ -32,7 +32,7 @@ def sentence_transformer():
 
             model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except ImportError:
-        raise MissingDependency(f"Text features need {EXTRA_HINT}.") from None
+        raise ExtraMissing(f"Text features need {EXTRA_HINT}.") from None
     return model.eval()
 
 

