@@ -153,6 +153,8 @@ CASES = [
      "all-MiniLM-L6-v2"),
     ("load/text-baseline", lambda c: lfeval.data.load("text:rotten_tomatoes", baseline="blank"), UnknownName,
      "'delete'"),
+    ("load/text-n-texts", lambda c: lfeval.data.load("text:rotten_tomatoes", n_texts=3), InvalidArgument,
+     "`n_texts`"),
     ("text/tokenize-texts", lambda c: lfeval.text.tokenize("one string"), InvalidArgument, "`texts`"),
     ("text/tokenize-max-length", lambda c: lfeval.text.tokenize(["a b"], max_length=1000), InvalidArgument,
      "`max_length`"),
@@ -605,6 +607,17 @@ CONFIGS = [
     ('threads = "all"', "`threads` must be 'auto' or a positive integer"),
     ('threads = true', "`threads` must be 'auto' or a positive integer"),
     ('threads = 1.5', "`threads` must be 'auto' or a positive integer"),
+    ('data = "text:rotten_tomatoes"', "lfeval trains encoders of continuous inputs only"),
+    ('data = "text:rotten_tomatoes"\npretexts = []\nmetrics = ["RepresentationShift", "ROAD"]\nmeta_metrics = []\n'
+     '[encoders.m]\nfactory = "lfeval.text:minilm_encoder"', "metrics ['ROAD'] add noise"),
+    ('data = "text:rotten_tomatoes"\npretexts = []\nmetrics = ["RepresentationShift"]\nmeta_metrics = []\n'
+     'explainers = ["Random", "CEM-PN"]\n[encoders.m]\nfactory = "lfeval.text:minilm_encoder"',
+     "explainers ['CEM-PN']"),
+    ('pretexts = []\nmetrics = ["RepresentationShift"]\nmeta_metrics = []\n[encoders.m]\n'
+     'factory = "lfeval.text:minilm_encoder"', "returned a text encoder, but the data are image"),
+    ('data = "text:rotten_tomatoes"\npretexts = []\nmetrics = ["RepresentationShift"]\nmeta_metrics = []\n'
+     '[data_options]\nn_texts = 20\n[encoders.m]\nfactory = "lfeval.text:minilm_encoder"\n'
+     'normalize = {{mean = [0.5], std = [0.5]}}', "`encoders.m.normalize` rescales input values"),
 ]
 
 

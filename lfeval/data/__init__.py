@@ -39,6 +39,8 @@ _LOADERS = {
     "folder:<path>": load_image_folder,
     "csv:<path>": load_csv,
 }
+#: the modality of data sets whose name tells it (config-time checks); the others are known once loaded
+_DECLARED_MODALITIES = {"text:<corpus>": "text"}
 #: families of data sets named "<prefix>:<member>": the loader argument the member goes to
 _FAMILIES = {"medmnist": "flag", "ucr": "name", "text": "corpus", "npz": "path", "folder": "path", "csv": "path"}
 
@@ -54,6 +56,11 @@ def canonical_name(name: str) -> str:
     if sep and prefix in _FAMILIES:
         return f"{prefix}:<{_FAMILIES[prefix]}>"
     return name
+
+
+def declared_modality(name: str):
+    """The modality name of data set ``name`` if its name tells it (``"text:..."`` -> ``"text"``), else None."""
+    return _DECLARED_MODALITIES.get(canonical_name(name)) if isinstance(name, str) else None
 
 
 def register(name: str, loader) -> None:
@@ -115,4 +122,4 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     return ds
 
 
-__all__ = ["Dataset", "GaussianBlur", "load", "available", "register"]
+__all__ = ["Dataset", "GaussianBlur", "load", "available", "register", "declared_modality"]

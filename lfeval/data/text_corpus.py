@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -64,11 +65,16 @@ def read_corpus(corpus: str, root=None) -> tuple:
 
 
 def load_text_corpus(corpus: str, root=None, seed: int = 0, max_length: int = 64, test_size: float = 0.2,
-                     tokenizer: str = "all-MiniLM-L6-v2", baseline: str = "delete") -> Dataset:
+                     tokenizer: str = "all-MiniLM-L6-v2", baseline: str = "delete",
+                     n_texts: Optional[int] = None) -> Dataset:
     """A labelled text corpus as a text :class:`Dataset`: a stratified, seeded train/test split of its texts,
     tokenised to packed (N, 2, ``max_length``) tensors; the baseline rule is ``baseline`` ("delete" or "mask",
-    :class:`lfeval.modalities.text.TokenBaseline`)."""
+    :class:`lfeval.modalities.text.TokenBaseline`). ``n_texts`` keeps a stratified, seeded sample of that many
+    texts (a quick run: every stage that encodes the corpus, such as the report's linear probe, costs a
+    sentence-encoder pass per text)."""
     corpus = check_choice(corpus, CORPORA, "text corpus")
+    if n_texts is not None:
+        n_texts = check_positive_int(n_texts, "n_texts", minimum=10)
     check_choice(tokenizer, TOKENIZERS, "tokenizer")
     test_size = check_number(test_size, "test_size", strict=True)
     if test_size >= 1:
@@ -83,6 +89,10 @@ def load_text_corpus(corpus: str, root=None, seed: int = 0, max_length: int = 64
     from ..text.tokenizer import tokenize, vocabulary
 
     texts, labels, classes = read_corpus(corpus, root)
+    if n_texts is not None and n_texts < len(texts):
+        keep, _ = train_test_split(np.arange(len(texts)), train_size=n_texts, random_state=seed, stratify=labels)
+        keep = np.sort(keep)
+        texts, labels = [texts[i] for i in keep], labels[keep]
     idx_train, idx_test = train_test_split(np.arange(len(texts)), test_size=test_size, random_state=seed,
                                            stratify=labels)
     x = tokenize(texts, max_length=max_length)

@@ -354,6 +354,7 @@ class _CEM(FeatureExplainer):
 
     mode = "PP"
     option_names = _EXPLAINER_KEYS
+    continuous_only = True
 
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None, **options):
         self.check_options(options)

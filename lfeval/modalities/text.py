@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidArgument, InvalidInput
@@ -138,6 +139,21 @@ class TokenModule(nn.Module):
         return self.forward_embeddings(self.embed(ids), mask)
 
 
+class NormalisedTokens(TokenModule):
+    """A text encoder followed by L2 normalisation, still split at the input embeddings (COCOA's encoder of
+    cosine similarities, :mod:`lfeval.explain.cocoa`)."""
+
+    def __init__(self, module: TokenModule):
+        super().__init__()
+        self.module, self.vocabulary = module, module.vocabulary
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.module.embed(ids)
+
+    def forward_embeddings(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.module.forward_embeddings(embeddings, mask), dim=-1)
+
+
 class TokenAuxiliaryFunction(nn.Module):
     """g(e', r) = <f(e', m), z> on input embeddings e' (N, L, E), where the reference row r = [z, m] carries the
     sample's reference latent z (d) and attention mask m (L): captum and lfeval's own samplers expand r with the
@@ -173,20 +189,26 @@ class EmbeddingSpace:
     def feature_mask(self, e: torch.Tensor) -> torch.Tensor:
         """FeatureAblation / ShapleyValueSampling groups (1, L, E): the embedding entries of a token together."""
         n_tok = e.shape[1]
-        return torch.arange(n_tok, device=e.device).view(1, n_tok, 1).expand(1, n_tok, e.shape[2])
+        return torch.arange(n_tok, device=e.device).view(1, n_tok, 1).repeat(1, 1, e.shape[2])
+
+    @staticmethod
+    def tokens(values: torch.Tensor, x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """Token attributions (N, 2, L) from per-position values (N, L): the values in channel 0, zero in the
+        mask channel and exactly zero on every token the baseline keeps (padding, [CLS], [SEP])."""
+        removable = (baseline != x).any(1)
+        tokens = torch.where(removable, values, torch.zeros((), dtype=values.dtype, device=values.device))
+        return torch.stack([tokens, torch.zeros_like(tokens)], 1)
 
     def attribute(self, explainer, x: torch.Tensor, z_ref: torch.Tensor, baseline: torch.Tensor, seed: int,
                   options: dict) -> torch.Tensor:
         ids, mask = unpack(x, len(self.module.vocabulary))
         base_ids, _ = unpack(baseline, len(self.module.vocabulary), name="baseline")
-        removable = (baseline != x).any(1)
         with torch.no_grad():
             e, e_base = self.module.embed(ids), self.module.embed(base_ids)
         ref = torch.cat([z_ref, mask.to(z_ref.dtype)], 1)
         explainer.aux = TokenAuxiliaryFunction(self.module, z_ref.shape[1])
         a = explainer.attribute_batch(e, ref, e_base if explainer.uses_baseline else None, seed, **options)
-        tokens = torch.where(removable, a.sum(-1), torch.zeros((), dtype=a.dtype, device=a.device))
-        return torch.stack([tokens, torch.zeros_like(tokens)], 1)
+        return self.tokens(a.sum(-1), x, baseline)
 
 
 class Text(Modality):
@@ -333,5 +355,5 @@ class Text(Modality):
             col += len(text) * per_char
 
 
-__all__ = ["Text", "Vocabulary", "TokenBaseline", "TokenModule", "TokenAuxiliaryFunction", "EmbeddingSpace",
-           "unpack", "BASELINE_RULES"]
+__all__ = ["Text", "Vocabulary", "TokenBaseline", "TokenModule", "NormalisedTokens", "TokenAuxiliaryFunction",
+           "EmbeddingSpace", "unpack", "BASELINE_RULES"]

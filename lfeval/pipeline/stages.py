@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from .. import threads as threads_mod
+from ..config import check_modality
 from ..encoder import Encoder
 from ..errors import LabelsRequired
 from ..evaluation import evaluate
@@ -64,6 +65,7 @@ class RunData:
         self._encoders = {}
         self._work = None
         self.check_labels()
+        check_modality(c, self.ds.modality)  # a data set whose name did not tell its modality (a plugin's)
         for name in c.encoders:  # the user's encoders: loaded and checked on the data before any stage runs
             self.encoder(name)
 

@@ -29,8 +29,15 @@ def sentence_transformer():
     try:
         with offline():
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
-            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr (lfeval run --quiet stays quiet)
+            try:
+                model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
     except ImportError:
         raise ExtraMissing(f"Text features need {EXTRA_HINT}.") from None
     return model.eval()
