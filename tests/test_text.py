@@ -182,7 +182,7 @@ def test_similarity_rate_on_the_corpus(enc, corpus):
     chance = np.mean(rate(enc, x_test.numpy(), y_batch=y_test.numpy(), a_batch=rng.random(cosine.shape)))
     print(semantic, chance)
     # MiniLM's nearest reviews share the critic's verdict more often than its farthest (0.61 vs 0.47 at M = 10 on
-    # the whole corpus, benchmarks/README.md); a random ranking has no contrast
+    # the whole corpus, benchmarks/README.md, Text); a random ranking has no contrast
     assert semantic > chance + 0.05 and abs(chance) < 0.06
 
 
