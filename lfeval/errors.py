@@ -42,6 +42,11 @@ class NotAdaptable(InvalidArgument):
     """A stock Quantus metric cannot be scored label-free by the adapter."""
 
 
+class NotApplicable(InvalidArgument):
+    """A run names a pretext task, explainer or metric that does not apply to its data's modality (e.g. a noise
+    metric on token ids)."""
+
+
 class ExtraMissing(LfevalError, RuntimeError):
     """An optional dependency (a pip extra such as ``lfeval[ray]``) is not installed."""
 

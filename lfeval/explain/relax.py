@@ -118,6 +118,7 @@ class RELAX(FeatureExplainer):
     """
 
     uses_baseline = True
+    unit_masking = True  # text: tokens of the input are kept or deleted, no embeddings involved
     option_names = ("n_masks", "num_cells", "p_keep")
     #: masked inputs per forward pass and the uncertainty maps of the chunks, set by :meth:`attribute`
     _rows, _uncertainty = 256, None

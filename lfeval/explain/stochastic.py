@@ -36,17 +36,18 @@ def _draws(shape: tuple, n_samples: int, stdevs: float, n_baselines: int, seed: 
 
 
 def gradient_shap(forward, x: torch.Tensor, z_ref: torch.Tensor, baselines: torch.Tensor, n_samples: int = 50,
-                  stdevs: float = 0.0, seed: int = 0) -> torch.Tensor:
+                  stdevs: float = 0.0, seed: int = 0, paired: bool = False) -> torch.Tensor:
     """GradientShap (Lundberg & Lee 2017; captum's definition) of ``forward(x', z_ref)``.
 
     phi(x) = mean_s (x + eps_s - b_s) * grad g(b_s + alpha_s (x + eps_s - b_s)),
-    with b_s drawn from ``baselines`` (B, *shape), alpha_s ~ U(0, 1), eps_s ~ N(0, stdevs^2).
+    with b_s drawn from ``baselines`` (B, *shape), alpha_s ~ U(0, 1), eps_s ~ N(0, stdevs^2). With ``paired``,
+    ``baselines`` (N, *shape) holds each input's own baseline (b_s = b for every s).
     """
     n, shape = x.shape[0], x.shape[1:]
-    noise, alphas, idx = _draws(shape, n_samples, stdevs, len(baselines), seed, x.device)
+    noise, alphas, idx = _draws(shape, n_samples, stdevs, 1 if paired else len(baselines), seed, x.device)
     alphas = alphas.view(1, n_samples, *([1] * len(shape)))
     noisy = x.unsqueeze(1) + noise.unsqueeze(0)  # (N, S, *shape)
-    base = baselines[idx].unsqueeze(0)  # (1, S, *shape)
+    base = baselines.unsqueeze(1) if paired else baselines[idx].unsqueeze(0)  # (N or 1, S, *shape)
     points = (base + alphas * (noisy - base)).reshape(n * n_samples, *shape)
     grads = _grad(forward, points, z_ref.repeat_interleave(n_samples, 0)).view(n, n_samples, *shape)
     return ((noisy - base) * grads).mean(1)
@@ -95,22 +96,24 @@ def _in_groups(x: torch.Tensor, n_samples: int, compute) -> torch.Tensor:
 @register_explainer("GradientShap")
 class GradientShap(FeatureExplainer):
     """Batch-invariant GradientShap of g_x (:func:`gradient_shap`). ``baselines``: a distribution of
-    reference inputs (B, *input_shape); default the encoder's baseline of the chunk's first input."""
+    reference inputs (B, *input_shape); default each input's own baseline (the encoder's)."""
 
     uses_baseline = True
     passes_per_input = 50
 
     def attribute_batch(self, x, z_ref, baseline, seed, n_samples: int = 50, stdevs: float = 0.0, baselines=None):
         n_samples = check_positive_int(n_samples, "n_samples")
-        base = baseline[:1] if baselines is None else as_tensor(baselines, "baselines", device=x.device)
+        paired = baselines is None  # each input with its own baseline (a blurred image, a sentence's [PAD]s)
+        base = baseline if paired else as_tensor(baselines, "baselines", device=x.device)
         try:
             base = base.reshape(-1, *x.shape[1:])
         except RuntimeError:
             raise InvalidArgument(f"`baselines` of shape {tuple(base.shape)} are not inputs of shape "
                                   f"{tuple(x.shape[1:])}.") from None
         stdevs = check_number(stdevs, "stdevs")
-        return _in_groups(x, n_samples, lambda rows: gradient_shap(self.aux, x[rows], z_ref[rows], base,
-                                                                   n_samples=n_samples, stdevs=stdevs, seed=seed))
+        return _in_groups(x, n_samples, lambda rows: gradient_shap(
+            self.aux, x[rows], z_ref[rows], base[rows] if paired else base, n_samples=n_samples, stdevs=stdevs,
+            seed=seed, paired=paired))
 
 
 @register_explainer("SmoothGrad")

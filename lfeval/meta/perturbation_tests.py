@@ -168,7 +168,9 @@ class LatentModelPerturbationTest(LatentPerturbationTest):
 
 
 class LatentInputPerturbationTest(LatentPerturbationTest):
-    """Perturb the inputs: x + U(-noise, noise), clipped to the clean batch's [min, max];
+    """Perturb the inputs by the encoder's modality (:meth:`lfeval.modalities.Modality.perturb_input`):
+    x + U(-noise, noise), clipped to the clean batch's [min, max], for continuous inputs; for text each token is hit
+    with probability ``noise`` (resilience deletes function words, adversary swaps content tokens for random ones);
     explain and score the perturbed input; keep by representation closeness."""
 
     kind = "Input"
@@ -178,25 +180,33 @@ class LatentInputPerturbationTest(LatentPerturbationTest):
         super().__init__(type, **kwargs)
 
     def perturb(self, model, x):
-        u = torch.rand(x.shape, generator=self._gen).to(x.device) * 2 - 1
-        return model, (x + self.noise * u).clamp(float(x.min()), float(x.max()))
+        return model, model.modality.perturb_input(x, self.noise, self._gen, adversarial=self.type == "adversary")
 
 
-def default_test_suite(seed: int = 0, bank=None) -> dict:
+def default_test_suite(seed: int = 0, bank=None, modality=None) -> dict:
     """The four tests with encoder-sized perturbations, named as MetaQuantus expects.
 
     Resilience: parameters x N(1, 0.01^2) / inputs + U(-0.01, 0.01), kept while the centred cosine >= 0.99.
     Adversary: parameters x N(1, 0.5^2) / inputs + U(-0.5, 0.5), kept once the centred cosine < 0.95.
     (On digits encoders the resilience perturbations keep it above 0.99 for nearly every sample; the
     adversary ones bring its median to about 0.93; on GunPoint's LSTM encoder to 0.71 and 0.98.)
-    With ``bank`` (reference latents), closeness is k-NN overlap instead.
+    With ``bank`` (reference latents), closeness is k-NN overlap instead. ``modality`` (name or object) sets the
+    input tests' noise levels and keep thresholds (:attr:`Modality.meta_noise`, ``meta_thresholds``; text: a
+    token's chance of being hit, 0.3 and 0.5, kept at centred cosine >= 0.9 and < 0.8).
     """
+    from ..modalities import get_modality
+    from ..modalities.base import Modality
+
+    settings = get_modality(modality) if modality is not None else Modality
+    noise, cos = settings.meta_noise, settings.meta_thresholds
     keep = {"keep": "knn", "bank": bank} if bank is not None else {"keep": "centred"}
-    res = {**keep, "threshold": 0.8 if bank is not None else 0.99}
-    adv = {**keep, "threshold": 0.5 if bank is not None else 0.95}
+    res = {**keep, "threshold": 0.8 if bank is not None else cos["resilience"]}
+    adv = {**keep, "threshold": 0.5 if bank is not None else cos["adversary"]}
     return {
         "Model Resilience Test": LatentModelPerturbationTest("Resilience", std=0.01, seed=seed, **res),
         "Model Adversary Test": LatentModelPerturbationTest("Adversary", std=0.5, seed=seed + 1, **adv),
-        "Input Resilience Test": LatentInputPerturbationTest("Resilience", noise=0.01, seed=seed + 2, **res),
-        "Input Adversary Test": LatentInputPerturbationTest("Adversary", noise=0.5, seed=seed + 3, **adv),
+        "Input Resilience Test": LatentInputPerturbationTest("Resilience", noise=noise["resilience"], seed=seed + 2,
+                                                             **res),
+        "Input Adversary Test": LatentInputPerturbationTest("Adversary", noise=noise["adversary"], seed=seed + 3,
+                                                            **adv),
     }

@@ -81,7 +81,8 @@ class MetricEntry:
         lfeval's own label-free metrics and adapted stock ones (False: stock metrics used as they are).
     needs : frozenset
         Run data the metric needs: ``"references"`` (other encoders), ``"labels"`` (scores with labels),
-        ``"training"`` (the training inputs, ``MetricContext.x_train``).
+        ``"training"`` (the training inputs, ``MetricContext.x_train``), ``"continuous"`` (real-valued inputs:
+        the metric adds noise to them or imputes values, which token ids (text) do not have).
     curve : CurveSpec or None
         The report's plot of the metric's per-sample curves.
     """
@@ -196,7 +197,8 @@ def _quantus(name: str):
     return getattr(quantus, name)
 
 
-def _adapted(name: str, defaults: Callable, text: str, quantus_name: Optional[str] = None) -> MetricEntry:
+def _adapted(name: str, defaults: Callable, text: str, quantus_name: Optional[str] = None,
+             needs: frozenset = frozenset()) -> MetricEntry:
     """A stock Quantus faithfulness metric scored on g_x through :class:`lfeval.metrics.LabelFree`."""
     quantus_name = quantus_name or name
 
@@ -208,10 +210,11 @@ def _adapted(name: str, defaults: Callable, text: str, quantus_name: Optional[st
         metric = _quantus(quantus_name)(**{"disable_warnings": True, **defaults(ctx), **params})
         return LabelFree(metric, **adapter)
 
-    return MetricEntry(name, build, text, target=_quantus(quantus_name), extra_params=("similarity", "baseline"))
+    return MetricEntry(name, build, text, target=_quantus(quantus_name), extra_params=("similarity", "baseline"),
+                       needs=needs)
 
 
-def _stock(name: str, text: str, defaults: Optional[dict] = None) -> MetricEntry:
+def _stock(name: str, text: str, defaults: Optional[dict] = None, needs: frozenset = frozenset()) -> MetricEntry:
     """A stock Quantus metric that never reads a label (used as it is)."""
 
     def build(ctx, kind, params):
@@ -220,7 +223,7 @@ def _stock(name: str, text: str, defaults: Optional[dict] = None) -> MetricEntry
             extra = {"layer_names": _hidden_layers(ctx.encoder)}
         return _quantus(name)(**{"disable_warnings": True, **(defaults or {}), **extra, **params})
 
-    return MetricEntry(name, build, text, label_free=False, target=_quantus(name))
+    return MetricEntry(name, build, text, label_free=False, target=_quantus(name), needs=needs)
 
 
 def _tiling_patch(ctx: MetricContext) -> int:
@@ -246,6 +249,7 @@ def _register_builtins() -> None:
 
     robust = {"nr_samples": 10}  # Quantus' 200 explanations per sample cost minutes on CPU
     stability = {**robust, "return_nan_when_prediction_changes": False}  # an encoder has no prediction to keep
+    noisy = frozenset({"continuous"})  # adds noise to the inputs or imputes values: not for token ids
     entries = [
         MetricEntry("RepresentationShift", _own(RepresentationShift, lambda c: {"seed": c.seed}), (
             "Label-free feature consistency (paper §4.1): mask the top-M features by |attribution| with the "
@@ -286,7 +290,7 @@ def _register_builtins() -> None:
             "features are removed step by step.")),
         _adapted("MonotonicityCorrelation", lambda c: {"features_in_step": _steps(c), "nr_samples": 5}, (
             "Stock Quantus MonotonicityCorrelation on g_x: Spearman correlation of |attribution| with the "
-            "variance of g_x when each step's features are perturbed.")),
+            "variance of g_x when each step's features are perturbed."), needs=noisy),
         _adapted("Selectivity", lambda c: {"patch_size": c.patch_size}, (
             "Stock Quantus Selectivity on g_x: patches removed most important first; the score is the mean of "
             "the curve, and a faster drop is more faithful.")),
@@ -299,25 +303,26 @@ def _register_builtins() -> None:
             "the score is the normalised area of that curve over the removed percentages."), target=ROAD,
             curve=CurveSpec("ROAD: relative representation shift as the top features are imputed (mean, 95% band)",
                             "% of features imputed (most relevant first)", "||f(x) - f(x')||² / ||f(x)||²",
-                            "A faithful attribution moves the representation fastest (high curves).")),
+                            "A faithful attribution moves the representation fastest (high curves)."),
+            needs=noisy),
         _adapted("Infidelity", lambda c: {"n_perturb_samples": 10, "perturb_patch_sizes": [_tiling_patch(c)]}, (
             "Stock Quantus Infidelity on g_x: squared error between attribution-weighted perturbations and the "
-            "change of g_x.")),
+            "change of g_x."), needs=noisy),
         _stock("Sparseness", "Stock Quantus Sparseness: the Gini index of |attribution|."),
         _stock("Complexity", "Stock Quantus Complexity: the entropy of the attribution distribution."),
         _stock("MaxSensitivity", (
             "Stock Quantus MaxSensitivity: the largest change of the explanation under uniform input noise "
-            "(10 draws)."), robust),
+            "(10 draws)."), robust, noisy),
         _stock("AvgSensitivity", (
             "Stock Quantus AvgSensitivity: the mean change of the explanation under uniform input noise "
-            "(10 draws)."), robust),
+            "(10 draws)."), robust, noisy),
         _stock("RelativeInputStability", (
             "Stock Quantus RelativeInputStability: change of the explanation relative to the change of the input "
-            "(10 draws)."), stability),
+            "(10 draws)."), stability, noisy),
         _stock("RelativeRepresentationStability", (
             "Stock Quantus RelativeRepresentationStability: change of the explanation relative to the change of "
             "the encoder's internal representations (10 draws), with return_nan_when_prediction_changes=False "
-            "as an encoder has no prediction to keep."), stability),
+            "as an encoder has no prediction to keep."), stability, noisy),
     ]
     for entry in entries + _peer_entries():
         register_metric(entry)
@@ -344,8 +349,10 @@ def _peer_entries() -> list:
                "is better." if inserting else
                f"features are deleted most important first while {what} is tracked; a faster fall is better.")
         kind = "insertion" if inserting else "deletion"
-        return MetricEntry(name, _training(cls, lambda c: {**seed(c), "target": target}),
-                           corpus_text + how + " 50 steps, trapezoid area over the fraction of features.", target=cls,
+        return MetricEntry(name, _training(cls, lambda c: {**seed(c), "target": target,
+                                                           "steps": min(50, c.n_features)}),
+                           corpus_text + how + " 50 steps (one per feature for inputs of fewer), trapezoid area "
+                           "over the fraction of features.", target=cls,
                            needs=frozenset({"training"}), curve=CurveSpec(
                                f"{kind.capitalize()} curves of the {short} (mean, 95% band)",
                                f"% of features {'inserted into the baseline' if inserting else 'deleted'} "

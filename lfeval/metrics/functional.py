@@ -165,6 +165,23 @@ def unit_importance(encoder, attributions: torch.Tensor, shape: tuple, per_chann
     return encoder.modality.unit_importance(attributions, shape)
 
 
+def fixed_units_last(encoder, x: torch.Tensor, importance: torch.Tensor, baseline=None,
+                     order: str = "deletion") -> torch.Tensor:
+    """``importance`` (N, F) with the units the baseline leaves unchanged ranked after every other unit in
+    ``order``'s sense: -inf (never in a top-M set before the removable units) for deletion and insertion, +inf
+    (never among the bottom-M) for LeRF. Only for discrete modalities (text), where such units are structure:
+    [CLS], [SEP] and padding, which :class:`lfeval.modalities.text.TokenBaseline` never removes, so masking one is
+    a no-op that would waste a step of the count. Continuous inputs are returned as they are (a pixel equal to
+    the baseline is still a feature, as in the paper's code)."""
+    if encoder.modality.continuous:
+        return importance
+    shape = tuple(x.shape[1:])
+    changed = (encoder.baseline_for(x, baseline) != x).to(importance.dtype)
+    per_entry = importance.shape[1] == x[0].numel() and importance.shape[1] != encoder.modality.n_features(shape)
+    changed = changed.reshape(len(x), -1) if per_entry else encoder.modality.unit_importance(changed, shape)
+    return importance.masked_fill(changed == 0, math.inf if order == "lerf" else -math.inf)
+
+
 @torch.no_grad()
 def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tensor, fractions: Sequence[float],
                                baseline=None, distance: str = "squared_l2", chunk_size: Optional[int] = None,
@@ -175,6 +192,9 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
     ``order="insertion"`` replaces every unit but the top-M (the insertion twin: the baseline with the most
     important units revealed) and ``order="lerf"`` the bottom-M (least relevant first); see :func:`ordered_masks`.
     Each order replaces a top-c set or its complement, so all use one set of sort keys (:func:`top_masks`).
+    On text, the units the baseline keeps ([CLS], [SEP], padding) come last in every order
+    (:func:`fixed_units_last`): M counts positions of the padded length L, and masking reaches structure only
+    once every removable token is masked.
 
     Chunk by chunk of samples, the masks are found and each sample's inputs (itself, then masked at each
     fraction) are built and encoded in one pass of about ``chunk_size`` inputs (default: :func:`chunk_rows`;
@@ -189,6 +209,7 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
     n, n_feat = importance.shape
     shape = tuple(x.shape[1:])
     counts = mask_counts(fractions, n_feat, mask_count, device=x.device)
+    importance = fixed_units_last(encoder, x, importance, baseline, order)
     top = n_feat - counts if order == "lerf" else counts  # the top-c set: replaced (deletion) or kept (else)
     invert = order != "deletion"
     base = encoder.baseline_for(x, baseline)
@@ -287,6 +308,7 @@ def corpus_curves(encoder, x: torch.Tensor, importance: torch.Tensor, fitted, ta
     ``"majority_probability"`` (the corpus probe's probability of the explicand's corpus majority class)."""
     n, n_feat = importance.shape
     counts = step_counts(n_feat, steps).to(x.device)
+    importance = fixed_units_last(encoder, x, importance, baseline, order)
     inputs = perturbed_inputs(encoder, x, ordered_masks(importance, counts, order), baseline)
     with torch.no_grad():
         groups = fitted.groups(encoder(x))
@@ -322,7 +344,8 @@ def pooled_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 __all__ = ["DISTANCES", "MASK_COUNTS", "CORRELATIONS", "ORDERS", "feature_ranks", "top_masks", "mask_counts",
            "chunk_rows", "ordered_masks", "perturbed_inputs", "encode_chunks", "representation_distance",
-           "unit_importance", "representation_shift_curve", "normalised_auc", "similarity_rates", "membership_rates",
+           "unit_importance", "fixed_units_last", "representation_shift_curve", "normalised_auc", "similarity_rates",
+           "membership_rates",
            "step_counts", "contrastive_similarity", "corpus_curves", "rowwise_correlation", "pooled_correlation",
            "noisy_linear_imputation"]
 

@@ -77,6 +77,9 @@ class Spec:
     direction: Optional[Callable] = None
     #: the metric aggregates by default (np.mean); the adapter needs the raw scores to summarise
     raw: bool = False
+    #: the metric only removes features (baseline replacement), so it also scores token ids (text); False for
+    #: metrics that add noise, impute values or segment images
+    tokens: bool = True
 
 
 _NONZERO = ("inner", "cosine")  # metrics that divide by the unperturbed score, which is 0 for -distance
@@ -97,13 +100,13 @@ ADAPTABLE = {
     "PixelFlipping": Spec(_mean_curve),
     "FaithfulnessCorrelation": Spec(),
     "FaithfulnessEstimate": Spec(),
-    "MonotonicityCorrelation": Spec(similarities=_NONZERO),
+    "MonotonicityCorrelation": Spec(similarities=_NONZERO, tokens=False),
     "RegionPerturbation": Spec(_mean_curve, direction=_region_direction),
     "Selectivity": Spec(_mean_curve),
     "SensitivityN": Spec(_nanmean, raw=True),
-    "IROF": Spec(similarities=_NONZERO),
-    "ROAD": Spec(_road_auc, similarities=("negative_distance", "cosine"), default="negative_distance"),
-    "Infidelity": Spec(),
+    "IROF": Spec(similarities=_NONZERO, tokens=False),
+    "ROAD": Spec(_road_auc, similarities=("negative_distance", "cosine"), default="negative_distance", tokens=False),
+    "Infidelity": Spec(tokens=False),
 }
 #: metrics that read only attributions and segmentation masks: label-free once s_batch is given
 #: (lfeval.evaluate refuses them without s_batch too)
@@ -326,6 +329,11 @@ class LabelFree:
         model = check_model(model, x_batch)
         batch_size = check_positive_int(batch_size, "batch_size")
         x = model.canonical(check_inputs(x_batch, model, "x_batch"))
+        if not model.modality.continuous and not ADAPTABLE.get(cls, Spec()).tokens:
+            raise NotAdaptable(f"{cls} perturbs inputs with noise, imputed values or image segments; "
+                               f"{model.modality.name} inputs are token ids, which have none. Use a metric that "
+                               "removes tokens: RepresentationShift, PixelFlipping, FaithfulnessCorrelation, "
+                               "FaithfulnessEstimate, Selectivity or RegionPerturbation.")
         if cls == "ROAD" and len(x) < 2:
             raise InvalidInput("LabelFree(ROAD) asks whether f(x') stays closest to f(x) among the batch: pass at "
                                "least 2 samples (tens for a meaningful rate); one sample is trivially 'unchanged'.")

@@ -36,7 +36,7 @@ import quantus
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotAdaptable
 from ..validation import as_tensor, check_choice, check_number, check_positive_int
 from .base import Curve, LabelFreeMetric
 from .functional import (
@@ -114,6 +114,9 @@ class ROAD(LabelFreeMetric):
         device = encoder.device
         x = as_tensor(x_batch, "x_batch", device=device)
         n, shape, modality = len(x), tuple(x.shape[1:]), encoder.modality
+        if not modality.continuous:
+            raise NotAdaptable(f"ROAD imputes removed values from their neighbours; {modality.name} inputs are token "
+                               "ids, which have no values to impute. Use RepresentationShift (token deletion).")
         if self.measure == "retrieval" and n < 2:
             raise InvalidArgument("ROAD(measure='retrieval') compares each sample with the others of its batch: "
                                   "pass at least 2 samples (and batch_size >= 2).")

@@ -1,4 +1,4 @@
-"""Data modalities (image, tabular, time series) as objects, and their registry.
+"""Data modalities (image, tabular, time series, text) as objects, and their registry.
 
 Every modality-dependent decision (layout, masking unit, baseline rule, Quantus ``DataType``,
 augmentation, architecture, plot) is a method of a :class:`Modality`; code asks the encoder's or
@@ -19,6 +19,7 @@ from ..validation import check_choice
 from .base import Modality
 from .image import Image
 from .tabular import Tabular
+from .text import Text
 from .time_series import TimeSeries
 
 MODALITIES: dict = {}
@@ -57,8 +58,8 @@ def default_modality(sample_shape: tuple) -> Modality:
     )
 
 
-for _m in (Image(), Tabular(), TimeSeries()):
+for _m in (Image(), Tabular(), TimeSeries(), Text()):
     register_modality(_m)
 
-__all__ = ["Modality", "Image", "Tabular", "TimeSeries", "MODALITIES", "register_modality", "get_modality",
+__all__ = ["Modality", "Image", "Tabular", "TimeSeries", "Text", "MODALITIES", "register_modality", "get_modality",
            "default_modality"]

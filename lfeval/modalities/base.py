@@ -39,6 +39,14 @@ class Modality:
     quantus_name = "IMAGE"
     architecture = "mlp"
     plot_kind = "bars"
+    #: inputs are real-valued (noise, interpolation and imputation mean something); False for token ids
+    continuous = True
+    #: the range a loader's inputs must lie in
+    value_range = (0.0, 1.0)
+    #: noise levels of the MetaQuantus input tests and their centred-cosine keep thresholds
+    #: (:func:`lfeval.meta.default_test_suite`)
+    meta_noise = {"resilience": 0.01, "adversary": 0.5}
+    meta_thresholds = {"resilience": 0.99, "adversary": 0.95}
 
     # ------------------------------------------------------------------ identity
     def __eq__(self, other) -> bool:  # a modality equals its name, so ds.modality == "image" reads naturally
@@ -110,6 +118,12 @@ class Modality:
         2022), or None where features have no neighbours (tabular): missing values then take the baseline."""
         return None
 
+    def attribution_space(self, encoder):
+        """Where explainers attribute: None = the inputs themselves. Discrete inputs (text) return an object
+        whose ``attribute(explainer, x, z_ref, baseline, seed, options)`` explains a chunk through a
+        differentiable layer (:class:`lfeval.modalities.text.EmbeddingSpace`)."""
+        return None
+
     def patch_size(self, shape: tuple) -> int:
         """Side of the patches of Quantus' patch-based metrics (Selectivity, RegionPerturbation, Infidelity)."""
         return 1
@@ -120,6 +134,12 @@ class Modality:
         shape = tuple(x_train.shape[1:]) if x_train is not None else tuple(shape)
         return torch.zeros(shape)
 
+    def perturb_input(self, x: torch.Tensor, noise: float, generator: torch.Generator,
+                      adversarial: bool = False) -> torch.Tensor:
+        """The MetaQuantus input tests' perturbation: x + U(-noise, noise), clipped to the batch's [min, max]."""
+        u = torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1
+        return (x + noise * u).clamp(float(x.min()), float(x.max()))
+
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A random view of a batch for the contrastive (SimCLR) pretext."""
         raise NotImplementedError(f"The {self.name} modality has no contrastive augmentation.")
@@ -129,6 +149,7 @@ class Modality:
         """Draw one sample on a matplotlib axis."""
         ax.imshow(np.asarray(x, dtype=float).reshape(1, -1), cmap="gray", aspect="auto")
 
-    def draw_attribution(self, ax, a) -> None:
-        """Draw |attribution| of one sample, per masking unit, on a matplotlib axis."""
+    def draw_attribution(self, ax, a, x=None) -> None:
+        """Draw |attribution| of one sample, per masking unit, on a matplotlib axis (``x``: the sample, for
+        modalities that draw the attribution on it)."""
         ax.imshow(np.abs(np.asarray(a, dtype=float)).reshape(1, -1), cmap="hot", aspect="auto")

@@ -56,5 +56,5 @@ class Image(Modality):
         img = np.asarray(x, dtype=float)
         ax.imshow(img.transpose(1, 2, 0) if img.shape[0] == 3 else img.mean(0), cmap="gray")
 
-    def draw_attribution(self, ax, a):
+    def draw_attribution(self, ax, a, x=None):
         ax.imshow(np.abs(np.asarray(a, dtype=float)).reshape(-1, *np.shape(a)[-2:]).sum(0), cmap="hot")

@@ -37,6 +37,6 @@ class Tabular(Modality):
         v = np.asarray(x, dtype=float).reshape(-1)
         ax.bar(np.arange(len(v)), v, color="#555", width=0.9)
 
-    def draw_attribution(self, ax, a):
+    def draw_attribution(self, ax, a, x=None):
         v = np.abs(np.asarray(a, dtype=float)).reshape(-1)
         ax.bar(np.arange(len(v)), v, color="#c33", width=0.9)

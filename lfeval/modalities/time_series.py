@@ -49,6 +49,6 @@ class TimeSeries(Modality):
     def draw_input(self, ax, x):
         ax.plot(np.asarray(x, dtype=float).reshape(-1, np.shape(x)[-1]).T, lw=0.8)
 
-    def draw_attribution(self, ax, a):
+    def draw_attribution(self, ax, a, x=None):
         v = np.abs(np.asarray(a, dtype=float)).reshape(-1, np.shape(a)[-1]).sum(0)
         ax.imshow(v[None, :], cmap="hot", aspect="auto")

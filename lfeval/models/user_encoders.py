@@ -32,6 +32,7 @@ from torch import nn
 
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..modalities import get_modality
 from ..validation import check_choice
 from .losses import NAMED_LOSSES
 
@@ -146,9 +147,11 @@ def read_state(path) -> dict:
     return state
 
 
-def build_module(name: str, spec: dict, seed: int = 0) -> nn.Module:
+def build_module(name: str, spec: dict, seed: int = 0, modality=None) -> nn.Module:
     """The network a spec describes, in eval mode (weights loaded). A factory runs with torch's generator
-    seeded by ``seed``, so randomly initialised weights are the same on every run."""
+    seeded by ``seed``, so randomly initialised weights are the same on every run. A factory may return an
+    :class:`lfeval.Encoder` (``lfeval.text:minilm_encoder``): its network is used, and its modality must be the
+    data's (``modality``, a name or object) when given."""
     where = f"encoders.{name}"
     if "factory" in spec:
         with torch.random.fork_rng(devices=[]):
@@ -156,6 +159,12 @@ def build_module(name: str, spec: dict, seed: int = 0) -> nn.Module:
             module = import_object(spec["factory"], f"`{where}.factory`")(**spec.get("kwargs", {}))
         if not isinstance(module, nn.Module):
             raise InvalidArgument(f"`{where}.factory` returned {type(module).__name__}, not a torch.nn.Module.")
+        if isinstance(module, Encoder):  # the data set gives the modality and baseline; the network is kept
+            if modality is not None and module.modality != modality:
+                raise InvalidArgument(f"`{where}.factory` returned a {module.modality.name} encoder, but the data are "
+                                      f"{get_modality(modality).name}; name a data set of its modality (e.g. "
+                                      "text:rotten_tomatoes for lfeval.text:minilm_encoder).")
+            module = module.module
         if "weights" in spec:
             try:
                 module.load_state_dict(read_state(spec["weights"]))
@@ -169,6 +178,9 @@ def build_module(name: str, spec: dict, seed: int = 0) -> nn.Module:
         for m in module.modules():  # an exported program's behaviour is fixed at export; it has no .eval()
             m.training = False
     if spec.get("normalize"):
+        if modality is not None and not get_modality(modality).continuous:
+            raise InvalidArgument(f"`{where}.normalize` rescales input values; {get_modality(modality).name} inputs "
+                                  "are token ids: drop `normalize`.")
         module = Normalized(module, spec["normalize"]["mean"], spec["normalize"]["std"]).eval()
     return module
 
@@ -177,7 +189,7 @@ def load_encoder(name: str, spec: dict, ds, device=None, seed: int = 0) -> Encod
     """The :class:`lfeval.Encoder` of ``[encoders.<name>]`` on data set ``ds``: its modality, baseline and
     input shape, the loss and checkpoints that TracIn and influence functions need, checked on two inputs."""
     check_spec(name, spec)
-    module = build_module(name, spec, seed).to(device or "cpu")
+    module = build_module(name, spec, seed, modality=ds.modality).to(device or "cpu")
     loss = spec.get("loss")
     if loss is not None:
         loss = (NAMED_LOSSES[loss](ds.modality) if loss in NAMED_LOSSES

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from .. import threads as threads_mod
+from ..config import check_modality
 from ..encoder import Encoder
 from ..errors import LabelsRequired
 from ..evaluation import evaluate
@@ -64,6 +65,7 @@ class RunData:
         self._encoders = {}
         self._work = None
         self.check_labels()
+        check_modality(c, self.ds.modality)  # a data set whose name did not tell its modality (a plugin's)
         for name in c.encoders:  # the user's encoders: loaded and checked on the data before any stage runs
             self.encoder(name)
 
@@ -326,7 +328,8 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
         methods = {m: {} for m in rd.example_methods(pretext)[0]}
         labels = rd.y[:c.meta_samples].numpy() if "labels" in CATALOGUE[metric].needs else None
         explain_func = ctx.example_explain_func
-    suite = default_test_suite(seed=c.seed)  # LabelFreeMetaEvaluation seeds np/torch itself
+    # the encoder's modality sets the input tests' noise (text: token hits); LabelFreeMetaEvaluation seeds np/torch
+    suite = default_test_suite(seed=c.seed, modality=enc.modality)
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
                                    explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
     meta(estimator, enc, rd.x_np[:c.meta_samples], score_labels=labels)

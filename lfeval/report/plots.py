@@ -122,17 +122,18 @@ def pretext_heatmaps(tables: dict, title: str = "Pretext sensitivity: Pearson co
 def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str = "Label-free attributions",
                      modality="image"):
     """Inputs (first column) and |attribution| per masking unit, one column per method, each drawn as the
-    modality draws it (images, bars for tabular rows, curves for time series)."""
+    modality draws it (images, bars for tabular rows, curves for time series, highlighted tokens for text)."""
     from ..modalities import get_modality
 
     modality = get_modality(modality)
     n = min(n, len(x))
     cols = 1 + len(attributions)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    width = 3.6 if modality.plot_kind == "tokens" else 1.6  # sentences need room for their words
+    fig, axes = plt.subplots(n, cols, figsize=(width * cols, 1.6 * n), squeeze=False)
     for i in range(n):
         modality.draw_input(axes[i, 0], np.asarray(x[i]))
         for j, (method, a) in enumerate(attributions.items(), start=1):
-            modality.draw_attribution(axes[i, j], np.asarray(a[i]))
+            modality.draw_attribution(axes[i, j], np.asarray(a[i]), x=np.asarray(x[i]))
             if i == 0:
                 axes[i, j].set_title(method, fontsize=7)
     axes[0, 0].set_title("input", fontsize=7)
