@@ -92,6 +92,11 @@ def _sr(c, metric=None, **kw):
                                                          "a_batch": matrix, **kw})
 
 
+def _lfsr(**kw):
+    """A LabelFreeSimilarityRate over 4 blank training images (2 clusters)."""
+    return lfeval.metrics.LabelFreeSimilarityRate(np.zeros((4, 1, 2, 2)), n_clusters=2, **kw)
+
+
 def _lf(c, metric=None, **kw):
     return (metric or LabelFree(quantus.PixelFlipping(features_in_step=16, disable_warnings=True)))(
         **{"model": c.ae, "x_batch": c.x, "a_batch": c.a, **kw})
@@ -324,6 +329,8 @@ CASES = [
     ("sr/M-zero", lambda c: SimilarityRate([0, 1, 1], M=[0, 1]), InvalidArgument, "`M`"),
     ("sr/M-text", lambda c: SimilarityRate([0, 1, 1], M="all"), InvalidArgument, "`M`"),
     ("sr/M-too-many", lambda c: SimilarityRate([0, 1, 1], M=[5]), InvalidArgument, "n_train=3"),
+    ("lfsr/M-fraction-count", lambda c: _lfsr(M=[0.5, 2.5]), InvalidArgument, "non-integer count"),
+    ("lfsr/M-text", lambda c: _lfsr(M="all"), InvalidArgument, "`M`"),
     ("sr/no-labels", lambda c: _sr(c, y_batch=None), LabelsRequired, "`y_batch`"),
     ("sr/y-length", lambda c: _sr(c, y_batch=c.y[:3]), InvalidInput, "`y_batch`"),
     ("sr/y-float", lambda c: _sr(c, y_batch=c.y + 0.5), InvalidInput, "`y_batch`"),

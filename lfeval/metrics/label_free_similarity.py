@@ -28,6 +28,7 @@ from ..errors import InvalidArgument, InvalidInput
 from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module
 from .base import Curve, LabelFreeMetric
 from .functional import encode_chunks, membership_rates
+from .similarity_rate import example_counts
 
 RULES = ("kmeans", "knn")
 _DT = quantus.helpers.enums.DataType
@@ -96,14 +97,7 @@ class LabelFreeSimilarityRate(LabelFreeMetric):
             if value > high:
                 raise InvalidArgument(f"`{name}` must be an integer in [1, n_train={high}], got {value!r}.")
         self.n_clusters, self.k, self.seed = int(n_clusters), int(k), int(seed)
-        M = np.atleast_1d(np.asarray(M))
-        if M.size == 0 or np.any(M <= 0):
-            raise InvalidArgument(f"`M` must be positive counts or fractions in (0, 1], got {M}.")
-        counts = np.maximum(1, np.round(M * n_train)).astype(int) if (
-            np.issubdtype(M.dtype, np.floating) and np.all(M <= 1)) else M.astype(int)
-        if counts.max() > n_train:
-            raise InvalidArgument(f"`M` asks for {counts.max()} examples but there are only n_train={n_train}.")
-        self.counts, self.contrast = counts, bool(contrast)
+        self.counts, self.contrast = example_counts(M, n_train), bool(contrast)
         self.rates, self._parts, self._train = None, [], None
 
     # ------------------------------------------------------------------ the reference representation

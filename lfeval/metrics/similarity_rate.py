@@ -32,6 +32,24 @@ from .functional import similarity_rates
 _DT = quantus.helpers.enums.DataType
 
 
+def example_counts(M, n_train: int) -> np.ndarray:
+    """The numbers of training examples M stands for: counts as given (ints), or fractions of ``n_train``
+    (floats in (0, 1], rounded, at least 1); shared by the similarity rates (paper §4.1)."""
+    try:
+        m = np.atleast_1d(np.asarray(M))
+    except (TypeError, ValueError):
+        m = np.zeros(0)
+    if m.ndim != 1 or m.size == 0 or m.dtype.kind not in "iuf" or np.any(m <= 0):
+        raise InvalidArgument(f"`M` must be positive counts (ints) or fractions in (0, 1] (floats), got {M!r}.")
+    if m.dtype.kind == "f" and np.any(m > 1):
+        raise InvalidArgument(f"`M` mixes counts and fractions or holds a non-integer count: {M!r}. Pass counts "
+                              "as ints (e.g. [1, 5, 10]) or fractions of n_train as floats in (0, 1].")
+    counts = np.maximum(1, np.round(m * n_train)).astype(int) if m.dtype.kind == "f" else m.astype(int)
+    if counts.max() > n_train:
+        raise InvalidArgument(f"`M` asks for {counts.max()} examples but there are only n_train={n_train}.")
+    return counts
+
+
 class SimilarityRate(LabelFreeMetric):
     """Same-label rate of the top-M (and bottom-M) training examples per test example.
 
@@ -75,28 +93,10 @@ class SimilarityRate(LabelFreeMetric):
         if y_train is None:
             raise InvalidArgument("`y_train` is required: the labels of the training examples, used only to score.")
         self.y_train = check_labels(y_train, "y_train")
-        try:
-            self.M = np.atleast_1d(np.asarray(M))
-        except (TypeError, ValueError):
-            self.M = np.zeros(0)
-        if self.M.ndim != 1 or self.M.size == 0 or self.M.dtype.kind not in "iuf" or np.any(self.M <= 0):
-            raise InvalidArgument(f"`M` must be positive counts (ints) or fractions in (0, 1] (floats), got {M!r}.")
-        if self.M.dtype.kind == "f" and np.any(self.M > 1):
-            raise InvalidArgument(f"`M` mixes counts and fractions or holds a non-integer count: {M!r}. Pass counts "
-                                  "as ints (e.g. [1, 5, 10]) or fractions of n_train as floats in (0, 1].")
-        self.counts = self._counts(len(self.y_train))
+        self.counts = example_counts(M, len(self.y_train))
         self.contrast = bool(contrast)
         self.rates = None
         self._parts = []
-
-    def _counts(self, n_train: int) -> np.ndarray:
-        if self.M.dtype.kind == "f":
-            counts = np.maximum(1, np.round(self.M * n_train)).astype(int)
-        else:
-            counts = self.M.astype(int)
-        if counts.max() > n_train:
-            raise InvalidArgument(f"`M` asks for {counts.max()} examples but there are only n_train={n_train}.")
-        return counts
 
     def _validate_a(self, a_batch, x_batch):
         a = check_batch(as_tensor(a_batch, "a_batch"), "a_batch").cpu().numpy()
