@@ -43,6 +43,7 @@ from lfxai.explanations.examples import InfluenceFunctions as LfxaiInfluence
 from lfxai.explanations.examples import NearestNeighbours as LfxaiDkNN
 from lfxai.explanations.examples import SimplEx as LfxaiSimplEx
 from lfxai.explanations.examples import TracIn as LfxaiTracIn
+from timing import interleaved_best
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import lfeval
@@ -50,16 +51,6 @@ from lfeval.explain.examples import InfluenceFunctions, SimplEx, TracIn
 
 N_TRAIN, N_TEST = 1000, 1000
 QUIET = {"display_progressbar": False}
-
-
-def interleaved_best(fns: dict, repeats: int):
-    times, outs = {k: [] for k in fns}, {}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: min(v) for k, v in times.items()}, outs
 
 
 def agreement(ours, ref):

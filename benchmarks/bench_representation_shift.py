@@ -33,6 +33,7 @@ import time
 import numpy as np
 import torch
 from lfxai.utils.feature_attribution import generate_masks
+from timing import interleaved_best
 
 import lfeval
 from lfeval.metrics import RepresentationShift
@@ -72,16 +73,6 @@ def floor_fn(encoder, inputs: torch.Tensor, chunk: int):
     return run
 
 
-def interleaved_best(fns: dict, repeats: int, clock=time.perf_counter) -> dict:
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    return {k: min(v) for k, v in times.items()}
-
-
 def main(threads: int, repeats: int, clock: str = "wall", n: int = 1000):
     torch.set_num_threads(threads)
     fractions = tuple(p / 100 for p in PERCENTAGES)
@@ -107,7 +98,7 @@ def main(threads: int, repeats: int, clock: str = "wall", n: int = 1000):
         inputs64 = torch.cat([x[:64], x[:64].repeat_interleave(len(fractions), 0)])
         fns.update({f"floor 64 digits {c}": floor_fn(enc, inputs64, c) for c in (*CHUNKS, len(inputs64))})
         fns["lfxai"] = lambda: lfxai_procedure(enc, x, a)
-        best = interleaved_best(fns, repeats, timer)
+        best, _ = interleaved_best(fns, repeats, timer)
 
         metric(model=enc, x_batch=xn, a_batch=a)
         ours = metric.curves

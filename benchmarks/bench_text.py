@@ -9,12 +9,12 @@ IG and Random, SimilarityRate of cosine example importance over 1000 training re
 Run: .venv/bin/python benchmarks/bench_text.py  (needs lfeval[text] and scattertext, as `make install` sets up)
 """
 
-import time
 import warnings
 
 import numpy as np
 import quantus
 import torch
+from timing import timed
 
 import lfeval
 from lfeval.metrics import LabelFree, RepresentationShift, SimilarityRate
@@ -24,12 +24,6 @@ torch.set_num_threads(2)
 N = 100
 EXPLAINERS = {"Random": {}, "Saliency": {}, "InputXGradient": {}, "IntegratedGradients": {"n_steps": 20},
               "GradientShap": {"n_samples": 20}, "Occlusion": {}}
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 class Clock:

@@ -30,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from timing import interleaved_best  # noqa: E402
 from torch import nn  # noqa: E402
 
 import lfeval  # noqa: E402
@@ -65,17 +66,6 @@ def lfxai_tracin(enc, x_tr, x_te, folder: Path):
         model.eval()
 
 
-def interleaved(fns: dict, repeat: int) -> tuple:
-    """Best-of-``repeat`` seconds of each function, the runs interleaved; and each one's last output."""
-    best, out = {k: float("inf") for k in fns}, {}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            out[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best, out
-
-
 def part_a(args):
     ds = lfeval.data.load("digits", seed=0, test_size=0.4)
     enc = lfeval.models.train_encoder(ds, pretext="reconstruction", latent_dim=8, seed=0, checkpoints=3,
@@ -89,7 +79,7 @@ def part_a(args):
                "dense": lambda: TracIn(enc, algorithm="dense", **quiet).attribute(x_tr, x_te)}
         if not args.skip_lfxai:
             fns["lfxai"] = lambda: lfxai_tracin(enc, x_tr, x_te, Path(tmp))
-        best, out = interleaved(fns, args.repeat)
+        best, out = interleaved_best(fns, args.repeat)
     print(f"\nA. digits {args.n} x {args.n}, reconstruction autoencoder ({n_params} encoder parameters), "
           f"{len(enc.checkpoints)} checkpoints, {torch.get_num_threads()} thread(s), best of {args.repeat}")
     print(f"{'':12s}{'seconds':>9s}{'factorised is':>16s}{'max rel diff':>14s}{'Pearson':>9s}")
@@ -101,7 +91,7 @@ def part_a(args):
         print(f"{name:12s}{best[name]:9.2f}{speed:>16s}{diff:>14s}{corr:>9s}")
     print("goals: >= 20x faster than lfxai, >= 10x faster than the dense lfeval TracIn; equal to 1e-5")
     for k in args.projections:
-        t, proj = interleaved({"p": lambda k=k: TracIn(enc, projection=k, **quiet).attribute(x_tr, x_te)}, 1)
+        t, proj = interleaved_best({"p": lambda k=k: TracIn(enc, projection=k, **quiet).attribute(x_tr, x_te)}, 1)
         print(f"  projection={k}: {t['p']:.2f} s, Pearson vs exact {pearson(proj['p'], ref):.4f}")
 
 
