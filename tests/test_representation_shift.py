@@ -286,3 +286,11 @@ def test_every_order_equals_the_masks_built_one_by_one(ae, digits, order, baseli
         zm = ae(perturbed_inputs(ae, x, ordered_masks(imp, counts, order), base)).view(25, len(counts), -1)
         expected = representation_distance(ae(x).unsqueeze(1), zm)
     torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_automatic_chunks_respect_the_pass_budget(monkeypatch):
+    from lfeval.metrics.functional import chunk_rows
+
+    assert chunk_rows((1, 8, 8), budget=2 ** 15) == 512
+    monkeypatch.setenv("LFEVAL_PASS_BUDGET", str(64 * 10))
+    assert chunk_rows((1, 8, 8), budget=2 ** 15) == 10  # LFEVAL_PASS_BUDGET caps the cache-sized passes too

@@ -98,11 +98,14 @@ def mask_counts(fractions: Sequence[float], n_features: int, rule: str = "floor"
 def chunk_rows(sample_shape: tuple, device=None, budget: Optional[int] = None) -> int:
     """Inputs per forward pass for inputs of ``sample_shape``: about ``budget`` input values per pass. On the
     CPU, 2**15 per torch thread, so a pass's activations stay in cache (1 thread: 512 8x8 digits or 41 28x28
-    images; 2 threads: 1024 or 83); on a GPU, 2**22."""
+    images; 2 threads: 1024 or 83); on a GPU, 2**22; at most :func:`lfeval.memory.rows_per_pass`'s budget."""
+    from ..memory import rows_per_pass
+
     if budget is None:
         on_gpu = torch.device(device or "cpu").type == "cuda"
         budget = 2 ** 22 if on_gpu else 2 ** 15 * torch.get_num_threads()
-    return max(1, budget // max(1, math.prod(sample_shape)))
+    numel = max(1, math.prod(sample_shape))
+    return rows_per_pass(numel, max(1, budget // numel))  # never above LFEVAL_PASS_BUDGET either
 
 
 def ordered_masks(importance: torch.Tensor, counts: torch.Tensor, order: str = "deletion") -> torch.Tensor:
