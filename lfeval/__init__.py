@@ -46,6 +46,8 @@ _LAZY = {
     "validation": ("lfeval.validation", None),
     "execution": ("lfeval.execution", None),
     "threads": ("lfeval.threads", None),
+    "precision": ("lfeval.precision", None),
+    "diagnostics": ("lfeval.diagnostics", None),
     "text": ("lfeval.text", None),
 }
 

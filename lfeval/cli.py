@@ -8,6 +8,7 @@ import sys
 
 from .config import RunConfig
 from .errors import LfevalError
+from .precision import PRECISIONS
 
 
 def _run(args) -> int:
@@ -20,6 +21,7 @@ def _run(args) -> int:
         "example_methods": args.example_methods, "n_explain": args.n_explain,
         "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations, "threads": args.threads,
         "quiet": True if args.quiet else None, "backend": args.backend, "address": args.address,
+        "device": args.device, "precision": args.precision,
     }.items() if v is not None}
     config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
     report = run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print)
@@ -62,6 +64,9 @@ def main(argv=None) -> int:
                    "(pip install 'lfeval[ray]')")
     p.add_argument("--address", help="with --backend ray: join the Ray cluster at this address (default: start a "
                    "local Ray on this machine)")
+    p.add_argument("--device", help="where every stage computes: cpu (default), cuda, cuda:1, mps")
+    p.add_argument("--precision", help=f"arithmetic on a GPU: {', '.join(PRECISIONS)} (default highest: equals the "
+                   "CPU within 1e-4; tf32 and bf16 are faster, less exact)")
     p.add_argument("--threads", help="torch intra-op threads: 'auto' (default; from the work, the free cores "
                    "and LFEVAL_THREADS) or a number")
     p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")

@@ -24,6 +24,7 @@ from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
 from .models.pretext import PRETEXTS
 from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
+from .precision import PRECISIONS
 from .threads import check_threads
 from .validation import check_device
 
@@ -52,6 +53,15 @@ class RunConfig:
     from the work's size, the process's cores and, after training, the load; ``LFEVAL_THREADS``
     overrides it) or an integer. It does not change stored results (training aside, see
     :mod:`lfeval.threads`), so a rerun may use another value.
+
+    ``device``: where every stage computes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), checked and
+    normalised here once. ``precision``: the arithmetic on a GPU (:mod:`lfeval.precision`: ``"highest"``, the
+    default, equals the CPU within 1e-4 relative; ``"tf32"`` and ``"bf16"`` are faster and less exact; on the CPU
+    all three compute the same). A changed ``precision`` is a changed setting (a rerun refuses it without
+    ``--fresh``); a changed ``device`` is not: each stored stage records the device and precision it was
+    computed with, a resume on another device keeps them and says so, and refuses when ``precision`` is not
+    ``"highest"`` (see :class:`lfeval.pipeline.StageStore`). The weight cache is shared by devices: an encoder
+    trained on one device is reused on another.
     """
 
     name: str = "default"
@@ -88,6 +98,7 @@ class RunConfig:
     address: Optional[str] = None
     encoders: dict = field(default_factory=dict)
     device: str = "cpu"
+    precision: str = "highest"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -122,7 +133,8 @@ class RunConfig:
         if not self.encoder_names:
             raise InvalidArgument("Config `pretexts` and `encoders` are both empty; name a pretext task to train or "
                                   "an encoder of yours under [encoders.<name>].")
-        check_device(self.device)
+        self.device = resolve_device(self.device)
+        _check_names("precision", [self.precision], PRECISIONS)
         data_key = canonical_name(self.data)
         _check_names("data", [data_key], available_data())
         if declared_modality(self.data) is not None:  # text: known from the name; else once the data load
@@ -230,6 +242,20 @@ def check_modality(config: RunConfig, modality) -> None:
         raise NotApplicable(f"The data {config.data!r} are {m.name} (token ids): " + "; ".join(problems) + ".")
 
 
+def resolve_device(device: str) -> str:
+    """The config's ``device`` checked (:func:`lfeval.validation.check_device`, and a CUDA index this machine has)
+    and normalised (``"cuda:0"`` stays, ``"cuda"`` stays): the one device the run's stages are given."""
+    resolved = check_device(device)
+    if resolved.type == "cuda" and resolved.index is not None:
+        import torch
+
+        count = torch.cuda.device_count()
+        if resolved.index >= count:
+            raise InvalidArgument(f"Config `device` {device!r} names GPU {resolved.index}, but this machine has "
+                                  f"{count} (cuda:0 to cuda:{count - 1}); name one of them, or device='cpu'.")
+    return str(resolved)
+
+
 def check_run_name(name) -> str:
     """A run name is one safe path component: letters, digits, '.', '_', '-', not starting with '.'."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", name):
@@ -249,7 +275,7 @@ _KINDS = {
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
     "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
-    "encoders": dict, "device": str, "threads": "threads",
+    "encoders": dict, "device": str, "precision": str, "threads": "threads",
 }
 
 

@@ -25,9 +25,11 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from . import precision as precision_mod
 from .errors import InvalidArgument, InvalidInput
+from .memory import OOM_ERRORS
 from .modalities import default_modality, get_modality
-from .validation import as_tensor, check_module, model_device
+from .validation import as_tensor, check_module, model_device, model_dtype
 
 #: the per-call data of an Encoder that are not modules (kept out of state_dict and .modules())
 _FIELDS = ("modality", "baseline", "input_shape", "native_shape", "pretext", "pretext_model", "loss",
@@ -91,13 +93,22 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ the network
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x): the module's output, checked to be the latent batch (N, d)."""
+        """f(x): the module's output, checked to be the latent batch (N, d).
+
+        Inputs are first :meth:`place`-d on the encoder's device and cast to its input dtype (differentiably,
+        so attributions flow back to the caller's tensor), and run under :func:`lfeval.precision.autocast` when
+        bfloat16 autocast was asked for. A latent narrower than float32 is returned as float32: the
+        explanation maths (distances, dot products, sums over features) run in float32 at least."""
+        x = self.place(x)
+        if x.dtype != self.input_dtype:  # a bfloat16/float16 network
+            x = x.to(self.input_dtype)
         if self.native_shape is not None and self.native_shape != self.input_shape:
             x = x.reshape(len(x), *self.native_shape)
         try:
-            z = self.module(x)
+            with precision_mod.autocast(x.device):
+                z = self.module(x)
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            if isinstance(exc, (InvalidArgument, InvalidInput)):
+            if isinstance(exc, (InvalidArgument, InvalidInput) + OOM_ERRORS):  # out of memory: retried by the caller
                 raise
             raise InvalidInput(f"The encoder failed on inputs of shape {tuple(x.shape)}: "
                                f"{type(exc).__name__}: {exc}. Pass inputs in the layout the module takes.") from exc
@@ -110,7 +121,17 @@ class Encoder(nn.Module):
             raise InvalidArgument(
                 f"The encoder returned shape {tuple(z.shape)} for {x.shape[0]} inputs; lfeval explains a "
                 "representation of shape (N, d). Flatten or pool the output (a scalar per sample is (N, 1)).")
+        if z.is_floating_point() and z.dtype.itemsize < 4:
+            z = z.float()
         return z
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.cuda()``, ``.double()``, ...: the pretext model (which holds the network, and whose loss
+        TracIn and influence functions differentiate) moves with the network."""
+        super()._apply(fn, recurse)
+        if self.pretext_model is not None:
+            self.pretext_model._apply(fn, recurse)
+        return self
 
     def train(self, mode: bool = True) -> "Encoder":
         """As ``nn.Module.train``; a ``torch.export`` program, whose behaviour is fixed at export and which
@@ -126,6 +147,33 @@ class Encoder(nn.Module):
     def device(self) -> torch.device:
         """Where the network's parameters live; lfeval computes there."""
         return model_device(self.module)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's floating dtype (its first floating parameter's; float32 for a parameter-free module)."""
+        return model_dtype(self.module)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype the network takes: its own for real-valued data, at least float32 for token ids
+        (:meth:`lfeval.modalities.Modality.input_dtype`)."""
+        return self.modality.input_dtype(self.dtype)
+
+    @property
+    def data_dtype(self) -> torch.dtype:
+        """The dtype lfeval holds this encoder's inputs, baselines, masks and attributions in: the input dtype,
+        at least float32 (a float64 encoder's data are float64; a bfloat16 network's stay float32, so
+        interpolation paths, masks and gradients keep float32 resolution and NumPy can hold them)."""
+        return torch.promote_types(self.input_dtype, torch.float32)
+
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the encoder's device, in its :attr:`data_dtype`: the one conversion at every boundary (NumPy
+        from Quantus, CPU data with a CUDA encoder, float32 data with a float64 encoder). A no-op when ``x`` is
+        already there; differentiable otherwise, so attributions flow back to the caller's tensor."""
+        device, dtype = self.device, self.data_dtype
+        if x.device != device or x.dtype != dtype:
+            x = x.to(device=device, dtype=dtype)
+        return x
 
     # ------------------------------------------------------------------ data
     def check_sample_shape(self, shape: tuple, name: str = "inputs") -> None:

@@ -60,3 +60,7 @@ class CellsFailed(LfevalError, RuntimeError):
     def __init__(self, message: str, failures=()):
         super().__init__(message)
         self.failures = list(failures)
+
+
+class OutOfMemory(LfevalError, RuntimeError):
+    """A pass ran out of (GPU) memory even at one row; the message names LFEVAL_PASS_BUDGET and ``batch_size``."""

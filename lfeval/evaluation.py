@@ -21,6 +21,7 @@ import torch
 
 from .errors import InvalidArgument, InvalidInput, LabelsRequired
 from .metrics.fast_paths import skip_silenced_checks
+from .precision import precise
 from .validation import check_inputs, check_model, to_numpy
 
 #: stock Quantus metrics that index model outputs with y: they fail, or run with a wrong meaning, on an
@@ -48,6 +49,7 @@ def _check_metric(name: str, metric, y_batch, s_batch) -> None:
         raise InvalidArgument(f"Metric {name!r} ({cls}) needs segmentation masks: pass s_batch.")
 
 
+@precise
 def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, y_batch=None, s_batch=None,
              agg_func: Callable = np.mean, explain_func_kwargs: Optional[dict] = None,
              call_kwargs: Optional[dict] = None, return_as_df: bool = True, **kwargs):

@@ -44,7 +44,8 @@ def as_tensor(x, name: str = "x", dtype=torch.float32, device=None) -> torch.Ten
 def to_numpy(x, dtype=np.float32) -> np.ndarray:
     """A contiguous NumPy copy of a tensor or array (detached, on the CPU), for the Quantus boundary."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.is_floating_point() and x.dtype.itemsize < 4 else x).numpy()
     return np.ascontiguousarray(np.asarray(x), dtype=dtype)
 
 
@@ -80,8 +81,13 @@ def _check_shape(x: torch.Tensor, name: str, min_ndim: int = 2) -> torch.Tensor:
 
 def check_inputs(x, encoder=None, name: str = "inputs", device=None) -> torch.Tensor:
     """A validated float batch: array-like, non-empty, finite and, given an :class:`lfeval.Encoder`, in
-    the encoder's layout (its modality's sample shape, and its input shape when known)."""
-    t = check_batch(as_tensor(x, name, device=device), name)
+    the encoder's layout (its modality's sample shape, and its input shape when known), on its device (or
+    ``device``) and in its data dtype (:meth:`lfeval.Encoder.place`); float32 without an encoder."""
+    if encoder is None:
+        t = as_tensor(x, name, device=device)
+    else:
+        t = as_tensor(x, name, dtype=encoder.data_dtype, device=device or encoder.device)
+    t = check_batch(t, name)
     if encoder is not None:
         encoder.check_sample_shape(tuple(t.shape[1:]), name)
     return t
@@ -182,6 +188,17 @@ def check_choice(value, choices: Iterable, name: str):
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UnknownName(f"Unknown {name} {value!r}.{hint} Valid values: {', '.join(map(repr, choices))}.")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter or buffer (float32 for models without one)."""
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    for t in model.buffers():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -645,3 +645,34 @@ def test_cli_missing_or_directory_config(tmp_path, capsys):
     for path in (tmp_path / "none.toml", tmp_path):
         assert main(["run", "--config", str(path), "--quiet"]) == 2
         assert "does not exist (or is not a file)" in capsys.readouterr().err
+
+
+DEVICE_CONFIGS = [
+    ('precision = "fast"', "Unknown entry 'fast' in config `precision`. Valid: highest, tf32, bf16"),
+    ('precision = "tf-32"', "Did you mean 'tf32'"),
+    ("precision = 1", "Config `precision` must be a non-empty str"),
+    ("device = 3", "Config `device` must be a non-empty str"),
+    ('device = "cuda:x"', "`device` 'cuda:x' is not a torch device"),
+    ('device = "cuda:7"', "`device` 'cuda:7'"),  # no CUDA here, or no 8th GPU
+]
+
+
+@pytest.mark.parametrize("toml, message", DEVICE_CONFIGS, ids=[t for t, _ in DEVICE_CONFIGS])
+def test_bad_device_or_precision_config_exits_2_with_a_named_error(tmp_path, capsys, toml, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    code = main(["run", "--config", str(config), "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("lfeval: error:") and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--precision", "fast"], "Valid: highest, tf32, bf16"),
+    (["--device", "nonsense"], "`device` 'nonsense' is not a torch device"),
+    (["--device", ""], "Config `device` must be a non-empty str"),
+])
+def test_bad_device_or_precision_flag_exits_2_with_a_named_error(tmp_path, capsys, flags, message):
+    assert main(["run", "--out", str(tmp_path / "runs"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lfeval: error:") and message in err, err

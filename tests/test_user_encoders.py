@@ -175,12 +175,13 @@ def test_user_data_formats_and_their_errors(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine (the CPU path is tested above)")
 def test_cuda_results_equal_cpu(ae, digits):
-    """On a GPU the computation stays on the device and equals the CPU's within 1e-4."""
+    """On a GPU the computation stays on the device and equals the CPU's within 1e-4 of the largest value
+    (DESIGN's tolerance, TF32 off; an absolute 1e-4 fails once attributions are large)."""
     x = digits.x_test[:32].numpy()
     gpu = ae.copy().to("cuda")
     for method in ("IntegratedGradients", "GradientShap"):
-        np.testing.assert_allclose(lfeval.explain(gpu, x, method=method), lfeval.explain(ae, x, method=method),
-                                   atol=1e-4)
+        cpu = lfeval.explain(ae, x, method=method)
+        np.testing.assert_allclose(lfeval.explain(gpu, x, method=method), cpu, rtol=0, atol=1e-4 * np.abs(cpu).max())
     a = lfeval.explain(ae, x, method="Saliency")
     rs = lfeval.metrics.RepresentationShift()
     np.testing.assert_allclose(rs(gpu, x, a_batch=a), rs(ae, x, a_batch=a), rtol=1e-4)

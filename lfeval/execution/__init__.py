@@ -3,10 +3,23 @@
 ``lfeval.meta.benchmark`` and ``lfeval run`` cut their work into :class:`Cell` objects and hand them to
 an executor from :func:`get_executor`. The calling process (the driver) receives every result and is
 the only one that writes it to disk, in the same format whichever backend computed it, so a grid
-started serially can finish on Ray and the other way round.
+started serially can finish on Ray and the other way round. A cell on CUDA declares one GPU
+(:func:`gpus_for`) and computes on the one it was given (:func:`cell_device`).
 """
 
-from .executors import BACKENDS, Cell, CellFailure, Executor, SerialExecutor, cells_failed, check_backend, get_executor
+from .executors import (
+    BACKENDS,
+    Cell,
+    CellFailure,
+    Executor,
+    SerialExecutor,
+    cell_device,
+    cells_failed,
+    check_backend,
+    get_executor,
+    gpus_for,
+    portable,
+)
 
-__all__ = ["BACKENDS", "Cell", "CellFailure", "Executor", "SerialExecutor", "cells_failed", "check_backend",
-           "get_executor"]
+__all__ = ["BACKENDS", "Cell", "CellFailure", "Executor", "SerialExecutor", "cell_device", "cells_failed",
+           "check_backend", "get_executor", "gpus_for", "portable"]

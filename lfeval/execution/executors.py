@@ -5,20 +5,66 @@ results it needs. An executor runs them and hands each result to the caller's ``
 calling process, which stays the only writer of the results. ``share`` places a large input (data,
 encoder weights) where every cell can read it: the object itself in a serial run, the Ray object
 store (once) in a Ray run.
+
+Devices, one rule: a cell that computes on CUDA declares one GPU (:func:`gpus_for`), and computes on the GPU
+its executor gave it (:func:`cell_device`); objects sent to other processes travel on the CPU
+(:func:`portable`), since a worker sees other GPUs than this process, renumbered from 0, or none.
 """
 
 from __future__ import annotations
 
+import copy
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import torch
 from tqdm.auto import tqdm
 
 from ..errors import CellsFailed, InvalidArgument
 from ..validation import check_choice
 
 BACKENDS = ("serial", "ray")
+#: the GPU the executor gave the running cell (set by a Ray task given one; None elsewhere)
+_GIVEN_GPU: ContextVar = ContextVar("lfeval_cell_gpu", default=None)
+
+
+def gpus_for(device) -> int:
+    """The GPUs a cell declares when it computes on ``device``: one for CUDA, none otherwise."""
+    return 1 if torch.device(device).type == "cuda" else 0
+
+
+def cell_device(device) -> torch.device:
+    """Where a cell of a run configured for ``device`` computes: in a Ray task given a GPU, that GPU (Ray shows a
+    task only its own GPUs, from ``cuda:0``, so the driver's ``cuda:1`` may be the worker's ``cuda:0``); else
+    ``device`` itself."""
+    device, given = torch.device(device), _GIVEN_GPU.get()
+    return given if device.type == "cuda" and given is not None else device
+
+
+def portable(module):
+    """``module`` (a module or tensor; anything else is returned as it is) as it can travel to another process:
+    itself when it is on the CPU, else a CPU copy (an :class:`lfeval.Encoder`'s training checkpoints included);
+    the receiver moves it to :func:`cell_device`."""
+    from ..encoder import Encoder
+    from ..validation import model_device
+
+    if isinstance(module, torch.Tensor):
+        return module.cpu()
+    if not isinstance(module, torch.nn.Module):
+        return module
+    checkpoints = module.checkpoints if isinstance(module, Encoder) else []
+    on_cpu = model_device(module).type == "cpu" and all(
+        t.device.type == "cpu" for ck in checkpoints for t in ck.get("state_dict", {}).values())
+    if on_cpu:
+        return module
+    if isinstance(module, Encoder):
+        out = module.copy().cpu()
+        out.checkpoints = [{**ck, "state_dict": {k: v.cpu() for k, v in ck.get("state_dict", {}).items()}}
+                           for ck in checkpoints]
+        return out
+    return copy.deepcopy(module).cpu()
 
 
 @dataclass(frozen=True)
@@ -27,7 +73,8 @@ class Cell:
     needs the results of other cells (named in ``needs``; they run first).
 
     ``fn`` must be a module-level function (workers import it by name); ``args`` may hold handles
-    returned by :meth:`Executor.share`. ``num_cpus`` / ``num_gpus`` are the resources it declares.
+    returned by :meth:`Executor.share`. ``num_cpus`` / ``num_gpus`` are the resources it declares
+    (``num_gpus=gpus_for(device)``).
     """
 
     name: str

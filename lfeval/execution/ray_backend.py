@@ -6,8 +6,9 @@
   (``ray.init`` called by the user) is used as it is.
 * **What each task gets**: large inputs (data, encoders) are put in the object store once by
   :meth:`RayExecutor.share`, and each worker process deserializes one once (it keeps the last
-  ``WORKER_CACHE`` of them); each cell declares its CPUs (and a GPU when its encoder is on CUDA) and runs
-  with as many torch threads as CPUs.
+  ``WORKER_CACHE`` of them); each cell declares its CPUs (and a GPU when it computes on CUDA,
+  :func:`lfeval.execution.executors.gpus_for`) and runs with as many torch threads as CPUs, on the GPU Ray gave
+  it (:func:`lfeval.execution.executors.cell_device`).
 * **Faults**: a task whose worker dies (killed, out of memory, node lost) or that raises an unexpected
   exception is retried ``retries`` times; an :class:`lfeval.errors.LfevalError` (a bad input, the same on
   every try) is reported at once. A cell that fails is reported by name and the other cells go on.
@@ -23,7 +24,7 @@ from collections import OrderedDict
 from typing import Optional
 
 from ..errors import ExtraMissing, InvalidArgument, LfevalError
-from .executors import Cell, Executor, _Finished, call_cell
+from .executors import _GIVEN_GPU, Cell, Executor, _Finished, call_cell
 
 MIN_RAY = (2, 60)
 INSTALL = "pip install 'lfeval[ray]'"
@@ -93,17 +94,34 @@ class _Raised:
         self.text = text
 
 
-def _execute(fn, n_args: int, names: tuple, threads: int, *values):
-    """The Ray task: one cell with ``threads`` torch threads; returns (result, seconds)."""
+def _given_gpu():
+    """The CUDA device of the first GPU Ray gave this task (Ray lists only those in CUDA_VISIBLE_DEVICES, so it
+    is usually ``cuda:0``), or None."""
+    import ray
+    import torch
+
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    if not ids:
+        return None
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return torch.device("cuda", visible.index(ids[0]) if ids[0] in visible else int(ids[0]))
+
+
+def _execute(fn, n_args: int, names: tuple, threads: int, gpu: bool, *values):
+    """The Ray task: one cell with ``threads`` torch threads, on its GPU if it asked for one (see
+    :func:`lfeval.execution.executors.cell_device`); returns (result, seconds)."""
     import torch
 
     torch.set_num_threads(threads)
+    token = _GIVEN_GPU.set(_given_gpu() if gpu else None)
     start = time.perf_counter()
     try:
         values = tuple(_resolve(v) for v in values)
         result = call_cell(fn, values[:n_args], names, values[n_args:])
     except LfevalError as exc:
         return _Raised(f"{type(exc).__name__}: {exc}"), time.perf_counter() - start
+    finally:
+        _GIVEN_GPU.reset(token)
     return result, time.perf_counter() - start
 
 
@@ -194,15 +212,15 @@ class RayExecutor(Executor):
         self.connect()
         gpus = self._ray.cluster_resources().get("GPU", 0)
         if cell.num_gpus > gpus and self.address is None:  # a joined cluster may scale up to fit it
-            self._instant.append(_Finished(cell, False, f"needs {cell.num_gpus} GPU(s) (its encoder is on CUDA); the "
-                                                        f"Ray cluster has {gpus:g}. Move the encoder to the CPU or "
-                                                        "add GPU nodes."))
+            self._instant.append(_Finished(cell, False, f"needs {cell.num_gpus} GPU(s) (it computes on CUDA); the "
+                                                        f"Ray cluster has {gpus:g}. Compute on the CPU (device='cpu', "
+                                                        "or an encoder on the CPU) or add GPU nodes."))
             return
         options = {"num_cpus": cell.num_cpus, "num_gpus": cell.num_gpus, "max_retries": self.retries,
                    "retry_exceptions": True, "num_returns": 2, "name": f"lfeval:{cell.name}"}
         threads = max(1, int(cell.num_cpus))
         result, seconds = self._remote.options(**options).remote(cell.fn, len(cell.args), tuple(needed), threads,
-                                                                 *cell.args, *needed.values())
+                                                                 cell.num_gpus > 0, *cell.args, *needed.values())
         self._in_flight[result] = (cell, seconds)
 
     def _busy(self) -> int:

@@ -34,7 +34,8 @@ from torch import nn
 
 from .. import threads
 from ..errors import InvalidArgument
-from ..memory import rows_per_pass
+from ..memory import rows_per_pass, run_in_chunks
+from ..precision import precise
 from ..validation import check_choice, check_inputs, check_model, check_positive_int
 
 #: keyword arguments Quantus (and MetaQuantus) may pass to an explain_func that do not concern the method
@@ -139,9 +140,11 @@ class FeatureExplainer:
                                       f"{', '.join(valid) or 'none'}.")
 
     # ------------------------------------------------------------------ attribution
+    @precise
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256,
                   reference: Optional[Callable] = None, **options) -> torch.Tensor:
-        """Attributions (N, *input_shape) of ``inputs``, float32 on the CPU.
+        """Attributions (N, *input_shape) of ``inputs``, float32 on the CPU (computed on the encoder's device,
+        in its dtype, at the precision of :mod:`lfeval.precision`).
 
         Parameters
         ----------
@@ -157,30 +160,32 @@ class FeatureExplainer:
         """
         self.check_options(options)
         self.encoder = encoder = check_model(self.encoder, inputs)
-        batch_size = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"))
+        batch_size = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"),
+                                   device=encoder.device)
         seed = check_positive_int(seed, "seed", minimum=0)
         x = encoder.canonical(check_inputs(inputs, encoder))
-        device = encoder.device
         self.aux = AuxiliaryFunction(encoder)
         self.space = space = encoder.modality.attribution_space(encoder)
-        out = []
         per_input = threads.work_per_example(encoder, tuple(x.shape[1:]), key=encoder.module)
+
+        def chunk(rows: slice) -> torch.Tensor:
+            xb = x[rows]
+            with torch.no_grad():
+                z_ref = (reference or encoder)(xb)
+            if space is not None and self.unit_masking:  # discrete inputs, masked token by token
+                base = encoder.baseline_for(xb, baseline)
+                a = space.tokens(self.attribute_batch(xb, z_ref, base, int(seed), **options)[:, 0], xb, base)
+            elif space is not None:  # discrete inputs (text): attribute through the input embeddings
+                a = space.attribute(self, xb, z_ref, encoder.baseline_for(xb, baseline), int(seed), options)
+            else:
+                base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
+                a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
+            return a.detach().to("cpu", torch.float32)
+
         # inside lfeval run's thread scope (lfeval.threads.scope) only; a library call leaves the threads alone
         with threads.for_work(per_input * min(len(x), batch_size) * self.expansion(options)):
-            for start in range(0, len(x), batch_size):
-                xb = x[start:start + batch_size].to(device)
-                with torch.no_grad():
-                    z_ref = (reference or encoder)(xb)
-                if space is not None and self.unit_masking:  # discrete inputs, masked token by token
-                    base = encoder.baseline_for(xb, baseline)
-                    a = space.tokens(self.attribute_batch(xb, z_ref, base, int(seed), **options)[:, 0], xb, base)
-                elif space is not None:  # discrete inputs (text): attribute through the input embeddings
-                    a = space.attribute(self, xb, z_ref, encoder.baseline_for(xb, baseline), int(seed), options)
-                else:
-                    base = encoder.baseline_for(xb, baseline) if self.uses_baseline else None
-                    a = self.attribute_batch(xb, z_ref, base, int(seed), **options)
-                out.append(a.detach().to("cpu", torch.float32))
-        return torch.cat(out).reshape(inputs.shape)
+            out = run_in_chunks(chunk, len(x), batch_size)  # a CUDA out-of-memory error retries with fewer rows
+        return out.reshape(inputs.shape)
 
     #: encoder passes per input of the method's default settings (IntegratedGradients' steps, GradientShap's
     #: samples), for the thread choice; ``n_steps`` / ``n_samples`` options override it

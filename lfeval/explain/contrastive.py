@@ -54,6 +54,7 @@ from torch import nn
 from ..errors import InvalidArgument, InvalidInput
 from ..models.probe import latents
 from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module, model_device
+from ..precision import precise
 from .base import QUANTUS_KEYS, FeatureExplainer, register_explainer
 
 MODES = ("PP", "PN")
@@ -278,6 +279,7 @@ class ContrastiveExplainer:
             )
         return x.clamp(lo, hi).to(self.device)
 
+    @precise
     def explain(self, inputs) -> ContrastiveResult:
         """Pertinent positives or negatives of a batch (N, *input_shape), all optimised together.
 

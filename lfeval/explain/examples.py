@@ -22,6 +22,7 @@ from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
 from ..models.losses import ExampleLoss
 from ..models.pretext import PretextModel
+from ..precision import precise
 from ..validation import (
     check_choice,
     check_eval_mode,
@@ -49,6 +50,12 @@ class ExampleImportance:
     display_progressbar : bool
         Show tqdm bars on long loops.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        """Every method's ``attribute`` runs at lfeval's precision (:mod:`lfeval.precision`: TF32 off by default)."""
+        super().__init_subclass__(**kwargs)
+        if "attribute" in vars(cls):
+            cls.attribute = precise(vars(cls)["attribute"])
 
     def __init__(self, encoder: torch.nn.Module, batch_size: int = 256, display_progressbar: bool = True):
         self.encoder = check_module(encoder, "encoder")
@@ -124,7 +131,8 @@ class SimplEx(ExampleImportance):
 
     def fit(self, h_train: torch.Tensor, h_test: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)
-        pre = torch.randn(len(h_test), len(h_train), generator=gen).to(h_train.device).requires_grad_(True)
+        pre = torch.randn(len(h_test), len(h_train), generator=gen).to(h_train.device, h_train.dtype)
+        pre.requires_grad_(True)
         opt = torch.optim.Adam([pre], lr=self.lr)
         self.loss_history = []
         for _ in tqdm(range(self.n_steps), desc="SimplEx", disable=not self.display_progressbar, leave=False):
@@ -183,6 +191,13 @@ class _LossBased(ExampleImportance):
         self.prefix = f"{prefix}." if prefix else ""
         self.y_train, self.y_test, self.chunk_size = y_train, y_test, check_positive_int(chunk_size, "chunk_size")
 
+    def _inputs(self, x_train, x_test):
+        """As the base's, cast to the network's own dtype: the pretext model is called directly, not through the
+        Encoder (a bfloat16 network takes bfloat16 inputs; scores are accumulated in float32 at least)."""
+        x_train, x_test = super()._inputs(x_train, x_test)
+        dtype = self.encoder.input_dtype
+        return x_train.to(dtype), x_test.to(dtype)
+
     def _labels(self, y, n: int, name: str):
         if y is None:
             if self.task is not None and self.task.needs_labels:
@@ -197,8 +212,9 @@ class _LossBased(ExampleImportance):
         """(encoder parameters to differentiate, everything else held fixed), optionally from a checkpoint."""
         values = dict(self.model.named_parameters())
         values.update(dict(self.model.named_buffers()))
-        if state is not None:
-            values.update({k: v.to(self.device) for k, v in state.items()})
+        if state is not None:  # a checkpoint takes the model's device and dtype (a float64 copy, a GPU)
+            values.update({k: v.to(values[k].device, values[k].dtype if v.is_floating_point() else v.dtype)
+                           if k in values else v.to(self.device) for k, v in state.items()})
         theta = {k: v.detach() for k, v in values.items() if k.startswith(self.prefix) and
                  k in dict(self.model.named_parameters())}
         fixed = {k: v.detach() for k, v in values.items() if k not in theta}
@@ -275,7 +291,7 @@ class TracIn(_LossBased):
         x_train, x_test = self._inputs(x_train, x_test)
         y_tr = self._labels(self.y_train, len(x_train), "y_train")
         y_te = self._labels(self.y_test, len(x_test), "y_test")
-        scores = torch.zeros(len(x_test), len(x_train), device=self.device)
+        scores = torch.zeros(len(x_test), len(x_train), device=self.device, dtype=self.encoder.data_dtype)
         step = self.chunk_size * 4  # bound memory: train examples in chunks
         ghost = None
         for ck in tqdm(self.checkpoints, desc="TracIn", disable=not self.display_progressbar, leave=False):
@@ -409,8 +425,9 @@ class InfluenceFunctions(_LossBased):
         sel = {k: theta[k] for k in keys}
         rest = {k: v for k, v in theta.items() if k not in sel}
         fixed_all = {**fixed, **rest}
-        g_tr = self.per_example_grads(x_train, y_tr, sel, fixed_all)
-        g_te = self.per_example_grads(x_test, y_te, sel, fixed_all)
+        dtype = self.encoder.data_dtype  # the solve in float32 at least
+        g_tr = self.per_example_grads(x_train, y_tr, sel, fixed_all).to(dtype)
+        g_te = self.per_example_grads(x_test, y_te, sel, fixed_all).to(dtype)
         flat0 = torch.cat([v.reshape(-1) for v in sel.values()])
         if self.solver == "exact":
             if len(flat0) > self.max_exact:
@@ -421,7 +438,8 @@ class InfluenceFunctions(_LossBased):
             hess = self._linear_latent_hessian(keys, x_train, y_tr)
             if hess is None:
                 hess = self._hessian(self._mean_loss_fn(sel, fixed_all, x_train, y_tr, self._extra(x_train)), flat0)
-            hess = 0.5 * (hess + hess.T) + self.damping * torch.eye(len(flat0), device=self.device)
+            hess = hess.to(dtype)
+            hess = 0.5 * (hess + hess.T) + self.damping * torch.eye(len(flat0), device=hess.device, dtype=hess.dtype)
             solved = torch.linalg.solve(hess, g_te.T)  # H^-1 grad L(z_test), (P, n_test)
         else:
             solved = self._lissa(sel, fixed_all, x_train, y_tr, flat0, g_te.T)
@@ -447,10 +465,10 @@ class InfluenceFunctions(_LossBased):
         captured = []
         handle = layer.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
         try:
-            z = self.latents(x)
+            z = self.latents(x).to(self.encoder.input_dtype)  # the head's dtype (latents come out float32 at least)
         finally:
             handle.remove()
-        h = torch.cat(captured)
+        h = torch.cat(captured).to(z.dtype)  # a layer input captured under bfloat16 autocast is bfloat16
         head = self.model.head
 
         def loss_z(zi, xi, yi):
@@ -459,19 +477,19 @@ class InfluenceFunctions(_LossBased):
         hz = torch.cat([vmap(_hessian_rev(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
                                                          y[i:i + self.chunk_size])
                         for i in range(0, len(x), self.chunk_size)]).detach()  # (n, d, d)
-        h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device)], dim=1)  # (n, k + 1)
+        h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device, dtype=h.dtype)], dim=1)  # (n, k + 1)
         d, k1 = z.shape[1], h1.shape[1]
         blocks = torch.einsum("iab,ij,il->ajbl", hz, h1, h1) / len(x)  # (d, k+1, d, k+1)
         a_idx = torch.arange(d, device=h.device)[:, None]
         j_idx = torch.arange(k1, device=h.device)[None, :]
         flat = torch.where(j_idx < k1 - 1, a_idx * (k1 - 1) + j_idx, d * (k1 - 1) + a_idx).reshape(-1)
-        hess = torch.empty(d * k1, d * k1, device=h.device)
+        hess = torch.empty(d * k1, d * k1, device=h.device, dtype=blocks.dtype)
         hess[flat[:, None], flat[None, :]] = blocks.reshape(d * k1, d * k1)
         return hess
 
     def _hessian(self, total, flat0, chunk: int = 32) -> torch.Tensor:
         """Exact Hessian (P, P) from Hessian-vector products with the basis, ``chunk`` columns at a time."""
-        eye = torch.eye(len(flat0), device=self.device)
+        eye = torch.eye(len(flat0), device=flat0.device, dtype=flat0.dtype)
         hvp = vmap(_hvp_fn(total, flat0))
         steps = range(0, len(flat0), chunk)
         return torch.cat([hvp(eye[i:i + chunk]) for i in tqdm(steps, desc="Hessian", leave=False,
@@ -488,7 +506,7 @@ class InfluenceFunctions(_LossBased):
         for _ in tqdm(range(self.depth), desc="LiSSA", disable=not self.display_progressbar, leave=False):
             idx = torch.randint(len(x), (min(self.lissa_batch, len(x)),), generator=gen).to(self.device)
             total = self._mean_loss_fn(sel, fixed, x[idx], y[idx], None if extra is None else extra[idx])
-            hvp = vmap(_hvp_fn(total, flat0), in_dims=1, out_dims=1)(h)
+            hvp = vmap(_hvp_fn(total, flat0), in_dims=1, out_dims=1)(h.to(flat0.dtype)).to(h.dtype)
             h = v + (1 - self.damping) * h - hvp / self.scale
         return h / self.scale
 

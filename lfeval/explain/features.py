@@ -100,7 +100,7 @@ def explain_units(model, inputs, method: str = "Saliency", baseline=None, batch_
     x = encoder.canonical(check_inputs(inputs, encoder))
     explainer = get_explainer(method)(encoder)
     with torch.no_grad():
-        d = encoder(x[:1].to(encoder.device)).shape[-1]
+        d = encoder(x[:1]).shape[-1]
     units = []
     for j in range(d):  # a loop over latent units (d is small), each batched over samples
         def one_hot(xb, j=j):

@@ -127,7 +127,8 @@ class RELAX(FeatureExplainer):
                   return_uncertainty: bool = False, **options):
         """Importance (N, *input_shape), or ``(importance, uncertainty)`` with ``return_uncertainty=True``
         (captum's ``return_convergence_delta`` pattern). Both are constant over the channels a unit spans."""
-        self._rows = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"))
+        self._rows = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"),
+                                   device=self.encoder if isinstance(self.encoder, torch.nn.Module) else None)
         self._uncertainty = []
         importance = super().attribute(inputs, baseline=baseline, seed=seed, batch_size=batch_size,
                                        reference=reference, **options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgument
-from ..memory import rows_per_pass
+from ..memory import rows_per_pass, run_in_chunks
 from ..validation import as_tensor, check_number, check_positive_int
 from .base import FeatureExplainer, register_explainer
 
@@ -86,11 +86,10 @@ def random_attribution(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 def _in_groups(x: torch.Tensor, n_samples: int, compute) -> torch.Tensor:
     """``compute(rows)`` over groups of inputs whose n_samples points each fit one pass (large inputs: a few
-    inputs at a time; the draws are shared, so the result equals one call on every input)."""
-    step = rows_per_pass(x[0].numel(), len(x), per_row=n_samples)
-    if step >= len(x):
-        return compute(slice(None))
-    return torch.cat([compute(slice(i, i + step)) for i in range(0, len(x), step)])
+    inputs at a time; halved on a GPU out-of-memory error). The draws are shared, so the result equals one call
+    on every input."""
+    step = rows_per_pass(x[0].numel(), len(x), per_row=n_samples, device=x.device)
+    return run_in_chunks(compute, len(x), step)
 
 
 @register_explainer("GradientShap")

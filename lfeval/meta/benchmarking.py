@@ -4,7 +4,8 @@ Each (data set, encoder, metric) cell is one independent meta-evaluation, run in
 (``backend="serial"``) or as a Ray task (``backend="ray"``, see :mod:`lfeval.execution`). This process
 alone writes each finished cell to ``<out_dir>/<data>__<encoder>__<metric>.json`` as it arrives; a rerun
 (with either backend) reads finished cells instead of recomputing them, so an interrupted grid loses
-nothing. The inputs and encoders are sent to Ray's object store once, not once per cell.
+nothing. The inputs and encoders are sent to Ray's object store once, not once per cell (on the CPU; a cell
+whose encoder is on CUDA asks for a GPU and moves it there, :mod:`lfeval.execution`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..errors import InvalidArgument
-from ..execution import Cell, cells_failed, check_backend, get_executor
+from ..execution import Cell, cell_device, cells_failed, check_backend, get_executor, gpus_for, portable
 from ..validation import model_device
 from .meta_evaluation import LabelFreeMetaEvaluation
 from .perturbation_tests import default_test_suite
@@ -31,8 +32,11 @@ def _slug(text: str) -> str:
 
 
 def meta_cell(metric, encoder, x, data: str, enc_name: str, metric_name: str, xai_methods: dict, iterations: int,
-              nr_perturbations: int, seed: int, make_suite: Callable, call_kwargs: dict) -> list:
-    """One cell of the grid: the meta-evaluation of ``metric`` on ``encoder``, as rows of the table."""
+              nr_perturbations: int, seed: int, make_suite: Callable, call_kwargs: dict, device=None) -> list:
+    """One cell of the grid: the meta-evaluation of ``metric`` on ``encoder``, as rows of the table; ``device`` is
+    the encoder's in the calling process (the cell moves it to :func:`lfeval.execution.cell_device` of it)."""
+    if device is not None and isinstance(encoder, torch.nn.Module):
+        encoder = encoder.to(cell_device(device))
     meta = LabelFreeMetaEvaluation(make_suite(), xai_methods, iterations=iterations,
                                    nr_perturbations=nr_perturbations, seed=seed, display_progressbar=False)
     meta(copy.deepcopy(metric), encoder, x, **call_kwargs)
@@ -96,17 +100,17 @@ def benchmark(grid: dict, metrics: dict, xai_methods: dict, out_dir, iterations:
         shared = {}  # each input, encoder and metric is shared (sent to Ray's object store) once
 
         def handle(kind, name, obj):
-            if (kind, name) not in shared:
-                shared[(kind, name)] = ex.share(obj)
+            if (kind, name) not in shared:  # other processes get encoders and tensors on the CPU
+                shared[(kind, name)] = ex.share(obj if ex.name == "serial" else portable(obj))
             return shared[(kind, name)]
 
         cells, key_of = [], {}
         for d, e, m in todo:
             enc = grid[d]["encoders"][e]
+            device = str(model_device(enc)) if isinstance(enc, torch.nn.Module) else None
             args = (handle("metric", m, metrics[m]), handle("encoder", (d, e), enc), handle("x", d, grid[d]["x"]),
-                    d, e, m, xai_methods, iterations, nr_perturbations, seed, make_suite, call_kwargs)
-            gpus = 1 if isinstance(enc, torch.nn.Module) and model_device(enc).type == "cuda" else 0
-            cells.append(Cell(f"{d}/{e}/{m}", meta_cell, args, num_gpus=gpus))
+                    d, e, m, xai_methods, iterations, nr_perturbations, seed, make_suite, call_kwargs, device)
+            cells.append(Cell(f"{d}/{e}/{m}", meta_cell, args, num_gpus=gpus_for(device or "cpu")))
             key_of[cells[-1].name] = (d, e, m)
 
         def store(cell, result, seconds, cpu_seconds):

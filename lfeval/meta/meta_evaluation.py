@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidArgument, InvalidInput
 from ..metrics.base import score_direction as direction_of
 from ..metrics.fast_paths import skip_silenced_checks
+from ..precision import precise
 from ..validation import check_choice, check_inputs, check_model, check_positive_int, to_numpy
 from .wilcoxon import wilcoxon
 
@@ -93,6 +94,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
                          sanity_check=None, print_results=print_results)
         self.seed, self.display_progressbar = check_positive_int(seed, "seed", minimum=0), display_progressbar
 
+    @precise
     def __call__(self, estimator, model, x_batch, y_batch=None, a_batch=None, s_batch=None, channel_first=True,
                  softmax=False, device=None, model_predict_kwargs=None, score_direction=None, score_labels=None):
         """Run the meta-evaluation; returns self (results in the MetaQuantus attributes).

@@ -29,6 +29,7 @@ import torch
 from quantus.helpers import utils as qutils
 
 from ..errors import InvalidArgument, InvalidInput, LabelsRequired
+from ..precision import precise
 from ..validation import (
     as_tensor,
     check_attributions,
@@ -107,6 +108,7 @@ class LabelFreeMetric(quantus.Metric):
             **kwargs,
         )
 
+    @precise
     def __call__(
         self,
         model,

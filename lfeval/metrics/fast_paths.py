@@ -65,7 +65,7 @@ def _predict_rows(model, inputs: list, y_batch) -> np.ndarray:
 
     batch = len(inputs[0])
     stacked = np.concatenate(inputs)
-    step = rows_per_pass(stacked[0].size, ROWS)  # 4096 digits per pass, 27 RGB 224x224 images
+    step = rows_per_pass(stacked[0].size, ROWS, device=model.get_model())  # CPU: 4096 digits, 27 224x224 RGB
     out = np.concatenate([model.predict(stacked[i:i + step]) for i in range(0, len(stacked), step)])
     return out.reshape(len(inputs), batch, -1)[:, np.arange(batch), y_batch]
 

@@ -98,14 +98,15 @@ def mask_counts(fractions: Sequence[float], n_features: int, rule: str = "floor"
 def chunk_rows(sample_shape: tuple, device=None, budget: Optional[int] = None) -> int:
     """Inputs per forward pass for inputs of ``sample_shape``: about ``budget`` input values per pass. On the
     CPU, 2**15 per torch thread, so a pass's activations stay in cache (1 thread: 512 8x8 digits or 41 28x28
-    images; 2 threads: 1024 or 83); on a GPU, 2**22; at most :func:`lfeval.memory.rows_per_pass`'s budget."""
-    from ..memory import rows_per_pass
+    images; 2 threads: 1024 or 83); on a GPU, :func:`lfeval.memory.pass_budget` of the device; at most
+    :func:`lfeval.memory.rows_per_pass`'s budget."""
+    from ..memory import pass_budget, rows_per_pass
 
     if budget is None:
         on_gpu = torch.device(device or "cpu").type == "cuda"
-        budget = 2 ** 22 if on_gpu else 2 ** 15 * torch.get_num_threads()
+        budget = pass_budget(device) if on_gpu else 2 ** 15 * torch.get_num_threads()
     numel = max(1, math.prod(sample_shape))
-    return rows_per_pass(numel, max(1, budget // numel))  # never above LFEVAL_PASS_BUDGET either
+    return rows_per_pass(numel, max(1, budget // numel), device=device)  # never above LFEVAL_PASS_BUDGET either
 
 
 def ordered_masks(importance: torch.Tensor, counts: torch.Tensor, order: str = "deletion") -> torch.Tensor:
@@ -142,11 +143,13 @@ def perturbed_inputs(encoder, x: torch.Tensor, masks: torch.Tensor, baseline=Non
 
 
 def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
-    """f(x) in forward passes of ``chunk_size`` rows (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`)."""
-    from ..memory import rows_per_pass
+    """f(x) in forward passes of ``chunk_size`` rows (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`;
+    halved on a GPU out-of-memory error: :func:`lfeval.memory.run_in_chunks`), on the encoder's device."""
+    from ..memory import rows_per_pass, run_in_chunks
 
-    step = rows_per_pass(x[0].numel(), chunk_size)
-    return torch.cat([encoder(x[i:i + step]) for i in range(0, len(x), step)])
+    device = encoder if isinstance(encoder, torch.nn.Module) else x.device  # a module: its parameters' device
+    step = rows_per_pass(x[0].numel(), chunk_size, device=device)
+    return run_in_chunks(lambda rows: encoder(x[rows]), len(x), step)
 
 
 def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str = "squared_l2") -> torch.Tensor:
@@ -222,7 +225,8 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
     levels = torch.cat([untouched, top[~full]])
     units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
     n_levels, encode_base = len(levels), bool(full.any())
-    rows = chunk_rows(shape, x.device) if chunk_size is None else rows_per_pass(math.prod(shape), chunk_size)
+    rows = chunk_rows(shape, x.device) if chunk_size is None else rows_per_pass(math.prod(shape), chunk_size,
+                                                                                device=x.device)
     step = max(1, rows // n_levels)  # samples per pass
     z, z_base = [], None
     block = step * max(1, 4096 // step)  # keys and thresholds per block of samples, masks per pass

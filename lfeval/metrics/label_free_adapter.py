@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidArgument, InvalidInput, NotAdaptable
+from ..precision import precise
 from ..validation import check_choice, check_inputs, check_model, check_positive_int, model_device, to_numpy
 from .fast_paths import batched_evaluate, skip_silenced_checks
 
@@ -264,7 +265,7 @@ class LabelFree:
     def score_model(self, encoder: torch.nn.Module, x: torch.Tensor, sample_shape=None) -> ReferenceScores:
         """The encoder seen as an N-output model whose output i is sample i's label-free score."""
         with torch.no_grad():
-            z_ref = encoder(x.to(model_device(encoder)))
+            z_ref = encoder(x)
         return ReferenceScores(encoder, z_ref.detach(), self.similarity, sample_shape).eval()
 
     @staticmethod
@@ -291,7 +292,7 @@ class LabelFree:
         replace = None
         if self.baseline == "encoder" and self._replaces_with_black():
             with torch.no_grad():
-                baselines = to_numpy(self.quantus_layout(encoder, encoder.baseline_for(x.to(encoder.device))))
+                baselines = to_numpy(self.quantus_layout(encoder, encoder.baseline_for(x)))
             if baselines.ndim == 3:
                 baselines = baselines[:, :, None]
             sizes = getattr(metric, "patch_size", None) or getattr(metric, "perturb_patch_sizes", ())
@@ -319,6 +320,7 @@ class LabelFree:
             metric.perturb_func = original
             del metric.evaluate_batch
 
+    @precise
     def __call__(self, model, x_batch, y_batch=None, a_batch=None, s_batch=None, channel_first: bool = True,
                  explain_func: Optional[Callable] = None, explain_func_kwargs: Optional[dict] = None,
                  model_predict_kwargs: Optional[dict] = None, softmax: bool = False, device=None,
@@ -347,7 +349,7 @@ class LabelFree:
         if a_batch is None:
             if explain_func is None:
                 from ..explain.features import explain as explain_func
-            a_batch = explain_func(model=model, inputs=x.numpy(), targets=None, **(explain_func_kwargs or {}))
+            a_batch = explain_func(model=model, inputs=to_numpy(x), targets=None, **(explain_func_kwargs or {}))
         a = to_numpy(a_batch)
         if a.shape[0] != len(x):
             raise InvalidArgument(f"a_batch has {a.shape[0]} samples, x_batch has {len(x)}.")
@@ -361,7 +363,7 @@ class LabelFree:
             self.metric.return_aggregate = False
         try:
             with self._running(model, x):
-                scores = self.metric(model=self.score_model(model, x, x.shape[1:]), x_batch=shown.numpy(),
+                scores = self.metric(model=self.score_model(model, x, x.shape[1:]), x_batch=to_numpy(shown),
                                      y_batch=np.arange(len(x)),
                                      a_batch=a, s_batch=s_batch, channel_first=channel_first,
                                      explain_func=explain_func, explain_func_kwargs=explain_func_kwargs or {},

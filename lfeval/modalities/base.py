@@ -48,6 +48,14 @@ class Modality:
     meta_noise = {"resilience": 0.01, "adversary": 0.5}
     meta_thresholds = {"resilience": 0.99, "adversary": 0.95}
 
+    def input_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
+        """The dtype inputs take for a model computing in ``model_dtype``: the model's own for real-valued data
+        (a float64 model sees float64 inputs); never narrower than float32 for discrete ids, which bfloat16 or
+        float16 would round (ids above 256 or 2048)."""
+        if self.continuous:
+            return model_dtype
+        return torch.promote_types(model_dtype, torch.float32)
+
     # ------------------------------------------------------------------ identity
     def __eq__(self, other) -> bool:  # a modality equals its name, so ds.modality == "image" reads naturally
         if isinstance(other, Modality):

@@ -39,9 +39,12 @@ class Image(Modality):
         return 2 if min(shape[1:]) >= 4 and all(s % 2 == 0 for s in shape[1:]) else 1
 
     def augment(self, x, generator):
-        """Random affine (rotation +-15 deg, scale 0.9-1.1, shift +-12.5%) plus Gaussian noise (sigma 0.05)."""
+        """Random affine (rotation +-15 deg, scale 0.9-1.1, shift +-12.5%) plus Gaussian noise (sigma 0.05).
+        Drawn from ``generator`` (a seeded CPU generator) on the CPU, then moved to x's device and dtype: a seed
+        gives the same view on any device."""
         n = x.shape[0]
-        r = lambda *s: torch.rand(*s, generator=generator, device=x.device)  # noqa: E731
+        place = lambda t: t.to(x.device, x.dtype, non_blocking=True)  # noqa: E731
+        r = lambda *s: place(torch.rand(*s, generator=generator, device="cpu"))  # noqa: E731
         angle = (r(n) * 2 - 1) * math.radians(15)
         scale = 0.9 + 0.2 * r(n)
         shift = (r(n, 2) * 2 - 1) * 0.25  # grid coordinates span [-1, 1]: 0.25 = 12.5% of the width
@@ -49,7 +52,7 @@ class Image(Modality):
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
-        noise = torch.randn(out.shape, generator=generator, device=x.device) * 0.05
+        noise = place(torch.randn(out.shape, generator=generator, device="cpu")) * 0.05
         return (out + noise).clamp(0.0, 1.0)
 
     def draw_input(self, ax, x):

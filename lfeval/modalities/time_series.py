@@ -39,10 +39,13 @@ class TimeSeries(Modality):
         return torch.tensor([0.5, 0.0, 0.5])
 
     def augment(self, x, generator):
-        """Jitter (sigma 0.03) and per-series scaling around the series mean (factor ~ N(1, 0.1))."""
+        """Jitter (sigma 0.03) and per-series scaling around the series mean (factor ~ N(1, 0.1)). Drawn from
+        ``generator`` (a seeded CPU generator) on the CPU, then moved to x's device and dtype: a seed gives the
+        same view on any device."""
         n = x.shape[0]
-        jitter = torch.randn(x.shape, generator=generator, device=x.device) * 0.03
-        factor = 1 + 0.1 * torch.randn(n, 1, 1, generator=generator, device=x.device)
+        place = lambda t: t.to(x.device, x.dtype, non_blocking=True)  # noqa: E731
+        jitter = place(torch.randn(x.shape, generator=generator, device="cpu")) * 0.03
+        factor = 1 + 0.1 * place(torch.randn(n, 1, 1, generator=generator, device="cpu"))
         mean = x.mean(dim=(1, 2), keepdim=True)
         return ((x - mean) * factor + mean + jitter).clamp(0.0, 1.0)
 

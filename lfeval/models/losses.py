@@ -46,7 +46,7 @@ class AlignmentLoss(ExampleLoss):
         self.augment, self.seed = get_modality(modality).augment, int(seed)
 
     def extra(self, x):
-        return self.augment(x, torch.Generator(device=x.device).manual_seed(self.seed))
+        return self.augment(x, torch.Generator().manual_seed(self.seed))  # a CPU generator: one view on any device
 
     def __call__(self, forward, x, y, extra=None):
         view = self.extra(x) if extra is None else extra

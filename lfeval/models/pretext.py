@@ -3,6 +3,10 @@
 Each task says how the input is corrupted, which head sits on the encoder, and its loss.
 ``PretextModel.example_loss`` is the deterministic per-example loss that loss-based example
 importance (TracIn, influence functions) differentiates.
+
+Every random draw (noise, masks, augmentations) comes from a seeded CPU ``torch.Generator`` and is then moved
+to the input's device and dtype (:func:`draw`), so a seed gives the same corruptions, hence comparable weights,
+on the CPU and on a GPU.
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ from ..modalities import get_modality
 from .architectures import EncoderNet, build_decoder
 
 PRETEXTS = ("reconstruction", "denoising", "inpainting", "classification", "contrastive")
+
+
+def draw(sampler, shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """``sampler(shape)`` (``torch.rand``/``torch.randn``) drawn in float32 on the CPU from ``generator`` (a seeded
+    CPU generator), then moved to ``like``'s device and dtype: the same numbers whatever the device. The copy is
+    asynchronous on a GPU (the host buffer is staged at once), so a training step does not wait for the device."""
+    return sampler(tuple(shape), generator=generator, device="cpu").to(like.device, like.dtype, non_blocking=True)
 
 
 class PretextTask:
@@ -61,7 +72,7 @@ class Denoising(PretextTask):
         self.sigma = sigma
 
     def corrupt(self, x, generator):
-        return x + self.sigma * torch.randn(x.shape, generator=generator, device=x.device)
+        return x + self.sigma * draw(torch.randn, x.shape, generator, x)
 
 
 class Inpainting(PretextTask):
@@ -73,7 +84,8 @@ class Inpainting(PretextTask):
         self.p = p
 
     def corrupt(self, x, generator):
-        return x * (torch.rand(x.shape, generator=generator, device=x.device) >= self.p).to(x.dtype)
+        u = torch.rand(x.shape, generator=generator, device="cpu")  # drawn on the CPU: the same mask on any device
+        return x * (u >= self.p).to(x.device, x.dtype, non_blocking=True)
 
 
 class Classification(PretextTask):
@@ -111,13 +123,13 @@ class Contrastive(PretextTask):
         n = x.shape[0]
         sim = z @ z.T / self.temperature
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=x.device), float("-inf"))
-        pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(x.device)
+        pos = torch.arange(n, 3 * n, device=x.device) % (2 * n)  # view i's positive: i + n, and i - n
         per_view = F.cross_entropy(sim, pos, reduction="none")
         return 0.5 * (per_view[:n] + per_view[n:])
 
     def example_extra(self, x):
-        """The fixed-seed augmented view x~ of each input."""
-        return self.augment(x, torch.Generator(device=x.device).manual_seed(0))
+        """The fixed-seed augmented view x~ of each input (drawn on the CPU: the same view on any device)."""
+        return self.augment(x, torch.Generator().manual_seed(0))
 
     def example_loss(self, forward, x, y, extra=None):
         """Alignment term: 1 - cos(g(f(x)), g(f(x~))) with the fixed-seed view x~ (deterministic)."""

@@ -17,6 +17,7 @@ from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..precision import precise
 from ..validation import check_choice, check_device, check_finite, check_number, check_positive_int
 from .architectures import build_encoder
 from .pretext import PRETEXTS, PretextModel, make_task
@@ -27,6 +28,7 @@ from .vae import VAE_PRETEXTS, VAEEncoder
 _ARCH_VERSION = {"conv": 1, "mlp": 1, "lstm": 2}
 
 
+@precise
 def train_encoder(
     ds: Dataset,
     pretext: str = "reconstruction",
@@ -73,6 +75,12 @@ def train_encoder(
         Cache trained weights there, keyed by the whole configuration and the data's hash.
     checkpoints : int
         Keep K encoder states spread over training (``enc.checkpoints``, needed by TracIn).
+    device : str or torch.device, optional
+        Where to train (default CPU). The data move there once; every random draw (split, shuffling,
+        corruptions, augmentations, VAE noise) comes from a CPU generator seeded with ``seed`` and is copied
+        there, so a seed gives the same draws on the CPU and a GPU. On CUDA the optimizer is Adam's fused kernel
+        (``fused=True``: the same update, rounded differently within float32), TF32 is off unless asked for with
+        :func:`lfeval.precision.use`, and the host reads the device once per epoch.
     threads : "auto" or int
         torch's intra-op threads while training (:func:`lfeval.threads.limit`; the caller's setting is
         restored on return). "auto" (or ``LFEVAL_THREADS``) picks them from the model's size and this
@@ -118,6 +126,9 @@ def train_encoder(
     if len(x_all) - n_val < 2:
         raise InvalidInput(f"ds.x_train has {len(x_all)} samples: after the validation split ({n_val}) fewer than 2 "
                            "remain to train on. Load more training data.")
+    if pretext == "classification" and y_all is None:
+        raise InvalidInput(f"The classification pretext needs labels, and {ds.name} has none (ds.y_train is None); "
+                           "pick a self-supervised pretext such as 'reconstruction'.")
     if pretext == "classification" and len(torch.unique(y_all)) < 2:
         raise InvalidInput("The classification pretext needs at least 2 classes in ds.y_train; pick another pretext.")
     device = check_device(device)
@@ -151,7 +162,7 @@ def train_encoder(
                 return _finish(model, saved["checkpoints"], saved["history"], config, ds)
             except Exception as exc:  # noqa: BLE001 - any failure means the file is not the weights lfeval wrote
                 warnings.warn(f"Cached weights {cache_file} cannot be used ({type(exc).__name__}: {exc}); "
-                              "training again and replacing them.", stacklevel=2)
+                              "training again and replacing them.", stacklevel=3)  # past @precise
 
     work = threads_mod.work_of(model, ds.input_shape, batch=batch_size)
     with threads_mod.limit(threads, work=work, adapt_to_load=False):
@@ -174,16 +185,36 @@ def train_encoder(
     return _finish(model, kept, history, config, ds)
 
 
+def _adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """Adam: on the CPU the multi-tensor (foreach) implementation, whose weights equal the per-tensor one's bit for
+    bit (those the cached weights hold); on CUDA the fused kernel, one launch per step (the same update, its
+    float32 rounding may differ from the CPU's)."""
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
          checkpoints, device, display_progressbar):
-    """Adam with early stopping: (history, checkpoint states, best state, best epoch)."""
+    """Adam with early stopping: (history, checkpoint states, best state, best epoch).
+
+    Draws come from a CPU generator (same seed, same draws on any device); the data, the epoch's order and the
+    running loss live on ``device``, and the host reads the device once per epoch (train and validation loss
+    together), never per batch."""
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x_all), generator=gen)
+    if y_all is None:  # unlabelled data: placeholder labels, which the self-supervised tasks ignore
+        y_all = torch.zeros(len(x_all), dtype=torch.long)
+    if device.type != "cpu":  # split on the device: one copy of the data, gathered there
+        x_all, y_all, perm = x_all.to(device), y_all.to(device), perm.to(device)
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     x_tr, y_tr = x_all[train_idx].to(device), y_all[train_idx].to(device)
     x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
+    del x_all, y_all
+    # the epoch's summed loss, in float64 as the Python float it replaces (MPS has no float64)
+    acc = torch.float32 if device.type == "mps" else torch.float64
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = _adam(model.parameters(), lr, weight_decay, device)
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     history = {"train_loss": [], "val_loss": []}
     steps = 0
@@ -191,8 +222,8 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
         model.train()
-        order = torch.randperm(len(x_tr), generator=gen)
-        total = 0.0
+        order = torch.randperm(len(x_tr), generator=gen).to(device, non_blocking=True)  # batches are views of it
+        total = torch.zeros((), dtype=acc, device=device)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
@@ -202,10 +233,11 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
             loss.backward()
             opt.step()
             steps += 1
-            total += loss.item() * len(idx)
+            total += loss.detach().to(acc) * len(idx)
         model.eval()
         with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
-            val = float(model.loss(x_val, y_val, generator=torch.Generator().manual_seed(seed + 1)))
+            val = model.loss(x_val, y_val, generator=torch.Generator().manual_seed(seed + 1))
+        total, val = torch.stack([total, val.to(acc)]).tolist()  # the epoch's one read of the device
         history["train_loss"].append(total / len(x_tr))
         history["val_loss"].append(val)
         if checkpoints:
@@ -239,7 +271,7 @@ def _finish(model: PretextModel, checkpoints: list, history: dict, config: dict,
     if problem:
         warnings.warn(f"The {model.pretext} encoder on {ds.name} looks collapsed: {problem}. Its explanations "
                       "will say little; train longer (epochs, min_steps), with another lr, or check the data.",
-                      stacklevel=3)
+                      stacklevel=4)  # past train_encoder and @precise
     return Encoder(model.encoder, modality=ds.modality, baseline=ds.baseline, input_shape=ds.input_shape,
                    pretext=model.pretext, pretext_model=model, loss=model.task.example_loss, checkpoints=checkpoints,
                    history=history, config=config, name=f"{ds.name}-{model.pretext}").eval()

@@ -33,7 +33,7 @@ from torch import nn
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
 from ..modalities import get_modality
-from ..validation import check_choice
+from ..validation import check_choice, check_device
 from .losses import NAMED_LOSSES
 
 SOURCES = ("factory", "torchscript", "exported")
@@ -187,9 +187,11 @@ def build_module(name: str, spec: dict, seed: int = 0, modality=None) -> nn.Modu
 
 def load_encoder(name: str, spec: dict, ds, device=None, seed: int = 0) -> Encoder:
     """The :class:`lfeval.Encoder` of ``[encoders.<name>]`` on data set ``ds``: its modality, baseline and
-    input shape, the loss and checkpoints that TracIn and influence functions need, checked on two inputs."""
+    input shape, the loss and checkpoints that TracIn and influence functions need, checked on two inputs.
+    It lives on ``device`` (default CPU; checked by :func:`lfeval.validation.check_device`) in the dtype its
+    factory or file gave it (a float64 module stays float64)."""
     check_spec(name, spec)
-    module = build_module(name, spec, seed, modality=ds.modality).to(device or "cpu")
+    module = build_module(name, spec, seed, modality=ds.modality).to(check_device(device))
     loss = spec.get("loss")
     if loss is not None:
         loss = (NAMED_LOSSES[loss](ds.modality) if loss in NAMED_LOSSES
@@ -205,7 +207,7 @@ def load_encoder(name: str, spec: dict, ds, device=None, seed: int = 0) -> Encod
                   config={"source": next(s for s in ("factory", "torchscript", "exported") if s in spec), **spec})
     with torch.no_grad():
         try:
-            enc(ds.x_test[:2].to(enc.device))
+            enc(ds.x_test[:2])  # placed on its device and dtype by the encoder
         except (InvalidArgument, InvalidInput) as exc:
             raise type(exc)(f"Encoder {name!r} on {ds.name}: {exc}") from None
     return enc.eval()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .architectures import EncoderNet
-from .pretext import PretextTask
+from .pretext import PretextTask, draw
 
 VAE_PRETEXTS = ("beta-vae", "tc-vae")
 
@@ -66,7 +66,7 @@ class BetaVAE(PretextTask):
 
     def sample(self, model, x, generator):
         mu, logvar = model.encoder.distribution(x)
-        eps = torch.randn(mu.shape, generator=generator).to(mu.device)
+        eps = draw(torch.randn, mu.shape, generator, mu)  # drawn on the CPU: the same z on any device
         return mu, logvar, mu + (0.5 * logvar).exp() * eps
 
     def loss(self, model, x, y, generator):

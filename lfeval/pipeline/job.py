@@ -7,6 +7,9 @@ order below) or as Ray tasks (``backend = "ray"``), a scores stage once the attr
 importances it compares are done. Either way this process stores every stage, in one format, so a run
 started with one backend can be finished with the other.
 
+Every stage computes on the config's ``device`` with its ``precision`` (:mod:`lfeval.precision`); a Ray cell
+on CUDA asks for a GPU and moves the encoders to the one it was given (:mod:`lfeval.execution`).
+
 ``lfeval report`` draws the report of a finished run again from its tables and stages.
 """
 
@@ -18,10 +21,10 @@ from typing import Callable
 
 import pandas as pd
 
-from .. import threads
+from .. import precision, threads
 from ..config import RunConfig
 from ..errors import InvalidArgument, RunIncomplete
-from ..execution import Cell, cells_failed, get_executor
+from ..execution import Cell, cell_device, cells_failed, get_executor, gpus_for
 from . import stages
 from .outputs import render, write_outputs
 from .store import StageStore, remove_run_dir
@@ -36,6 +39,13 @@ def _silenced(fn, *args, **kwargs):
 def _limited(fn, rd: stages.RunData, *args, **kwargs):
     """:func:`_silenced` with the run's intra-op threads (:meth:`RunData.limited`)."""
     return rd.limited(lambda: _silenced(fn, rd, *args, **kwargs))
+
+
+def _in_worker(fn, rd: stages.RunData, *args, **kwargs):
+    """:func:`_silenced` in a worker process: on the device it was given, with the run's precision."""
+    rd.to(cell_device(rd.config.device))
+    with precision.use(rd.config.precision):
+        return _silenced(fn, rd, *args, **kwargs)
 
 
 def _score(rd: stages.RunData, pretext: str, needed: dict) -> dict:
@@ -69,15 +79,17 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
     loads finished stages (recomputing those whose files fail their check or whose data changed);
     ``fresh=True`` first deletes the run folder, which must be one lfeval created. With
     ``config.backend == "ray"``, stages that fail after their retries are reported together
-    (:class:`lfeval.errors.CellsFailed`) once the others are stored.
+    (:class:`lfeval.errors.CellsFailed`) once the others are stored. Every stage computes on ``config.device``
+    under ``config.precision``, and records both (:class:`StageStore`).
     """
     c = config
     with get_executor(c.backend, c.address) as ex, stages.expected_warnings_silenced(), \
-            threads.scope(c.threads):  # Ray: joined on first use
+            threads.scope(c.threads), precision.use(c.precision):  # Ray: joined on first use
         rd = stages.RunData(c)  # loads (and checks) the data before anything touches the run folder
         if fresh and remove_run_dir(c.run_dir):
             log(f"[lfeval] --fresh: deleted {c.run_dir}")
-        store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log)
+        store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log,
+                           computed_on={"device": c.device, "precision": c.precision})
         log(f"[lfeval] {rd.ds!r}")
         encoders = store.run("encoders", lambda: rd.limited(lambda: stages.encoder_summary(rd)), log)
         steps = plan(c)
@@ -88,14 +100,13 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
                 results[name] = result
         todo = [s for s in steps if s[0] not in results]
         if todo:
-            gpus = 0
-            if ex.name != "serial":  # workers get a copy of rd: it must hold every encoder they use
+            if ex.name == "serial":
+                shared, wrap = rd, _limited  # each stage gets the run's threads
+            else:  # workers get a copy of rd, on the CPU: it must hold every encoder they use
                 rd.load_encoders(c.pretext_seeds if any(s[0] == "pretext" for s in todo) else ())
-                gpus = 1 if rd.encoder(c.encoder_names[0]).device.type == "cuda" else 0
-            shared = ex.share(rd)  # once: data and encoder weights
-            # here, each stage gets the run's threads; a Ray worker gets the CPUs its task declares
-            wrap = _limited if ex.name == "serial" else _silenced
-            cells = [Cell(name, wrap, (fn, shared, *args), needs, num_gpus=gpus) for name, fn, args, needs in todo]
+                shared, wrap = ex.share(rd.portable()), _in_worker  # once: data and encoder weights
+            cells = [Cell(name, wrap, (fn, shared, *args), needs, num_gpus=gpus_for(c.device))
+                     for name, fn, args, needs in todo]
 
             def keep(cell, result, seconds, cpu_seconds):
                 store.record(cell.name, result, seconds, log, cpu_seconds)
@@ -132,8 +143,8 @@ def report(run_dir) -> Path:
     if not config_path.is_file() or not (run_dir / "stages").is_dir():
         raise InvalidArgument(f"RUN_DIR {str(run_dir)!r} is not an lfeval run folder (it has no config.json and "
                               "stages/); pass a folder written by `lfeval run`, e.g. runs/default.")
-    try:
-        config = RunConfig.from_dict(json.loads(config_path.read_text()))
+    try:  # nothing is computed: the CPU draws the report of a run computed on any device
+        config = RunConfig.from_dict({**json.loads(config_path.read_text()), "device": "cpu"})
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{config_path} is not valid JSON ({exc}); {str(run_dir)!r} is not a readable "
                               "lfeval run folder.") from None

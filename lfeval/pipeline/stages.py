@@ -3,6 +3,11 @@
 Every stage seeds NumPy's and torch's global generators itself right before its random work
 (Quantus draws its perturbations from ``np.random``), so a stage gives the same numbers whether
 it runs in one go, after a resume, or after other stages were loaded from disk.
+
+Devices: the encoders live on the run's device (:attr:`RunData.device`) and every stage computes there; data
+meet them through :meth:`lfeval.Encoder.place` (the training examples stay resident there). Results come back
+to the CPU only at the Quantus boundary (NumPy) and as stored stages: float32 arrays, whatever the encoder's
+device and dtype, so the CSVs do not depend on them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..config import check_modality
 from ..encoder import Encoder
 from ..errors import LabelsRequired
 from ..evaluation import evaluate
+from ..execution import portable
 from ..explain import examples as example_mod
 from ..explain.base import get_explainer
 from ..explain.precomputed import PrecomputedExplanations
@@ -62,7 +68,9 @@ class RunData:
         self.y = self.ds.y_test[:n] if self.ds.has_labels else None
         self.y_train = self.ds.y_train[:m] if self.ds.has_labels else None
         self.x_np = self.x.numpy()
+        self.device = torch.device(c.device)  # RunConfig resolved it; a Ray worker's may differ (to())
         self._encoders = {}
+        self._resident = {}  # (device, dtype) -> x_train there
         self._work = None
         self.check_labels()
         check_modality(c, self.ds.modality)  # a data set whose name did not tell its modality (a plugin's)
@@ -111,14 +119,41 @@ class RunData:
         seed = c.seed if seed is None or name in c.encoders else seed
         if (name, seed) not in self._encoders:
             if name in c.encoders:
-                self._encoders[(name, seed)] = load_encoder(name, c.encoders[name], self.ds, device=c.device,
+                self._encoders[(name, seed)] = load_encoder(name, c.encoders[name], self.ds, device=self.device,
                                                             seed=c.seed)
             else:
                 self._encoders[(name, seed)] = train_encoder(
                     self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed,
-                    cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=c.device,
+                    cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=self.device,
                     display_progressbar=not c.quiet, threads=c.threads)
         return self._encoders[(name, seed)]
+
+    def to(self, device) -> "RunData":
+        """Compute on ``device`` from now on: the loaded encoders move there (in place), later ones load there."""
+        device = torch.device(device)
+        if device != self.device:
+            self.device, self._resident = device, {}
+        for enc in self._encoders.values():
+            if enc.device != device:
+                enc.to(device)
+        return self
+
+    def portable(self) -> "RunData":
+        """A copy to send to other processes (Ray workers), its encoders on the CPU (a worker sees other GPUs,
+        renumbered, or none); the worker moves them to its device with :meth:`to`."""
+        out = object.__new__(RunData)
+        out.__dict__.update(self.__dict__, _encoders={k: portable(e) for k, e in self._encoders.items()},
+                            _resident={}, device=torch.device("cpu"))
+        return out
+
+    def train_examples(self, model) -> torch.Tensor:
+        """The run's training examples where ``model`` (an :class:`lfeval.Encoder`) computes, kept there."""
+        if not isinstance(model, Encoder):
+            return self.x_train
+        key = (model.device, model.data_dtype)
+        if key not in self._resident:
+            self._resident[key] = model.place(self.x_train)
+        return self._resident[key]
 
     def example_methods(self, name: str) -> tuple:
         """``(methods, skipped)``: the run's example methods the encoder ``name`` supports, and
@@ -192,11 +227,12 @@ class RunData:
         full = model.pretext_model if isinstance(model, Encoder) else None
         if method in example_mod.LOSS_BASED and isinstance(full, PretextModel) and full.task.needs_labels:
             with torch.no_grad():
-                predicted = model.pretext_model(torch.as_tensor(np.asarray(inputs))).argmax(1)
+                x = model.place(torch.as_tensor(np.asarray(inputs))).to(model.input_dtype)
+                predicted = full(x).argmax(1)
             kwargs = {"y_train": self.y_train, "y_test": predicted, **kwargs}
         if method == "simplex":
             kwargs.setdefault("seed", self.config.seed)
-        return example_mod.explain_func(model, inputs, targets, method=method, x_train=self.x_train,
+        return example_mod.explain_func(model, inputs, targets, method=method, x_train=self.train_examples(model),
                                         display_progressbar=False, **kwargs)
 
 
@@ -230,7 +266,7 @@ def encoder_summary(rd: RunData) -> pd.DataFrame:
 def feature_attributions(rd: RunData, pretext: str) -> dict:
     """``{method: (N, *input_shape) array}``: label-free attributions of the explained batch (paper Eq. 3)."""
     enc, cache = rd.encoder(pretext), rd.feature_cache()
-    return {m: cache(enc, rd.x_np, method=m, seed=rd.config.seed)
+    return {m: np.asarray(cache(enc, rd.x_np, method=m, seed=rd.config.seed), dtype=np.float32)
             for m in rd.bar(rd.config.explainers, f"attributions {pretext}")}
 
 

@@ -10,6 +10,9 @@ the SHA-256 of their files, the lfeval version and the fingerprint of the data t
   named in the log and the stage is recomputed.
 * **Fresh**: when the data's fingerprint or the lfeval version differ from those of the stored stages,
   every stage is recomputed, and the log says why.
+* **Where computed**: each stage records the device and precision it was computed with (``computed_on``). A
+  resume on another kind of device keeps the stored stages and logs it (with precision ``"highest"`` CUDA equals
+  the CPU within 1e-4 relative), and refuses under ``"tf32"``/``"bf16"``, whose GPU results differ more.
 * **Safe to delete**: the folder carries a marker file (``.lfeval-run``); :func:`remove_run_dir`
   (``--fresh``) deletes only a folder that has it, never anything above or beside it.
 """
@@ -33,8 +36,11 @@ from safetensors.numpy import save as save_arrays
 from ..errors import InvalidArgument, RunIncomplete
 from . import codec
 
-#: config keys that do not change any result (a rerun may differ in them)
-_COSMETIC = ("name", "out_dir", "quiet", "cache_dir", "threads", "backend", "address")
+#: config keys that do not change any result (a rerun may differ in them); ``device`` changes the last digits
+#: only, and is checked per stage (``computed_on``)
+_COSMETIC = ("name", "out_dir", "quiet", "cache_dir", "threads", "backend", "address", "device")
+#: the precision under which CUDA and the CPU agree within tolerance (lfeval.precision)
+_EXACT = "highest"
 MARKER = ".lfeval-run"
 FORMAT = 1
 #: fault injection for the tests: "kill-during-write:<stage>" SIGKILLs the process halfway through writing it
@@ -61,6 +67,11 @@ def _write_atomic(path: Path, data: bytes, fault: bool = False) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _kind(device: str) -> str:
+    """The kind of a device ("cuda:1" -> "cuda"): devices of one kind compute alike."""
+    return str(device).split(":")[0]
 
 
 def remove_run_dir(run_dir: Path) -> bool:
@@ -96,10 +107,14 @@ class StageStore:
         A hash of the loaded data; stages stored for other data (or another lfeval version) are recomputed.
     log : callable
         Where notes about recomputed stages go.
+    computed_on : dict, optional
+        ``{"device": ..., "precision": ...}`` of the stages computed now, recorded with each of them; stored
+        stages computed on another kind of device are kept with a note, or refused unless the precision is
+        ``"highest"`` (see the module docstring).
     """
 
     def __init__(self, run_dir: Path, config: Optional[dict] = None, fingerprint: Optional[str] = None,
-                 log: Callable = print):
+                 log: Callable = print, computed_on: Optional[dict] = None):
         from .. import __version__
 
         self.run_dir = Path(run_dir)
@@ -109,9 +124,11 @@ class StageStore:
         self.computed, self.loaded, self.recomputed = [], [], []
         self.state = {"format": FORMAT, "lfeval": __version__, "data": fingerprint}
         self.manifest = self._read_manifest()
+        self.computed_on = computed_on
         if config is not None:
             self._check_config(config)
         self._check_fresh()
+        self._check_devices()
 
     # ------------------------------------------------------------------ the folder
     def _open_folder(self) -> None:
@@ -175,6 +192,29 @@ class StageStore:
             self.manifest = {**self.state, "stages": {}}
             self._write_manifest()
 
+    def _check_devices(self) -> None:
+        """Note (or, unless the precision is exact, refuse) stored stages computed on another kind of device."""
+        if self.computed_on is None:
+            return
+        device = self.computed_on["device"]
+        other = {}
+        for stage, entry in self.manifest["stages"].items():
+            was = (entry.get("computed_on") or {}).get("device")
+            if was is not None and _kind(was) != _kind(device):
+                other.setdefault(was, []).append(stage)
+        if not other:
+            return
+        where = "; ".join(f"{len(stages)} on {was}" for was, stages in other.items())
+        precision = self.computed_on.get("precision", _EXACT)
+        if precision != _EXACT:
+            raise InvalidArgument(
+                f"{self.run_dir} holds stages computed on another device ({where}) with precision {precision!r}, "
+                f"whose results differ from {device}'s by more than the 1e-4 tolerance; resume it with device="
+                f"{next(iter(other))!r}, or pass --fresh to recompute every stage on {device}.")
+        self.log(f"[lfeval] stored stages were computed on another device ({where}); this run computes on {device}. "
+                 "They are kept: with precision 'highest' the devices agree within 1e-4 relative (--fresh "
+                 "recomputes them all here).")
+
     def _write_manifest(self) -> None:
         self.manifest.update(self.state)
         _write_atomic(self.dir / "manifest.json", json.dumps(self.manifest, indent=1).encode())
@@ -216,7 +256,8 @@ class StageStore:
         fault = os.environ.get(FAULT_ENV, "") == f"kill-during-write:{stage}"
         for i, (kind, data) in enumerate(files.items()):
             _write_atomic(self.dir / f"{self._file_stem(stage)}.{kind}", data, fault=fault and i == 1)
-        self.manifest["stages"][stage] = {"files": {k: _sha256(v) for k, v in files.items()}}
+        self.manifest["stages"][stage] = {"files": {k: _sha256(v) for k, v in files.items()},
+                                          **({"computed_on": self.computed_on} if self.computed_on else {})}
         self._write_manifest()
 
     def try_load(self, stage: str, log: Optional[Callable] = None) -> tuple:
