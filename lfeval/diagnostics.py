@@ -109,13 +109,25 @@ def _evaluate(enc, d):
     return table.to_numpy(dtype=float)
 
 
+def _rates(metric, enc, d, y=None):
+    """A similarity-rate metric on the cosine example importance."""
+    return np.asarray(metric(enc, d["x"], y, a_batch=to_numpy(_examples("cosine")(enc, d))), dtype=float)
+
+
 def _cem(enc, d, mode):
     return _explain(mode, iterations=20, c_steps=2, x_train=d["x_train"])(enc, d)
 
 
 def _paths() -> dict:
-    from .metrics import (ROAD, CorpusDeletion, LabelFreeSimilarityRate, RepresentationShift,
-                          RepresentationShiftInsertion, SimilarityRate, UnitSaliencyCorrelation)
+    from .metrics import (
+        ROAD,
+        CorpusDeletion,
+        LabelFreeSimilarityRate,
+        RepresentationShift,
+        RepresentationShiftInsertion,
+        SimilarityRate,
+        UnitSaliencyCorrelation,
+    )
 
     paths = {name: _explain(name) for name in ("Saliency", "InputXGradient", "DeepLift", "GuidedBackprop",
                                                  "Deconvolution", "Occlusion", "FeatureAblation", "Random")}
@@ -124,7 +136,7 @@ def _paths() -> dict:
         "ShapleyValueSampling": _explain("ShapleyValueSampling", n_samples=2),
         "GradientShap": _explain("GradientShap", n_samples=16),
         "SmoothGrad": _explain("SmoothGrad", n_samples=16),
-        "RELAX": lambda enc, d: _explain("RELAX", n_masks=256)(enc, d),
+        "RELAX": _explain("RELAX", n_masks=256),
         "COCOA": lambda enc, d: _explain("COCOA", x_train=d["x_train"], n_clusters=4)(enc, d),
         "explain_units": _units,
         "RepresentationShift": _metric(lambda d: RepresentationShift(fractions=(0.1, 0.3, 0.6, 1.0))),
@@ -141,10 +153,9 @@ def _paths() -> dict:
         "simplex": _examples("simplex"),
         "tracin": _examples("tracin"),
         "influence": _examples("influence"),
-        "SimilarityRate": lambda enc, d: np.asarray(SimilarityRate(d["y_train"], M=(1, 5))(
-            enc, d["x"], d["y_test"], a_batch=to_numpy(_examples("cosine")(enc, d))), dtype=float),
-        "LabelFreeSimilarityRate": lambda enc, d: np.asarray(LabelFreeSimilarityRate(d["x_train"], n_clusters=4, M=(5,))(
-            enc, d["x"], a_batch=to_numpy(_examples("cosine")(enc, d))), dtype=float),
+        "SimilarityRate": lambda enc, d: _rates(SimilarityRate(d["y_train"], M=(1, 5)), enc, d, d["y_test"]),
+        "LabelFreeSimilarityRate": lambda enc, d: _rates(LabelFreeSimilarityRate(d["x_train"], n_clusters=4, M=(5,)),
+                                                         enc, d),
         "LabelFreeMetaEvaluation": _meta,
         "lfeval.evaluate": _evaluate,
     })

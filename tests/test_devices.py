@@ -63,6 +63,19 @@ def test_bfloat16_network_runs_every_path_at_bfloat16_accuracy(ae, digits):
     assert (table.loc[attributions, "relative_error"] > 1e-4).all()  # it really computed in bfloat16
 
 
+def test_bf16_precision_autocasts_every_path(ae, digits):
+    """lfeval.precision.use("bf16") runs the encoder's forward under bfloat16 autocast (on the CPU too, where it
+    checks the same code): every path runs (layer inputs captured under autocast are bfloat16: influence
+    functions' Hessian once failed on them), and attributions stay within bfloat16 accuracy of float32."""
+    reference = diagnostics.run_paths(ae, digits)
+    with use("bf16"):
+        table = diagnostics.compare_results(reference, diagnostics.run_paths(ae, digits), tolerance=0.05)
+    assert table["error"].eq("").all(), table[table["error"] != ""]
+    attributions = ["Saliency", "IntegratedGradients", "GradientShap", "RELAX", "cosine", "influence"]
+    assert (table.loc[attributions, "relative_error"] < 0.05).all(), table.loc[attributions]
+    assert table.loc["Saliency", "relative_error"] > 1e-4  # the forward pass really ran in bfloat16
+
+
 def test_encoder_moves_its_pretext_model_and_places_inputs(ae):
     enc = ae.copy().double()
     assert enc.dtype == torch.float64 and enc.data_dtype == torch.float64

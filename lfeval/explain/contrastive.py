@@ -53,8 +53,8 @@ from torch import nn
 
 from ..errors import InvalidArgument, InvalidInput
 from ..models.probe import latents
-from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module, model_device
 from ..precision import precise
+from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module, model_device
 from .base import QUANTUS_KEYS, FeatureExplainer, register_explainer
 
 MODES = ("PP", "PN")

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidArgument, InvalidInput, NotAdaptable
 from ..precision import precise
-from ..validation import check_choice, check_inputs, check_model, check_positive_int, model_device, to_numpy
+from ..validation import check_choice, check_inputs, check_model, check_positive_int, to_numpy
 from .fast_paths import batched_evaluate, skip_silenced_checks
 
 SIMILARITIES = ("inner", "negative_distance", "cosine")
