@@ -676,3 +676,15 @@ def test_bad_device_or_precision_flag_exits_2_with_a_named_error(tmp_path, capsy
     assert main(["run", "--out", str(tmp_path / "runs"), "--quiet", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lfeval: error:") and message in err, err
+
+
+def test_diagnostics_bad_inputs(ae, digits):
+    """lfeval.diagnostics: nothing to compare, a plain module, an unknown path name."""
+    from lfeval import diagnostics
+
+    with pytest.raises(InvalidArgument, match="Pass `device`, `dtype` or `inputs`"):
+        diagnostics.compare_placements(ae, digits)
+    with pytest.raises(InvalidArgument, match="needs an lfeval.Encoder"):
+        diagnostics.compare_placements(torch.nn.Flatten().eval(), digits, dtype=torch.float64)
+    with pytest.raises(UnknownName, match="Did you mean 'Saliency'"):
+        diagnostics.run_paths(ae, digits, paths=["Salincy"])
