@@ -57,11 +57,11 @@ class RunConfig:
     ``device``: where every stage computes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), checked and
     normalised here once. ``precision``: the arithmetic on a GPU (:mod:`lfeval.precision`: ``"highest"``, the
     default, equals the CPU within 1e-4 relative; ``"tf32"`` and ``"bf16"`` are faster and less exact; on the CPU
-    ``"tf32"`` computes as ``"highest"`` and ``"bf16"`` autocasts, slowly). A changed ``precision`` is a changed setting (a rerun refuses it without
-    ``--fresh``); a changed ``device`` is not: each stored stage records the device and precision it was
-    computed with, a resume on another device keeps them and says so, and refuses when ``precision`` is not
-    ``"highest"`` (see :class:`lfeval.pipeline.StageStore`). The weight cache is shared by devices: an encoder
-    trained on one device is reused on another.
+    ``"tf32"`` computes as ``"highest"`` and ``"bf16"`` autocasts, slowly). A changed ``precision`` is a changed
+    setting (a rerun refuses it without ``--fresh``); a changed ``device`` is not: each stored stage records the
+    device and precision it was computed with, a resume on another device keeps them and says so, and refuses
+    when ``precision`` is not ``"highest"`` (see :class:`lfeval.pipeline.StageStore`). The weight cache is shared
+    by devices: an encoder trained on one device is reused on another.
     """
 
     name: str = "default"

@@ -95,13 +95,11 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """f(x): the module's output, checked to be the latent batch (N, d).
 
-        Inputs are first :meth:`place`-d on the encoder's device and cast to its input dtype (differentiably,
-        so attributions flow back to the caller's tensor), and run under :func:`lfeval.precision.autocast` when
+        Inputs are first converted by :meth:`network_input` (differentiably, so attributions flow back to the
+        caller's tensor), and run under :func:`lfeval.precision.autocast` when
         bfloat16 autocast was asked for. A latent narrower than float32 is returned as float32: the
         explanation maths (distances, dot products, sums over features) run in float32 at least."""
-        x = self.place(x)
-        if x.dtype != self.input_dtype:  # a bfloat16/float16 network
-            x = x.to(self.input_dtype)
+        x = self.network_input(x)
         if self.native_shape is not None and self.native_shape != self.input_shape:
             x = x.reshape(len(x), *self.native_shape)
         try:
@@ -170,10 +168,13 @@ class Encoder(nn.Module):
         """``x`` on the encoder's device, in its :attr:`data_dtype`: the one conversion at every boundary (NumPy
         from Quantus, CPU data with a CUDA encoder, float32 data with a float64 encoder). A no-op when ``x`` is
         already there; differentiable otherwise, so attributions flow back to the caller's tensor."""
-        device, dtype = self.device, self.data_dtype
-        if x.device != device or x.dtype != dtype:
-            x = x.to(device=device, dtype=dtype)
-        return x
+        return _moved(x, self.device, self.data_dtype)
+
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the encoder's device, in the dtype the network itself takes (:attr:`input_dtype`): what
+        :meth:`forward` feeds the module, and what a caller of the pretext model (which bypasses the Encoder)
+        passes it."""
+        return _moved(x, self.device, self.input_dtype)
 
     # ------------------------------------------------------------------ data
     def check_sample_shape(self, shape: tuple, name: str = "inputs") -> None:
@@ -244,6 +245,13 @@ class Encoder(nn.Module):
     def extra_repr(self) -> str:
         shape = "?" if self.input_shape is None else "x".join(map(str, self.input_shape))
         return f"modality={self.modality.name}, input_shape={shape}, pretext={self.pretext}"
+
+
+def _moved(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` on ``device`` in ``dtype``, copied only when it is not there already."""
+    if x.device != device or x.dtype != dtype:
+        x = x.to(device=device, dtype=dtype)
+    return x
 
 
 def as_encoder(model, inputs=None, modality=None, baseline=None, input_shape=None, **fields) -> Encoder:

@@ -55,8 +55,9 @@ class CaptumExplainer(FeatureExplainer):
             args.setdefault("feature_mask", self.space.feature_mask(x))  # one group per token
         if "internal_batch_size" in self.options() and "internal_batch_size" not in options:
             steps = options.get("n_steps", 50)  # IG's default: split its steps only when they outgrow a pass
-            if len(x) * steps > rows_per_pass(x[0].numel(), len(x) * steps, device=x.device):
-                args["internal_batch_size"] = rows_per_pass(x[0].numel(), len(x) * steps, device=x.device)
+            rows = rows_per_pass(x[0].numel(), len(x) * steps, device=x.device)
+            if len(x) * steps > rows:
+                args["internal_batch_size"] = rows
         x = x.detach().requires_grad_(True)
         if not self.seeded:
             return explainer.attribute(x, **args)

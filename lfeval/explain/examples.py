@@ -195,8 +195,7 @@ class _LossBased(ExampleImportance):
         """As the base's, cast to the network's own dtype: the pretext model is called directly, not through the
         Encoder (a bfloat16 network takes bfloat16 inputs; scores are accumulated in float32 at least)."""
         x_train, x_test = super()._inputs(x_train, x_test)
-        dtype = self.encoder.input_dtype
-        return x_train.to(dtype), x_test.to(dtype)
+        return self.encoder.network_input(x_train), self.encoder.network_input(x_test)
 
     def _labels(self, y, n: int, name: str):
         if y is None:

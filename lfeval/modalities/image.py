@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..draws import draw
 from .base import Modality
 
 
@@ -43,8 +44,7 @@ class Image(Modality):
         Drawn from ``generator`` (a seeded CPU generator) on the CPU, then moved to x's device and dtype: a seed
         gives the same view on any device."""
         n = x.shape[0]
-        place = lambda t: t.to(x.device, x.dtype, non_blocking=True)  # noqa: E731
-        r = lambda *s: place(torch.rand(*s, generator=generator, device="cpu"))  # noqa: E731
+        r = lambda *s: draw(torch.rand, s, generator, x)  # noqa: E731
         angle = (r(n) * 2 - 1) * math.radians(15)
         scale = 0.9 + 0.2 * r(n)
         shift = (r(n, 2) * 2 - 1) * 0.25  # grid coordinates span [-1, 1]: 0.25 = 12.5% of the width
@@ -52,7 +52,7 @@ class Image(Modality):
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
-        noise = place(torch.randn(out.shape, generator=generator, device="cpu")) * 0.05
+        noise = draw(torch.randn, out.shape, generator, x) * 0.05
         return (out + noise).clamp(0.0, 1.0)
 
     def draw_input(self, ax, x):

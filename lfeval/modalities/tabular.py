@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..draws import draw
 from .base import Modality
 
 
@@ -30,9 +31,8 @@ class Tabular(Modality):
     def augment(self, x, generator):
         """Gaussian noise (sigma 0.1) and 20% feature dropout (set to 0). Drawn from ``generator`` (a seeded CPU
         generator) on the CPU, then moved to x's device and dtype: a seed gives the same view on any device."""
-        place = lambda t: t.to(x.device, x.dtype, non_blocking=True)  # noqa: E731
-        noise = place(torch.randn(x.shape, generator=generator, device="cpu")) * 0.1
-        keep = place(torch.rand(x.shape, generator=generator, device="cpu") >= 0.2)
+        noise = draw(torch.randn, x.shape, generator, x) * 0.1
+        keep = (torch.rand(x.shape, generator=generator, device="cpu") >= 0.2).to(x.device, x.dtype, non_blocking=True)
         return ((x + noise) * keep).clamp(0.0, 1.0)
 
     def draw_input(self, ax, x):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..draws import draw
 from .base import Modality
 
 
@@ -43,9 +44,8 @@ class TimeSeries(Modality):
         ``generator`` (a seeded CPU generator) on the CPU, then moved to x's device and dtype: a seed gives the
         same view on any device."""
         n = x.shape[0]
-        place = lambda t: t.to(x.device, x.dtype, non_blocking=True)  # noqa: E731
-        jitter = place(torch.randn(x.shape, generator=generator, device="cpu")) * 0.03
-        factor = 1 + 0.1 * place(torch.randn(n, 1, 1, generator=generator, device="cpu"))
+        jitter = draw(torch.randn, x.shape, generator, x) * 0.03
+        factor = 1 + 0.1 * draw(torch.randn, (n, 1, 1), generator, x)
         mean = x.mean(dim=(1, 2), keepdim=True)
         return ((x - mean) * factor + mean + jitter).clamp(0.0, 1.0)
 

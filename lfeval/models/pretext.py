@@ -15,17 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..draws import draw
 from ..modalities import get_modality
 from .architectures import EncoderNet, build_decoder
 
 PRETEXTS = ("reconstruction", "denoising", "inpainting", "classification", "contrastive")
-
-
-def draw(sampler, shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """``sampler(shape)`` (``torch.rand``/``torch.randn``) drawn in float32 on the CPU from ``generator`` (a seeded
-    CPU generator), then moved to ``like``'s device and dtype: the same numbers whatever the device. The copy is
-    asynchronous on a GPU (the host buffer is staged at once), so a training step does not wait for the device."""
-    return sampler(tuple(shape), generator=generator, device="cpu").to(like.device, like.dtype, non_blocking=True)
 
 
 class PretextTask:

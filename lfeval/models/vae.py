@@ -12,8 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..draws import draw
 from .architectures import EncoderNet
-from .pretext import PretextTask, draw
+from .pretext import PretextTask
 
 VAE_PRETEXTS = ("beta-vae", "tc-vae")
 

@@ -227,7 +227,7 @@ class RunData:
         full = model.pretext_model if isinstance(model, Encoder) else None
         if method in example_mod.LOSS_BASED and isinstance(full, PretextModel) and full.task.needs_labels:
             with torch.no_grad():
-                x = model.place(torch.as_tensor(np.asarray(inputs))).to(model.input_dtype)
+                x = model.network_input(torch.as_tensor(np.asarray(inputs)))
                 predicted = full(x).argmax(1)
             kwargs = {"y_train": self.y_train, "y_test": predicted, **kwargs}
         if method == "simplex":
