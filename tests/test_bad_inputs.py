@@ -676,6 +676,7 @@ def test_bad_device_or_precision_flag_exits_2_with_a_named_error(tmp_path, capsy
     assert main(["run", "--out", str(tmp_path / "runs"), "--quiet", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lfeval: error:") and message in err, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_diagnostics_bad_inputs(ae, digits):
