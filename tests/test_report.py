@@ -11,6 +11,7 @@ from lfeval.errors import InvalidArgument, UnknownName
 from lfeval.metrics import Curve
 from lfeval.report import Section, normalise_scores, plots, rank_explainers, write_report
 from lfeval.report.html import table_html
+from lfeval.report.ranking import control_wins, mean_rank_metrics
 
 
 def test_rank_explainers_known_answer():
@@ -37,6 +38,77 @@ def test_rank_needs_directions():
         rank_explainers(pd.DataFrame({"m": [1.0]}, index=["a"]), {})
     with pytest.raises(InvalidArgument, match="'higher' or 'lower'"):
         rank_explainers(pd.DataFrame({"m": [1.0]}, index=["a"]), {"m": "up"})
+
+
+def _scores_random_wins_consistency():
+    # Random wins "consistency" (a model-independent map is perfectly consistent); faith and lip favour IG
+    return pd.DataFrame({"faith": [0.9, 0.5, 0.1], "consistency": [0.3, 0.6, 1.0], "lip": [2.0, 1.0, 3.0]},
+                        index=["IG", "Saliency", "Random"])
+
+
+DIRS = {"faith": "higher", "consistency": "higher", "lip": "lower"}
+
+
+def test_control_won_metric_is_left_out_of_the_mean_rank():
+    scores = _scores_random_wins_consistency()
+    flags = control_wins(scores, DIRS, controls=["Random"])
+    assert flags.to_dict() == {"faith": False, "consistency": True, "lip": False}
+    ranks = rank_explainers(scores, DIRS, controls=["Random"])
+    # per-metric ranks are kept, control-won metric included
+    assert ranks.loc["Random", "consistency"] == 1.0 and ranks.loc["IG", "consistency"] == 3.0
+    # known answer: faith ranks IG 1, Saliency 2, Random 3; lip ranks Saliency 1, IG 2, Random 3
+    assert ranks["mean_rank"].to_dict() == {"IG": 1.5, "Saliency": 1.5, "Random": 3.0}
+    np.testing.assert_array_equal(ranks["mean_rank"], ranks[["faith", "lip"]].mean(axis=1))
+    # counted, consistency would lift Random to a 2.33 mean rank, level with the real methods
+    plain = rank_explainers(scores, DIRS)
+    assert plain.loc["Random", "mean_rank"] == pytest.approx(7 / 3)
+    assert plain.loc["IG", "mean_rank"] == 2.0
+
+
+def test_ranking_is_unchanged_where_no_control_wins():
+    scores = _scores_random_wins_consistency().drop(columns="consistency")
+    assert not control_wins(scores, DIRS, controls=["Random"]).any()
+    pd.testing.assert_frame_equal(rank_explainers(scores, DIRS, controls=["Random"]), rank_explainers(scores, DIRS))
+    # no control among the methods, or nothing but controls: nothing to compare, nothing flagged
+    full = _scores_random_wins_consistency()
+    assert not control_wins(full, DIRS, controls=[]).any()
+    assert not control_wins(full, DIRS, controls=["Baseline"]).any()
+    assert not control_wins(full.loc[["Random"]], DIRS, controls=["Random"]).any()
+
+
+def test_a_control_tying_the_best_method_counts_as_winning():
+    scores = pd.DataFrame({"m": [1.0, 0.5, 1.0], "const": [2.0, 2.0, 2.0], "f": [0.9, 0.5, 0.1]},
+                          index=["IG", "Saliency", "Random"])
+    flags = control_wins(scores, {"m": "higher", "const": "lower", "f": "higher"}, controls=["Random"])
+    assert flags.to_dict() == {"m": True, "const": True, "f": False}  # tie with the best; a constant metric
+    ranks = rank_explainers(scores, {"m": "higher", "const": "lower", "f": "higher"}, controls=["Random"])
+    np.testing.assert_array_equal(ranks.loc[["IG", "Saliency", "Random"], "mean_rank"], [1.0, 2.0, 3.0])
+    # a control just below the best real method (beyond float noise) does not win
+    scores.loc["Random", "m"] = 1.0 - 1e-6
+    assert not control_wins(scores[["m"]], {"m": "higher"}, controls=["Random"])["m"]
+
+
+def test_every_metric_won_by_the_control_falls_back_to_all_metrics():
+    scores = pd.DataFrame({"a": [0.1, 0.5, 0.9], "b": [0.2, 0.3, 0.8]}, index=["IG", "Saliency", "Random"])
+    dirs = {"a": "higher", "b": "higher"}
+    flags = control_wins(scores, dirs, controls=["Random"])
+    assert flags.all() and mean_rank_metrics(flags) == ["a", "b"]
+    pd.testing.assert_frame_equal(rank_explainers(scores, dirs, controls=["Random"]), rank_explainers(scores, dirs))
+
+
+def test_random_is_marked_as_a_control_in_the_registry():
+    from lfeval.explain.base import explainer_names, get_explainer
+
+    assert "Saliency" in explainer_names()  # registers the built-in methods
+    assert get_explainer("Random").control is True
+    assert getattr(get_explainer("Saliency"), "control", False) is False
+
+
+def test_radar_chart_labels_control_won_metrics():
+    ranks = rank_explainers(_scores_random_wins_consistency(), DIRS, controls=["Random"])
+    fig = plots.radar_chart(ranks, control_wins=["consistency"])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["faith", "consistency\n(control wins)", "lip"]
 
 
 def test_radar_chart_draws_rank_one_outermost_and_labels_it():

@@ -145,6 +145,27 @@ def test_report_summary_names_the_best_explainers_and_trusted_metrics(small):
     assert items[3].startswith("Ranks: 1 = best")
 
 
+def test_ranks_leave_out_the_metrics_the_random_control_wins(small):
+    """Random (a control: its class sets control = True) scores PretextCorrelation 1 on every encoder, so
+    ranks.csv flags that metric and each mean rank is the mean of the other metrics' ranks; the report says so."""
+    d = small["dir"]
+    ranks = pd.read_csv(d / "ranks.csv")
+    assert set(ranks.loc[ranks["control"], "method"]) == {"Random"}
+    features = ranks[(ranks["kind"] == "features") & (ranks["metric"] != "mean_rank")]
+    for pretext in PRETEXTS + ["all"]:
+        part = features[features["pretext"] == pretext]
+        won = set(part.loc[part["control_wins"], "metric"])
+        assert "PretextCorrelation" in won and "RepresentationShift" not in won, (pretext, won)
+        ranked = part[~part["control_wins"]].pivot(index="method", columns="metric", values="rank")
+        mean = ranks[(ranks["kind"] == "features") & (ranks["pretext"] == pretext)
+                     & (ranks["metric"] == "mean_rank")].set_index("method")["rank"]
+        np.testing.assert_allclose(mean.loc[ranked.index], ranked.mean(axis=1))
+    assert not ranks.loc[ranks["kind"] == "examples", "control_wins"].any()  # no control among example methods
+    html = (d / "report.html").read_text()
+    assert "The <b>Random</b> control ties or beats every other method on <b>PretextCorrelation</b>" in html
+    assert "metrics a control ties or beats (left out of the mean rank)" in html
+
+
 def test_lfeval_report_redraws_the_same_report_without_recomputing(small, tmp_path, capsys):
     """`lfeval report RUN_DIR` on a copy of the run: the same report.html, byte for byte, no stage or
     encoder touched (the copy's weight cache is empty: any training would fill it)."""

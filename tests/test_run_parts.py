@@ -16,7 +16,7 @@ from lfeval.explain.precomputed import PrecomputedExplanations
 from lfeval.metrics import score_direction as direction
 from lfeval.metrics.catalogue import CATALOGUE, FEATURES, MetricContext, build_metric
 from lfeval.pipeline import StageStore
-from lfeval.pipeline.outputs import OVERALL, rank_table
+from lfeval.pipeline.outputs import OVERALL, control_methods, control_table, rank_table
 from lfeval.pipeline.summary import best_explainers, trusted_metrics
 
 
@@ -78,6 +78,52 @@ def test_rank_table_known_answer():
     summary = best_explainers(ranks, "features")
     assert summary == ("Feature attributions: <b>IG</b> is best overall (mean rank 1.25 of 2 methods over 2 metrics); "
                        "best per encoder: p1 <b>IG</b>, p2 <b>IG</b> and <b>Random</b> (tied).")
+
+
+def test_rank_table_leaves_control_won_metrics_out_of_the_mean_rank():
+    """Random wins "cons" on p1 and overall, and every metric on p2 (the fallback): ranks.csv keeps each
+    per-metric rank, flags the won metrics, and averages the mean rank over the others."""
+    per = {"p1": {"IG": (0.9, 0.2, 1.0), "Saliency": (0.5, 0.4, 2.0), "Random": (0.1, 1.0, 3.0)},
+           "p2": {"IG": (0.5, 0.2, 2.0), "Saliency": (0.1, 0.4, 3.0), "Random": (0.9, 1.0, 1.0)}}
+    rows = [{"pretext": p, "kind": "features", "method": m, "metric": metric, "score": v}
+            for p, methods in per.items() for m, values in methods.items()
+            for metric, v in zip(("faith", "cons", "lip"), values)]
+    scores, dirs = pd.DataFrame(rows), {"faith": "higher", "cons": "higher", "lip": "lower"}
+    assert control_methods(scores) == ["Random"]  # read from the registry (Random.control), not by name
+    ranks = rank_table(scores, dirs, controls=control_methods(scores))
+    assert {"kind", "pretext", "method", "metric", "normalised", "rank", "control", "control_wins"} <= set(ranks)
+    r = ranks.set_index(["pretext", "method", "metric"])
+    assert r.loc[("p1", "Random", "cons"), "rank"] == 1 and r.loc[("p1", "Random", "cons"), "control_wins"]
+    assert not r.loc[("p1", "IG", "faith"), "control_wins"] and r.loc[("p1", "Random", "faith"), "control"]
+    # p1: the mean rank over faith and lip only (IG 1 and 1, Saliency 2 and 2, Random 3 and 3)
+    assert [r.loc[("p1", m, "mean_rank"), "rank"] for m in ("IG", "Saliency", "Random")] == [1.0, 2.0, 3.0]
+    assert r.loc[("p1", "IG", "mean_rank"), "normalised"] == 1.0  # faith 1 and lip 1; cons (0) left out
+    # p2: Random wins every metric, so nothing is left out (flags stay, for the record)
+    assert r.loc[("p2", "Random", "mean_rank"), "rank"] == 1.0 and r.xs("p2")["control_wins"].drop(
+        "mean_rank", level="metric").all()
+    # overall: averaged normalised cons is Random 1, Saliency 0.25, IG 0 -> flagged; faith and lip are not
+    overall = r.xs(OVERALL).xs("IG", level="method")["control_wins"].to_dict()
+    assert overall == {"faith": False, "cons": True, "lip": False, "mean_rank": False}
+    mean = r.xs(OVERALL).xs("mean_rank", level="metric")["rank"]
+    ranked = r.xs(OVERALL).drop("mean_rank", level="metric")["rank"].unstack("metric")
+    np.testing.assert_array_equal(mean.loc[ranked.index], ranked[["faith", "lip"]].mean(axis=1))
+    assert mean.to_dict() == {"IG": 1.0, "Saliency": 3.0, "Random": 2.0}  # faith and lip average IG .75, Random .5
+    # without controls, nothing is flagged and the mean rank is over every metric (the old table)
+    plain = rank_table(scores, dirs).set_index(["pretext", "method", "metric"])
+    assert not plain["control_wins"].any() and plain.loc[("p1", "IG", "mean_rank"), "rank"] == pytest.approx(5 / 3)
+    # the summary and the report's table say which metrics were left out, and where
+    summary = best_explainers(ranks, "features")
+    assert "over 2 of 3 metrics" in summary
+    assert ("The <b>Random</b> control ties or beats every other method on <b>cons</b> (p1 and overall): this "
+            "metric cannot tell the explainers from a control, so it is left out of the mean rank there") in summary
+    assert "on every metric (p2), so there nothing is left out" in summary
+    table = control_table(ranks, "features")
+    assert table.loc["p1", "control ties or beats every other method on"] == "cons"
+    assert table.loc["p1", "mean rank over"] == "the other 2 of 3 metrics"
+    assert table.loc["p2", "mean rank over"].startswith("all 3 metrics")
+    # a ranks.csv from before the control columns reads as unflagged
+    old = best_explainers(ranks.drop(columns=["control", "control_wins"]), "features")
+    assert "control" not in old and "over 3 metrics" in old
 
 
 def test_trusted_metrics_names_the_highest_mc_per_kind():

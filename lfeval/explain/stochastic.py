@@ -131,5 +131,9 @@ class SmoothGrad(FeatureExplainer):
 class Random(FeatureExplainer):
     """The Random control: U(-1, 1) per feature, keyed on the seed and the input's content only."""
 
+    #: a control, not an explainer: a metric it ties or wins is left out of a run's mean rank
+    #: (:func:`lfeval.report.ranking.control_wins`); a user's method may set it too
+    control = True
+
     def attribute_batch(self, x, z_ref, baseline, seed):
         return random_attribution(x, seed=seed)

@@ -17,31 +17,56 @@ import pandas as pd
 from ..errors import RunIncomplete
 from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES
 from ..report import Section, normalise_scores, plots, rank_explainers, write_report
-from .summary import RANK_CONVENTION, summary_sentences
+from ..report.ranking import control_wins, mean_rank_metrics
+from .summary import RANK_CONVENTION, control_flags, control_names, left_out_sentence, summary_sentences
 
 OVERALL = "all"
 #: the tables of a run: name -> keyword arguments of pandas.read_csv
 TABLES = {"encoders": {"index_col": 0}, "scores": {}, "ranks": {}, "meta": {}, "pretext": {}}
 
 
-def rank_table(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
+def control_methods(scores: pd.DataFrame) -> list:
+    """The methods of a long scores table that are controls, read from the explainer registries: a feature
+    explainer or example method whose class sets ``control = True`` (the Random explainer; a user's may too)."""
+    from ..explain.base import EXPLAINERS, explainer_names
+    from ..explain.examples import EXAMPLE_METHODS
+
+    explainer_names()  # registers the built-in explainers
+    registry = {FEATURES: EXPLAINERS, EXAMPLES: EXAMPLE_METHODS}
+    pairs = scores[["kind", "method"]].drop_duplicates().itertuples(index=False) if len(scores) else ()
+    return list(dict.fromkeys(m for kind, m in pairs
+                              if getattr(registry.get(kind, {}).get(m), "control", False) is True))
+
+
+def rank_table(scores: pd.DataFrame, directions: dict, controls=()) -> pd.DataFrame:
     """Ranks of the methods of each kind, per encoder and overall, as the Quantus tutorial ranks them.
 
     Per encoder: each metric's mean scores are min-max normalised (1 = best, using the metric's
     direction) and ranked (rank 1 = best, ties averaged). Overall (pretext ``"all"``): the
     normalised scores are averaged over encoders, then ranked. A ``mean_rank`` row per method
     holds the mean of its ranks over metrics (lowest = best). Long format: kind, pretext, method,
-    metric, normalised, rank.
+    metric, normalised, rank, control, control_wins.
+
+    ``controls``: the control methods (:func:`control_methods`). Where a control ties or beats every other
+    method on a metric (:func:`lfeval.report.ranking.control_wins`; overall: on the averaged normalised
+    scores), that metric's rows get ``control_wins`` True and it is left out of the ``mean_rank`` (rank and
+    normalised) of that encoder, unless every metric is flagged there (then all count). ``control`` marks
+    the control methods' rows.
     """
-    rows = []
+    rows, controls = [], list(controls)
 
     def add(kind, pretext, table, dirs):
         norm = normalise_scores(table, dirs)
-        ranks = rank_explainers(table, dirs)
+        ranks = rank_explainers(table, dirs, controls=controls)
+        flags = control_wins(table, dirs, controls)
+        kept = mean_rank_metrics(flags)
         for method in table.index:
+            control = method in controls
             for metric in table.columns:
-                rows.append((kind, pretext, method, metric, norm.loc[method, metric], ranks.loc[method, metric]))
-            rows.append((kind, pretext, method, "mean_rank", norm.loc[method].mean(), ranks.loc[method, "mean_rank"]))
+                rows.append((kind, pretext, method, metric, norm.loc[method, metric], ranks.loc[method, metric],
+                             control, bool(flags[metric])))
+            rows.append((kind, pretext, method, "mean_rank", norm.loc[method, kept].mean(),
+                         ranks.loc[method, "mean_rank"], control, False))
         return norm
 
     for kind, group in scores.groupby("kind", sort=False):
@@ -51,7 +76,8 @@ def rank_table(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
             norms.append(add(kind, pretext, table, {m: directions[m] for m in table.columns}))
         overall = sum(norms) / len(norms)
         add(kind, OVERALL, overall, {m: "higher" for m in overall.columns})
-    return pd.DataFrame(rows, columns=["kind", "pretext", "method", "metric", "normalised", "rank"])
+    return pd.DataFrame(rows, columns=["kind", "pretext", "method", "metric", "normalised", "rank", "control",
+                                       "control_wins"])
 
 
 def wide(table: pd.DataFrame, kind: str, pretext: str, value: str) -> pd.DataFrame:
@@ -59,6 +85,20 @@ def wide(table: pd.DataFrame, kind: str, pretext: str, value: str) -> pd.DataFra
     t = table[(table["kind"] == kind) & (table["pretext"] == pretext)]
     out = t.pivot(index="method", columns="metric", values=value)
     return out.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["metric"]))]
+
+
+def control_table(ranks: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Per encoder (and overall) where a control wins a metric: the metrics it ties or beats and what the
+    mean rank is over, from ``ranks.csv`` (:func:`lfeval.pipeline.summary.control_flags`)."""
+    n = ranks.loc[(ranks["kind"] == kind) & (ranks["metric"] != "mean_rank"), "metric"].nunique()
+    names = control_names(ranks, kind)
+    rows = {}
+    for p, f in control_flags(ranks, kind).items():
+        rows["overall" if p == OVERALL else p] = {
+            "control": ", ".join(names), "control ties or beats every other method on": ", ".join(f["won"]),
+            "mean rank over": (f"all {n} metrics (the control wins every one; nothing left out)" if f["all"]
+                               else f"the other {n - len(f['won'])} of {n} metrics")}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("encoder")
 
 
 def _save(fig, path: Path, caption: str, figures: list) -> None:
@@ -85,7 +125,7 @@ def write_tables(run_dir: Path, encoders: pd.DataFrame, scored: dict, pretext: p
     run_dir = Path(run_dir)
     scores = pd.concat([r["scores"] for r in scored.values()], ignore_index=True)
     directions = {k: v for r in scored.values() for k, v in r["directions"].items()}
-    ranks = rank_table(scores, directions) if len(scores) else pd.DataFrame()
+    ranks = rank_table(scores, directions, controls=control_methods(scores)) if len(scores) else pd.DataFrame()
     encoders.to_csv(run_dir / "encoders.csv")
     scores.to_csv(run_dir / "scores.csv", index=False)
     ranks.to_csv(run_dir / "ranks.csv", index=False)
@@ -146,17 +186,25 @@ def render(run_dir: Path, config, rd, attributions: dict, scored: dict) -> Path:
         metric_names = list(dict.fromkeys(scores.loc[scores["kind"] == kind, "metric"]))
         figures = []
         overall_ranks = wide(ranks, kind, OVERALL, "rank")
+        flags = control_flags(ranks, kind)
+        overall_won = flags[OVERALL]["won"] if OVERALL in flags and not flags[OVERALL]["all"] else []
         if overall_ranks.shape[1] > 2:
-            fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers")
+            fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers",
+                                    control_wins=overall_won)
             _save(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind}; rank 1 = best, "
-                  "drawn outermost)", figures)
+                  "drawn outermost)" + ("; metrics marked (control wins) are left out of the mean rank"
+                                        if overall_won else ""), figures)
         tables = {"overall rank (normalised scores averaged over encoders; 1 = best)": overall_ranks.sort_values(
             "mean_rank", ascending=True, kind="stable")}
+        if flags:
+            tables["metrics a control ties or beats (left out of the mean rank)"] = control_table(ranks, kind)
         for p in config.encoder_names:
             tables[f"mean scores, {p} encoder"] = wide(scores, kind, p, "score")
         title = "Feature attributions" if kind == FEATURES else "Example importance"
+        left_out = left_out_sentence(ranks, kind, OVERALL)
         text = ("Scores are means over the explained inputs (per-sample values and their standard errors are in "
-                f"scores.csv). {RANK_CONVENTION}" + _metric_notes(metric_names, directions))
+                f"scores.csv). {RANK_CONVENTION}" + (f"<p>{left_out}</p>" if left_out else "")
+                + _metric_notes(metric_names, directions))
         sections.append(Section(f"{title}: scores and ranking", text, tables, figures))
 
     figures, feature_tables = [], {}

@@ -57,13 +57,16 @@ def metric_curves(curves: dict, title: str = "", xlabel: str = "", ylabel: str =
     return fig
 
 
-def radar_chart(ranks: pd.DataFrame, title: str = "Ranks of explainers"):
+def radar_chart(ranks: pd.DataFrame, title: str = "Ranks of explainers", control_wins=()):
     """Radar ("spyder") chart of per-metric ranks (1 = best), as in the Quantus tutorial.
 
     Rank r of n methods is drawn at radius n + 1 - r, so the best method is outermost; the radial
-    tick labels show the ranks and the title says "1 = best, outermost".
+    tick labels show the ranks and the title says "1 = best, outermost". The axes of the metrics in
+    ``control_wins`` (a control ties or beats every other method there, so they are left out of the
+    mean rank: :func:`lfeval.report.ranking.control_wins`) are labelled "(control wins)".
     """
     metrics = [c for c in ranks.columns if c != "mean_rank"]
+    won = set(control_wins)
     n = len(ranks)
     angles = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(6, 6), subplot_kw=dict(polar=True))
@@ -72,7 +75,7 @@ def radar_chart(ranks: pd.DataFrame, title: str = "Ranks of explainers"):
         ax.plot(angles + angles[:1], radii + radii[:1], label=method)
         ax.fill(angles + angles[:1], radii + radii[:1], alpha=0.1)
     ax.set_xticks(angles)
-    ax.set_xticklabels(metrics, fontsize=8)
+    ax.set_xticklabels([f"{m}\n(control wins)" if m in won else m for m in metrics], fontsize=8)
     ax.set_ylim(0, n + 0.5)
     ax.set_yticks(range(1, n + 1))
     ax.set_yticklabels([f"rank {n + 1 - r}" for r in range(1, n + 1)], fontsize=7)
