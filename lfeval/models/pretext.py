@@ -34,9 +34,26 @@ class PretextTask:
     def build_head(self, encoder: EncoderNet, n_classes: int) -> nn.Module:
         return build_decoder(encoder)
 
+    def draws(self, model: "PretextModel", x: torch.Tensor, generator: torch.Generator):
+        """What one batch's loss takes besides (x, y): its random part (the corrupted input, views, noise), drawn
+        from ``generator`` in the order the loss consumes it, and per-example constants that differ between tasks
+        sharing :meth:`loss_given` (a VAE's β). None, a tensor or a tuple of tensors, each (N, ...). Kept apart
+        from :meth:`loss_given` so that a batched ensemble (:func:`lfeval.models.train_ensemble`) makes each
+        member's from that member's task and generator."""
+        return self.corrupt(x, generator)
+
+    def batch_key(self) -> tuple:
+        """Tasks with equal keys compute their loss with the same code and Python constants, so a batched ensemble
+        can train them in one vmapped step (reconstruction, denoising and inpainting differ only in their draws)."""
+        return (type(self).loss_given,)
+
+    def loss_given(self, model: "PretextModel", x, y, drawn) -> torch.Tensor:
+        """Per-example training loss (N,) given this batch's draws (deterministic)."""
+        return _mse(model(drawn), x)
+
     def loss(self, model: "PretextModel", x, y, generator) -> torch.Tensor:
         """Per-example training loss (N,), with this task's random corruption."""
-        return _mse(model(self.corrupt(x, generator)), x)
+        return self.loss_given(model, x, y, self.draws(model, x, generator))
 
     def example_extra(self, x: torch.Tensor):
         """Per-example tensors the deterministic loss needs besides (x, y), precomputed for a batch."""
@@ -91,7 +108,10 @@ class Classification(PretextTask):
     def build_head(self, encoder, n_classes):
         return nn.Linear(encoder.latent_dim, n_classes)
 
-    def loss(self, model, x, y, generator):
+    def draws(self, model, x, generator):
+        return None
+
+    def loss_given(self, model, x, y, drawn):
         return F.cross_entropy(model(x), y, reduction="none")
 
     def example_loss(self, forward, x, y, extra=None):
@@ -109,11 +129,21 @@ class Contrastive(PretextTask):
         self.proj_dim = proj_dim
 
     def build_head(self, encoder, n_classes):
+        """SimCLR's g(h) = W2 ReLU(W1 h), applied to the whole latent. No ReLU in front of W1: the latent is the
+        encoder's linear output, and a leading ReLU would hide each coordinate's negative half from the loss (a
+        coordinate negative on every input got no gradient and died, 1-3 of 8 on digits)."""
         d = encoder.latent_dim
-        return nn.Sequential(nn.ReLU(), nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, self.proj_dim))
+        return nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, self.proj_dim))
 
-    def loss(self, model, x, y, generator):
-        z = F.normalize(model(torch.cat([self.augment(x, generator), self.augment(x, generator)])), dim=1)
+    def draws(self, model, x, generator):
+        """The two augmented views, stacked: (2N, ...)."""
+        return torch.cat([self.augment(x, generator), self.augment(x, generator)])
+
+    def batch_key(self):
+        return (type(self).loss_given, self.temperature)
+
+    def loss_given(self, model, x, y, drawn):
+        z = F.normalize(model(drawn), dim=1)
         n = x.shape[0]
         sim = z @ z.T / self.temperature
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=x.device), float("-inf"))
