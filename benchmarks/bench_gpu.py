@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from tables import markdown  # noqa: E402
 
 import lfeval  # noqa: E402
 from lfeval import diagnostics  # noqa: E402
@@ -52,21 +53,6 @@ sys.path.insert(0, str(HERE))
 
 RESULTS: dict = {"sections": {}}
 START = time.perf_counter()
-
-
-def markdown(table: pd.DataFrame, index: bool = True, floatfmt: str = ".3g") -> str:
-    """A Markdown table (pandas' to_markdown needs the optional tabulate)."""
-    if index:
-        table = table.reset_index()
-
-    def cell(v):
-        if isinstance(v, float):
-            return format(v, floatfmt)
-        return str(v).replace("|", "/").replace("\n", " ")[:160]
-
-    rows = [[str(c) for c in table.columns]] + [[cell(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join([lines[0], "|" + "---|" * len(table.columns)] + lines[1:])
 
 
 def sync(device) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tables import markdown
 from tqdm.auto import tqdm
 
 import lfeval
@@ -179,19 +180,7 @@ def main():
         wide["MC model"], wide["MC input"] = mc.get("Model"), mc.get("Input")
         wide["seconds"] = [seconds[(kind, n)] for n in wide.index]
         print()
-        print(markdown(wide))
-
-
-def markdown(table: pd.DataFrame) -> str:
-    def fmt(v):
-        if isinstance(v, str):
-            return v
-        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
-
-    head = "| metric | " + " | ".join(table.columns) + " |"
-    rule = "|" + "---|" * (len(table.columns) + 1)
-    body = ["| " + name + " | " + " | ".join(fmt(v) for v in row) + " |" for name, row in table.iterrows()]
-    return "\n".join([head, rule, *body])
+        print(markdown(wide.rename_axis("metric")))
 
 
 if __name__ == "__main__":

@@ -261,13 +261,14 @@ def similarity_rates(importance: torch.Tensor, y_train: torch.Tensor, y_test: to
                      counts: Sequence[int]) -> tuple:
     """Same-label rate of the top-M and bottom-M training examples of each test example, for each M in
     ``counts`` (paper §4.1, Fig. 3): ``(top (N, K), bottom (N, K))``."""
-    y = torch.as_tensor(y_test).reshape(-1, 1)
-    y_train = torch.as_tensor(y_train)
-    counts = torch.as_tensor(list(counts))
+    device = importance.device  # ranked where the matrix is (a GPU for all of MNIST)
+    y = torch.as_tensor(y_test).to(device).reshape(-1, 1)
+    y_train = torch.as_tensor(y_train).to(device)
+    counts = torch.as_tensor(list(counts), device=device)
     k = int(counts.max())
     top = y_train[torch.topk(importance, k, dim=1).indices] == y  # (N, k), most important first
     bottom = y_train[torch.topk(-importance, k, dim=1).indices] == y
-    steps = torch.arange(1, k + 1)
+    steps = torch.arange(1, k + 1, device=device)
     return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
 
 
@@ -275,12 +276,13 @@ def membership_rates(importance: torch.Tensor, member: torch.Tensor, counts: Seq
     """Share of the top-M and bottom-M training examples by ``importance`` (N, n_train) for which ``member``
     (N, n_train) is True, for each M in ``counts``: ``(top (N, K), bottom (N, K))``. :func:`similarity_rates`
     with ``member = (y_train == y_test)``; the label-free rates use pseudo-labels or latent neighbourhoods."""
-    counts = torch.as_tensor(list(counts))
+    device = importance.device
+    counts = torch.as_tensor(list(counts), device=device)
     k = int(counts.max())
-    member = torch.as_tensor(member).bool()
+    member = torch.as_tensor(member).to(device).bool()
     top = member.gather(1, torch.topk(importance, k, dim=1).indices)
     bottom = member.gather(1, torch.topk(-importance, k, dim=1).indices)
-    steps = torch.arange(1, k + 1)
+    steps = torch.arange(1, k + 1, device=device)
     return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
 
 

@@ -17,6 +17,7 @@ from .architectures import (
     build_decoder,
     build_encoder,
 )
+from .ensemble import train_ensemble
 from .pretext import PRETEXTS, PretextModel, PretextTask, make_task
 from .probe import latents, probe_accuracy, reconstruction_mse
 from .training import train_encoder, train_encoders
@@ -25,6 +26,6 @@ from .vae import TCVAE, VAE_PRETEXTS, BetaVAE, VAEEncoder
 __all__ = [
     "ARCHITECTURES", "ConvDecoder", "ConvEncoder", "Encoder", "EncoderNet", "LSTMDecoder", "LSTMEncoder",
     "MLPDecoder", "MLPEncoder", "build_decoder", "build_encoder", "PRETEXTS", "PretextModel", "PretextTask",
-    "make_task", "latents", "probe_accuracy", "reconstruction_mse", "train_encoder", "train_encoders",
+    "make_task", "latents", "probe_accuracy", "reconstruction_mse", "train_encoder", "train_encoders", "train_ensemble",
     "BetaVAE", "TCVAE", "VAEEncoder", "VAE_PRETEXTS",
 ]

@@ -24,8 +24,11 @@ from .pretext import PRETEXTS, PretextModel, make_task
 from .probe import diagnose
 from .vae import VAE_PRETEXTS, VAEEncoder
 
-#: bump an architecture family's version when it changes, so cached weights are not reused
-_ARCH_VERSION = {"conv": 1, "mlp": 1, "lstm": 2}
+#: bump an architecture family's version when it changes, so cached weights are not reused (conv 2: the decoder's
+#: NearestUpsample, whose gradient rounds differently)
+_ARCH_VERSION = {"conv": 2, "mlp": 1, "lstm": 2}
+#: bump a pretext head's version when it changes (contrastive 2: no ReLU in front of the projection head)
+_HEAD_VERSION = {"contrastive": 2}
 
 
 @precise
@@ -106,6 +109,33 @@ def train_encoder(
         loss-based example methods use), ``checkpoints`` (list of ``{"epoch", "lr", "state_dict"}``
         of the full model) and ``history``.
     """
+    plan = _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, checkpoints,
+                 val_fraction, device, threads, task_kwargs)
+    seed = check_positive_int(seed, "seed", minimum=0)
+    config = _config(ds, plan, seed)
+    model = _new_model(ds, plan, seed)
+    cache_file = _cache_file(cache_dir, ds, plan, seed, config)
+    saved = _load_cached(cache_file, model, plan)
+    if saved is not None:
+        return _finish(model, saved["checkpoints"], saved["history"], config, ds)
+
+    work = threads_mod.work_of(model, ds.input_shape, batch=plan["batch_size"])
+    with threads_mod.limit(plan["threads"], work=work, adapt_to_load=False):
+        history, states, best_state, best_epoch = _fit(model, plan["x"], ds.y_train, plan["n_val"], pretext,
+                                                       plan["epochs"], plan["batch_size"], plan["lr"],
+                                                       plan["weight_decay"], plan["patience"], plan["min_steps"], seed,
+                                                       plan["checkpoints"], plan["device"], display_progressbar)
+    model.load_state_dict(best_state)
+    history["best_epoch"] = best_epoch
+    kept = _spread(states[: best_epoch + 1], plan["checkpoints"])
+    _store(cache_file, cache_dir, model, kept, history, config)
+    return _finish(model, kept, history, config, ds)
+
+
+def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, checkpoints,
+          val_fraction, device, threads, task_kwargs) -> dict:
+    """Validate the training settings shared by every seed: a dict of them (``x``: the checked training inputs,
+    ``n_val``: the validation split's size)."""
     if not isinstance(ds, Dataset):
         raise InvalidArgument(f"`ds` must be an lfeval.data.Dataset (from lfeval.data.load), got {type(ds).__name__}.")
     check_choice(pretext, PRETEXTS + VAE_PRETEXTS, "pretext")
@@ -116,73 +146,83 @@ def train_encoder(
         batch_size = min(64, max(8, len(ds.x_train) // 8))
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2 if pretext == "contrastive" else 1)
     checkpoints = check_positive_int(checkpoints, "checkpoints", minimum=0)
-    seed = check_positive_int(seed, "seed", minimum=0)
     lr, weight_decay = check_number(lr, "lr", strict=True), check_number(weight_decay, "weight_decay")
     if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 0.5:
         raise InvalidArgument(f"`val_fraction` must be in (0, 0.5), got {val_fraction!r}.")
     x_all = check_finite(ds.x_train, "ds.x_train")
-    y_all = ds.y_train
     n_val = max(1, int(round(val_fraction * len(x_all))))
     if len(x_all) - n_val < 2:
         raise InvalidInput(f"ds.x_train has {len(x_all)} samples: after the validation split ({n_val}) fewer than 2 "
                            "remain to train on. Load more training data.")
-    if pretext == "classification" and y_all is None:
+    if pretext == "classification" and ds.y_train is None:
         raise InvalidInput(f"The classification pretext needs labels, and {ds.name} has none (ds.y_train is None); "
                            "pick a self-supervised pretext such as 'reconstruction'.")
-    if pretext == "classification" and len(torch.unique(y_all)) < 2:
+    if pretext == "classification" and len(torch.unique(ds.y_train)) < 2:
         raise InvalidInput("The classification pretext needs at least 2 classes in ds.y_train; pick another pretext.")
-    device = check_device(device)
-    threads = threads_mod.check_threads(threads)
+    task_kwargs = dict(task_kwargs)
+    if pretext == "tc-vae":
+        task_kwargs.setdefault("n_data", len(ds.x_train))
+    make_task(pretext, ds.modality, **task_kwargs)  # unknown options fail here, before any training
+    return dict(pretext=pretext, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, patience=patience, min_steps=min_steps, checkpoints=checkpoints,
+                val_fraction=val_fraction, task=task_kwargs, device=check_device(device),
+                threads=threads_mod.check_threads(threads), x=x_all, n_val=n_val)
 
-    config = dict(
-        data=ds.name, fingerprint=ds.fingerprint(), pretext=pretext, latent_dim=latent_dim, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, min_steps=min_steps, seed=seed,
-        checkpoints=checkpoints, val_fraction=val_fraction, task=task_kwargs,
-        arch=_ARCH_VERSION.get(ds.modality.architecture, 1),
-    )
+
+def _config(ds: Dataset, plan: dict, seed: int, **extra) -> dict:
+    """The configuration a trained encoder records (``enc.config``) and its cache key hashes."""
+    keys = ("pretext", "latent_dim", "epochs", "batch_size", "lr", "weight_decay", "patience", "min_steps")
+    return dict(data=ds.name, fingerprint=ds.fingerprint(), **{k: plan[k] for k in keys}, seed=seed,
+                checkpoints=plan["checkpoints"], val_fraction=plan["val_fraction"], task=plan["task"],
+                arch=_ARCH_VERSION.get(ds.modality.architecture, 1),
+                **({"head": _HEAD_VERSION[plan["pretext"]]} if plan["pretext"] in _HEAD_VERSION else {}), **extra)
+
+
+def _new_model(ds: Dataset, plan: dict, seed: int) -> PretextModel:
+    """The untrained full model, initialised from ``seed`` (the global RNG is seeded with it, as before training)."""
     torch.manual_seed(seed)
+    pretext, latent_dim = plan["pretext"], plan["latent_dim"]
     if pretext in VAE_PRETEXTS:  # the network outputs (mu, logvar); the encoder explained is mu
-        if pretext == "tc-vae":
-            task_kwargs.setdefault("n_data", len(ds.x_train))
         encoder = VAEEncoder(build_encoder(ds.modality, ds.input_shape, 2 * latent_dim))
     else:
         encoder = build_encoder(ds.modality, ds.input_shape, latent_dim)
-    task = make_task(pretext, ds.modality, **task_kwargs)
-    model = PretextModel(encoder, task, n_classes=ds.n_classes).to(device)
+    task = make_task(pretext, ds.modality, **plan["task"])
+    return PretextModel(encoder, task, n_classes=ds.n_classes).to(plan["device"])
 
-    cache_file = None
-    if cache_dir is not None:
-        key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{ds.name}-{pretext}")  # a data set name may hold a path
-        cache_file = Path(cache_dir) / f"{stem}-d{latent_dim}-s{seed}-{key}.pt"
-        if cache_file.exists():
-            try:  # weights_only: a planted or damaged file cannot run code, only fail to load
-                saved = torch.load(cache_file, map_location=device, weights_only=True)
-                model.load_state_dict(saved["state_dict"])
-                return _finish(model, saved["checkpoints"], saved["history"], config, ds)
-            except Exception as exc:  # noqa: BLE001 - any failure means the file is not the weights lfeval wrote
-                warnings.warn(f"Cached weights {cache_file} cannot be used ({type(exc).__name__}: {exc}); "
-                              "training again and replacing them.", stacklevel=3)  # past @precise
 
-    work = threads_mod.work_of(model, ds.input_shape, batch=batch_size)
-    with threads_mod.limit(threads, work=work, adapt_to_load=False):
-        history, states, best_state, best_epoch = _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr,
-                                                       weight_decay, patience, min_steps, seed, checkpoints,
-                                                       device, display_progressbar)
-    model.load_state_dict(best_state)
-    history["best_epoch"] = best_epoch
-    kept = _spread(states[: best_epoch + 1], checkpoints)
-    if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
-            torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config},
-                       tmp)
-            tmp.replace(cache_file)
-        except OSError as exc:
-            raise InvalidArgument(f"Cannot write the weight cache `cache_dir` {str(cache_dir)!r}: "
-                                  f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None
-    return _finish(model, kept, history, config, ds)
+def _cache_file(cache_dir, ds: Dataset, plan: dict, seed: int, config: dict):
+    if cache_dir is None:
+        return None
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{ds.name}-{plan['pretext']}")  # a data set name may hold a path
+    return Path(cache_dir) / f"{stem}-d{plan['latent_dim']}-s{seed}-{key}.pt"
+
+
+def _load_cached(cache_file, model: PretextModel, plan: dict):
+    """Load the cached weights into ``model``: the saved dict, or None when there is no usable cache file."""
+    if cache_file is None or not cache_file.exists():
+        return None
+    try:  # weights_only: a planted or damaged file cannot run code, only fail to load
+        saved = torch.load(cache_file, map_location=plan["device"], weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        return saved
+    except Exception as exc:  # noqa: BLE001 - any failure means the file is not the weights lfeval wrote
+        warnings.warn(f"Cached weights {cache_file} cannot be used ({type(exc).__name__}: {exc}); "
+                      "training again and replacing them.", stacklevel=4)  # past train_encoder and @precise
+        return None
+
+
+def _store(cache_file, cache_dir, model: PretextModel, kept: list, history: dict, config: dict) -> None:
+    if cache_file is None:
+        return
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config}, tmp)
+        tmp.replace(cache_file)
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot write the weight cache `cache_dir` {str(cache_dir)!r}: "
+                              f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None
 
 
 def _adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:

@@ -65,14 +65,20 @@ class BetaVAE(PretextTask):
     def kl(mu, logvar) -> torch.Tensor:
         return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
 
-    def sample(self, model, x, generator):
+    def draws(self, model, x, generator):
+        """(eps, β): eps ~ N(0, I) of the reparametrisation, (N, d), drawn on the CPU (the same z on any device),
+        and β per example, (N,), so that VAEs with several β share a batched ensemble's step."""
+        return (draw(torch.randn, (len(x), model.encoder.latent_dim), generator, x),
+                torch.full((len(x),), self.beta, dtype=x.dtype, device=x.device))
+
+    def sample(self, model, x, eps):
         mu, logvar = model.encoder.distribution(x)
-        eps = draw(torch.randn, mu.shape, generator, mu)  # drawn on the CPU: the same z on any device
         return mu, logvar, mu + (0.5 * logvar).exp() * eps
 
-    def loss(self, model, x, y, generator):
-        mu, logvar, z = self.sample(model, x, generator)
-        return _bce(model.head(z), x) + self.beta * self.kl(mu, logvar)
+    def loss_given(self, model, x, y, drawn):
+        eps, beta = drawn
+        mu, logvar, z = self.sample(model, x, eps)
+        return _bce(model.head(z), x) + beta * self.kl(mu, logvar)
 
     def example_loss(self, forward, x, y, extra=None):
         """Deterministic: reconstruction of the posterior mean (the KL term needs the full model)."""
@@ -89,8 +95,12 @@ class TCVAE(BetaVAE):
         super().__init__(beta)
         self.n_data = int(n_data)
 
-    def loss(self, model, x, y, generator):
-        mu, logvar, z = self.sample(model, x, generator)
+    def batch_key(self):
+        return (type(self).loss_given, self.n_data)
+
+    def loss_given(self, model, x, y, drawn):
+        eps, beta = drawn
+        mu, logvar, z = self.sample(model, x, eps)
         b = len(x)
         log_qz_x = _log_normal(z, mu, logvar).sum(1)
         pair = _log_normal(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # (b, b, d)
@@ -99,4 +109,4 @@ class TCVAE(BetaVAE):
         log_prod_qzi = (torch.logsumexp(pair, dim=1) - norm).sum(1)
         log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
         mi, tc, dim_kl = log_qz_x - log_qz, log_qz - log_prod_qzi, log_prod_qzi - log_pz
-        return _bce(model.head(z), x) + mi + self.beta * tc + dim_kl
+        return _bce(model.head(z), x) + mi + beta * tc + dim_kl

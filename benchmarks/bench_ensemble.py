@@ -1,0 +1,121 @@
+"""Training many small encoders on one device: milliseconds per optimizer step of S members, lone or ensembled.
+
+On MNIST (or ``--data``) with the paper's batch 300, the reconstruction/denoising/inpainting autoencoder:
+  lone      S lone train steps one after the other (what train_encoder pays per member and step)
+  vmap      one lfeval.models.train_ensemble step of S members (torch.func.vmap over stacked weights)
+each with cuDNN's heuristic algorithm choice and with ``torch.backends.cudnn.benchmark`` (a timed search per
+shape), and a profile of the vmap step's top CUDA kernels. Prints ms per step of all S members and the ratios.
+
+Run: python benchmarks/bench_ensemble.py --device cuda [--members 1,5,15] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+import lfeval  # noqa: E402
+from lfeval.models import ensemble  # noqa: E402
+from lfeval.models.training import _adam, _new_model, _plan  # noqa: E402
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def lone_steps(ds, plan, size, device, steps):
+    models = [_new_model(ds, plan, s) for s in range(size)]
+    opts = [_adam(m.parameters(), 1e-3, 1e-5, device) for m in models]
+    x = ds.x_train[: plan["batch_size"]].to(device)
+    y = ds.y_train[: plan["batch_size"]].to(device)
+    gens = [torch.Generator().manual_seed(s) for s in range(size)]
+
+    def step():
+        for m, o, g in zip(models, opts, gens):
+            loss = m.loss(x, y, generator=g)
+            o.zero_grad()
+            loss.backward()
+            o.step()
+    return _time(step, device, steps)
+
+
+def vmap_steps(ds, plan, size, device, steps, profile=False):
+    models = [_new_model(ds, plan, s) for s in range(size)]
+    template = models[0]
+    loss_module = ensemble._BatchLoss(template)
+    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]).requires_grad_()
+              for k, _ in template.named_parameters()}
+    opt = _adam(list(params.values()), 1e-3, 1e-5, device)
+    x = ds.x_train[: plan["batch_size"]].to(device).expand(size, *[-1] * ds.x_train.dim()).contiguous()
+    y = ds.y_train[: plan["batch_size"]].to(device).expand(size, -1).contiguous()
+    gens = [torch.Generator().manual_seed(s) for s in range(size)]
+
+    def member(p, x, y, drawn):
+        return torch.func.functional_call(loss_module, {f"model.{k}": v for k, v in p.items()}, (x, y, drawn))
+
+    def step():
+        drawn = ensemble._stack([m.task.draws(template, x[i], g) for i, (m, g) in enumerate(zip(models, gens))])
+        loss = torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    ms = _time(step, device, steps)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            for _ in range(3):
+                step()
+            _sync(device)
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(p.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60))
+    return ms
+
+
+def _time(step, device, steps):
+    for _ in range(3):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--members", default="1,5,15")
+    parser.add_argument("--pretext", default="denoising")
+    parser.add_argument("--batch-size", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    device = torch.device(args.device)
+    ds = lfeval.data.load(args.data)
+    plan = _plan(ds, args.pretext, 4, 1, args.batch_size, 1e-3, 1e-5, 1, 0, 0, 0.1, device, "auto", {})
+    print(f"{ds.name} {args.pretext}, batch {args.batch_size}, {device}: ms per step of all S members")
+    for bench in (False, True) if device.type == "cuda" else (False,):
+        torch.backends.cudnn.benchmark = bench
+        for size in [int(s) for s in args.members.split(",")]:
+            lone = lone_steps(ds, plan, size, device, args.steps)
+            vm = vmap_steps(ds, plan, size, device, args.steps)
+            print(f"cudnn.benchmark={bench} S={size:3d}: lone x S {lone:8.1f} ms  vmap {vm:8.1f} ms  "
+                  f"(vmap / lone {vm / lone:.2f}; per member: lone {lone / size:.2f}, vmap {vm / size:.2f})",
+                  flush=True)
+    torch.backends.cudnn.benchmark = False
+    vmap_steps(ds, plan, int(args.members.split(",")[-1]), device, 3, profile=True)
+
+
+if __name__ == "__main__":
+    main()
