@@ -1,20 +1,23 @@
-"""Train the seeds of one pretext task together: one batched ensemble, one optimizer step for all of them.
+"""Train many encoders together: batched ensembles, one optimizer step for all the members of a group.
 
-The paper's §4.2 and §4.3 train many small encoders of one architecture (4 tasks x 5 seeds, 2 VAEs x 3 β x seeds).
-Trained one after the other, each pays the same Python and kernel-launch overhead per step: on a GPU a step of
-the MNIST autoencoder is launch-bound (3-4 ms for microseconds of arithmetic). :func:`train_ensemble` stacks
-the members' weights (``torch.func.stack_module_state``) and runs one ``torch.func.vmap``-ed loss over them, so
-S members cost one step's launches. Adam is elementwise, so one Adam over the stacked weights is S independent
-Adams.
+The paper's §4.2 and §4.3 train many small encoders of one architecture (4 tasks x 5 seeds, 2 VAEs x 3 β x
+seeds). Trained one after the other, each pays the per-step floor of kernel launches and Python (about 3 ms on
+a GPU for the MNIST autoencoder). :func:`train_ensemble` stacks the weights of the members whose tasks share their
+loss code (:meth:`~lfeval.models.PretextTask.batch_key`: reconstruction, denoising and inpainting; a VAE kind
+over β; any task over seeds) and runs one ``torch.func.vmap``-ed loss over them. S members then pay one step's
+floor (on an H200, 15 members at batch 300: 3.4 ms a member against 5.7 alone, benchmarks/README.md). Adam is
+elementwise, so one Adam over the stacked weights is S independent Adams.
 
-What equals a lone :func:`~lfeval.models.train_encoder` run with the same seed, member by member: the initial
-weights, the validation split, the order of the batches, every random draw (each member has its own seeded
-CPU generator, consumed in the lone run's order), early stopping (per member: a member's best weights, best
-epoch, history and checkpoints stop where its lone run would stop; its later steps are discarded) and the
-settings. What differs: a batched convolution or matrix product sums in another order than the lone one, so
-the weights agree to float32 rounding after one step and then drift apart as any two trainings on different
-hardware do; the trained encoders are equivalent, not bit-identical (``tests/test_ensemble.py`` bounds both).
-Members are cached apart from lone runs (``config["trainer"] = "ensemble"``).
+What equals a lone :func:`~lfeval.models.train_encoder` run with the same pretext, options and seed, member by
+member: the initial weights, the validation split, the order of the batches, every random draw (each member has
+its own seeded CPU generator, consumed in the lone run's order; on a GPU threads make them one epoch ahead),
+early stopping (a member's best weights, best epoch, history and checkpoints stop where its lone run would
+stop; its later steps are discarded) and the settings. What differs: a batched convolution or matrix product
+sums in another order than the lone one, so the weights agree to float32 rounding after a few steps and then
+drift apart as two trainings on different hardware do; the trained encoders are equivalent, not bit-identical
+(``tests/test_ensemble.py`` bounds both). Members are cached apart from lone runs
+(``config["trainer"] = "ensemble"``), and with ``cache_dir`` a group's progress is saved as it trains, so a
+killed run resumes from its last saved epoch with the numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
