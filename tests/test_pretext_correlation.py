@@ -15,6 +15,7 @@ from lfeval.metrics import (
     PretextCorrelation,
     UnitSaliencyCorrelation,
     correlation_matrix,
+    pooled_unit_correlation,
     pretext_correlation_table,
     unit_saliency_stats,
 )
@@ -97,6 +98,25 @@ def test_unit_saliency_stats_known_answers():
     assert s["active_units"][0] == 3
     dead = torch.stack([base, torch.zeros(4), torch.tensor([0.0, 1.0, 1.0, 0.0])]).unsqueeze(0)
     assert unit_saliency_stats(dead)["active_units"][0] == 2  # a dead unit carries no saliency
+
+
+def test_pooled_unit_correlation_is_lfxai_pearson_saliency():
+    """Against the paper code's formula written out with NumPy: |z_j a_j| per unit, flattened over examples and
+    features, np.corrcoef, mean of the off-diagonal entries. A per-example scale z_j changes the pooled value
+    (it does not change the per-example one)."""
+    gen = torch.Generator().manual_seed(0)
+    units, z = torch.randn(20, 3, 1, 5, 5, generator=gen), torch.randn(20, 3, generator=gen)
+    sal = np.abs(z.numpy()[:, :, None, None, None] * units.numpy())
+    corr = np.corrcoef(sal.swapaxes(0, 1).reshape(3, -1))
+    assert pooled_unit_correlation(units, z) == pytest.approx((corr.sum() - np.trace(corr)) / 6, abs=1e-7)
+    assert pooled_unit_correlation(units, z) != pytest.approx(pooled_unit_correlation(units), abs=1e-3)
+    per_example = unit_saliency_stats(units)["correlation"]
+    np.testing.assert_allclose(unit_saliency_stats(units * z[:, :, None, None, None])["correlation"], per_example,
+                               atol=1e-6)
+    with pytest.raises(InvalidArgument, match="latents"):
+        pooled_unit_correlation(units, z[:, :2])
+    with pytest.raises(InvalidArgument, match="units"):
+        pooled_unit_correlation(units[:, :1])
 
 
 @pytest.fixture(scope="module")

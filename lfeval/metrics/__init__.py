@@ -14,10 +14,11 @@ from .representation_orders import RepresentationShiftInsertion, RepresentationS
 from .representation_shift import RepresentationShift
 from .road import ROAD
 from .similarity_rate import SimilarityRate
-from .unit_saliency import UnitSaliencyCorrelation, unit_saliency_stats
+from .unit_saliency import UnitSaliencyCorrelation, pooled_unit_correlation, unit_saliency_stats
 
 __all__ = ["LabelFreeMetric", "score_direction", "LabelFree", "ADAPTABLE", "NEEDS_MASKS", "PretextCorrelation",
            "pretext_correlation_table", "correlation_matrix", "RepresentationShift", "ROAD", "SimilarityRate",
-           "UnitSaliencyCorrelation", "unit_saliency_stats", "Curve", "CATALOGUE", "CurveSpec", "MetricContext",
+           "UnitSaliencyCorrelation", "unit_saliency_stats", "pooled_unit_correlation", "Curve", "CATALOGUE",
+           "CurveSpec", "MetricContext",
            "MetricEntry", "build_metric", "register_metric", "functional", "RepresentationShiftInsertion",
            "RepresentationShiftLeRF", "CorpusDeletion", "CorpusInsertion", "LabelFreeSimilarityRate"]

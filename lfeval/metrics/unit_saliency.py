@@ -44,6 +44,33 @@ def unit_saliency_stats(units: torch.Tensor, active_share: float = 0.01) -> dict
             "active_units": (p >= active_share).sum(1).numpy()}
 
 
+def pooled_unit_correlation(units, latents=None) -> float:
+    """The paper code's §4.3 number: mean off-diagonal Pearson correlation between the units' saliency maps, each
+    pooled over all examples and features (lfxai's ``pearson_saliency`` of ``attribute_individual_dim``).
+
+    ``units`` (N, d, ...) from :func:`lfeval.explain_units`; with ``latents`` (N, d) the saliency is
+    |z_j(x) a_j(x)|, as the paper's code weights it, else |a_j(x)|. The per-example correlation of
+    :func:`unit_saliency_stats` ignores that weight (a scale per example and unit); pooling does not, and it also
+    counts where on the input each unit looks across examples. NaN when a unit's pooled map is constant.
+
+    >>> import torch
+    >>> a = torch.tensor([[[1., 2., 3.], [2., 4., 6.]], [[0., 1., 0.], [0., 2., 0.]]])  # unit 1 = 2 x unit 0
+    >>> round(pooled_unit_correlation(a), 6)
+    1.0
+    """
+    a = torch.as_tensor(np.asarray(units) if not torch.is_tensor(units) else units).double().abs()
+    if a.dim() < 3 or a.shape[1] < 2:
+        raise InvalidArgument(f"`units` must be (N, d >= 2, ...) unit attributions, got shape {tuple(a.shape)}.")
+    if latents is not None:
+        z = torch.as_tensor(np.asarray(latents) if not torch.is_tensor(latents) else latents).double().abs()
+        if tuple(z.shape) != tuple(a.shape[:2]):
+            raise InvalidArgument(f"`latents` must be (N, d) = {tuple(a.shape[:2])}, got {tuple(z.shape)}.")
+        a = a * z.reshape(*z.shape, *[1] * (a.dim() - 2))
+    corr = torch.corrcoef(a.transpose(0, 1).reshape(a.shape[1], -1))
+    d = corr.shape[0]
+    return float((corr.sum() - corr.diagonal().sum()) / (d * (d - 1)))
+
+
 class UnitSaliencyCorrelation(LabelFreeMetric):
     """Per example: mean off-diagonal Pearson correlation between the latent units' saliency maps.
 
