@@ -4,6 +4,7 @@ and ``lfeval report RUN_DIR``, which draws a finished run's report again without
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .config import RunConfig
@@ -24,9 +25,20 @@ def _run(args) -> int:
         "device": args.device, "precision": args.precision,
     }.items() if v is not None}
     config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
-    report = run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print)
+    waiting = {} if args.wait is None else {"wait": args.wait}  # default: a folder in use is an error at once
+    report = run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print, **waiting)
     print(report)
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--wait takes a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -70,6 +82,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", help="torch intra-op threads: 'auto' (default; from the work, the free cores "
                    "and LFEVAL_THREADS) or a number")
     p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")
+    p.add_argument("--wait", nargs="?", type=_seconds, const=math.inf, metavar="SECONDS",
+                   help="if another process is writing the run folder, wait for it (up to SECONDS; none: as long "
+                   "as it takes) instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
     p.set_defaults(func=_run)

@@ -151,6 +151,11 @@ class RunConfig:
         _check_names("metric_params", list(self.metric_params), CATALOGUE)
         for name, params in self.metric_params.items():
             get_entry(name).check_params(params)
+            step = params.get("features_in_step")  # its divisibility is checked on the data, by LabelFree
+            if "features_in_step" in params and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
+                raise InvalidArgument(f"metric_params[{name!r}] `features_in_step` must be an integer >= 1 that "
+                                      "divides the features per channel of the data (64 for digits: 1, 2, 4, 8, 16, "
+                                      f"32 or 64), got {step!r}.")
         for name in dict.fromkeys(self.metrics + self.meta_metrics):
             if "references" in CATALOGUE[name].needs and len(self.encoder_names) < 2:
                 raise InvalidArgument(f"{name} compares encoders of different pretext tasks (or origins): name at "

@@ -64,3 +64,19 @@ class CellsFailed(LfevalError, RuntimeError):
 
 class OutOfMemory(LfevalError, RuntimeError):
     """A pass ran out of (GPU) memory even at one row; the message names LFEVAL_PASS_BUDGET and ``batch_size``."""
+
+
+class RunLocked(LfevalError, RuntimeError):
+    """Another process is writing the run folder (one folder, one writer); the message names it (pid, host,
+    start time) and says how to go on: wait for it (``--wait``) or run under another ``--name``."""
+
+
+class WriteFailed(LfevalError, RuntimeError):
+    """A file of a run could not be written (disk full, I/O error); the files stored before are intact.
+
+    ``path`` is the file that failed and ``errno`` the operating system's error number.
+    """
+
+    def __init__(self, message: str, path=None, errno=None):
+        super().__init__(message)
+        self.path, self.errno = path, errno

@@ -28,6 +28,7 @@ from lfeval.errors import (
     UnknownName,
 )
 from lfeval.examples import importance
+from lfeval.explain.base import get_explainer
 from lfeval.meta import (
     LabelFreeMetaEvaluation,
     LatentInputPerturbationTest,
@@ -542,9 +543,12 @@ def test_run_folder_safety(tmp_path, capsys):
     precious.mkdir(parents=True)
     (precious / "keep.txt").write_text("mine")
     (tmp_path / "beside.txt").write_text("mine too")
-    for name in ("..", "", "a/b", ".hidden", "x" * 101):
+    unsafe = "safe folder name"
+    for name, message in (("..", unsafe), ("", "Config `name` must be a non-empty str, got ''"), ("a/b", unsafe),
+                          (".hidden", unsafe), ("x" * 101, unsafe)):
         code = main(["run", "--name", name, "--out", str(out), "--fresh", "--quiet"])
-        assert code == 2 and "safe folder name" in capsys.readouterr().err or name == ""
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (name, err)
     assert (precious / "keep.txt").exists() and (tmp_path / "beside.txt").exists()
     with pytest.raises(InvalidArgument, match="not a run folder lfeval created"):
         remove_run_dir(precious)
@@ -689,3 +693,141 @@ def test_diagnostics_bad_inputs(ae, digits):
         diagnostics.compare_placements(torch.nn.Flatten().eval(), digits, dtype=torch.float64)
     with pytest.raises(UnknownName, match="Did you mean 'Saliency'"):
         diagnostics.run_paths(ae, digits, paths=["Salincy"])
+
+
+# ====================================================================== issue 28: the last raw or silent bad inputs
+# captum options, LabelFree's features_in_step and a_batch shape, the influence solve, ECG5000 labels and the
+# pretext tasks' options: each is refused by lfeval, before Quantus/captum/torch (or training) sees it.
+def _ig(c, **kw):
+    return lfeval.explain(c.ae, c.x, method="IntegratedGradients", **kw)
+
+
+def _pf(step):
+    return LabelFree(quantus.PixelFlipping(features_in_step=step, disable_warnings=True))
+
+
+_TAB = np.random.default_rng(0).random((6, 1, 30)).astype(np.float32)  # breast_cancer-like rows: 30 features
+_TAB_NET = nn.Sequential(nn.Flatten(), nn.Linear(30, 3)).eval()
+
+LAST_CASES = [
+    # 1. captum's integer options: an AssertionError (or NaN) inside captum before
+    ("captum/ig-steps-zero", lambda c: _ig(c, n_steps=0), InvalidArgument,
+     r"IntegratedGradients option `n_steps` must be an integer >= 1, got 0 \(captum's default: 50\)"),
+    ("captum/ig-steps-float", lambda c: _ig(c, n_steps=2.5), InvalidArgument, "`n_steps` must be an integer >= 1"),
+    ("captum/ig-internal-batch", lambda c: _ig(c, internal_batch_size=0), InvalidArgument,
+     "`internal_batch_size` must be an integer >= 1"),
+    ("captum/ig-method", lambda c: get_explainer("IntegratedGradients").check_options({"method": "simpson"}),
+     UnknownName, "IntegratedGradients option `method`"),
+    ("captum/ig-riemann-one-step", lambda c: get_explainer("IntegratedGradients").check_options(
+        {"method": "riemann_left", "n_steps": 1}), InvalidArgument,
+     "`n_steps` must be >= 2 with method='riemann_left'"),
+    ("captum/shapley-samples", lambda c: lfeval.explain(c.ae, c.x, method="ShapleyValueSampling", n_samples=0),
+     InvalidArgument, "ShapleyValueSampling option `n_samples` must be an integer >= 1"),
+    ("captum/ablation-per-eval", lambda c: lfeval.explain(c.ae, c.x, method="FeatureAblation",
+                                                          perturbations_per_eval=0),
+     InvalidArgument, "FeatureAblation option `perturbations_per_eval` must be an integer >= 1"),
+    ("captum/occlusion-stride", lambda c: lfeval.explain(c.ae, c.x, method="Occlusion", strides=0), InvalidArgument,
+     "Occlusion option `strides` must be a positive integer"),
+    ("captum/occlusion-window", lambda c: lfeval.explain(c.ae, c.x, method="Occlusion",
+                                                         sliding_window_shapes=(1, 0, 2)),
+     InvalidArgument, "Occlusion option `sliding_window_shapes`"),
+    # 2. features_in_step must divide the features per channel (Quantus' modulo AssertionError before)
+    ("labelfree/steps-digits", lambda c: _pf(7)(c.ae, c.x, a_batch=c.a), InvalidArgument,
+     r"`features_in_step`=7 must divide the 64 features per channel .* 1, 2, 4, 8, 16, 32, 64"),
+    ("labelfree/steps-tabular", lambda c: _pf(7)(_TAB_NET, _TAB, a_batch=_TAB), InvalidArgument,
+     r"`features_in_step`=7 must divide the 30 features per channel .* 1, 2, 3, 5, 6, 10, 15, 30"),
+    ("labelfree/steps-zero", lambda c: _pf(0), InvalidArgument, "`features_in_step` must be an integer >= 1"),
+    # 3. a_batch of another shape than x_batch (Quantus' dimension AssertionError / ValueError before)
+    ("labelfree/a-batch-small", lambda c: _pf(8)(c.ae, c.x, a_batch=c.a[:, :, :4, :4]), InvalidInput,
+     r"`a_batch` has per-sample shape \(1, 4, 4\), which does not fit x_batch's \(1, 8, 8\)"),
+    ("labelfree/a-batch-row", lambda c: _pf(8)(c.ae, c.x, a_batch=c.a[:, 0, 0]), InvalidInput,
+     r"`a_batch` has per-sample shape \(8,\)"),
+    ("labelfree/a-batch-scalar", lambda c: _pf(8)(c.ae, c.x, a_batch=c.a[:, :1, :1, :1]), InvalidInput,
+     "`a_batch` has per-sample shape"),
+    # 4. an exactly singular Hessian (torch's _LinAlgError before)
+    ("examples/influence-singular", lambda c: importance(c.ae, c.x_tr, c.x, "influence", damping=0.0),
+     InvalidArgument, r"is singular with damping=0, .* pass a positive `damping`, e.g. damping=1e-3"),
+    # 6./7. pretext options, refused before training
+    ("train/denoising-sigma", lambda c: _train(c, pretext="denoising", sigma=-0.3), InvalidArgument,
+     "`sigma` must be a finite number >= 0, got -0.3"),
+    ("train/denoising-sigma-nan", lambda c: _train(c, pretext="denoising", sigma=float("nan")), InvalidArgument,
+     "`sigma`"),
+    ("train/inpainting-p", lambda c: _train(c, pretext="inpainting", p=1.5), InvalidArgument,
+     r"`p` \(the inpainting drop rate\) must be in \[0, 1\), got 1.5"),
+    ("train/inpainting-p-one", lambda c: _train(c, pretext="inpainting", p=1.0), InvalidArgument,
+     "p = 1 drops every feature"),
+    ("train/inpainting-p-negative", lambda c: _train(c, pretext="inpainting", p=-0.1), InvalidArgument, "`p`"),
+    ("train/contrastive-temperature", lambda c: _train(c, pretext="contrastive", temperature=0.0), InvalidArgument,
+     "`temperature` must be a finite number > 0"),
+    ("train/contrastive-proj-dim", lambda c: _train(c, pretext="contrastive", proj_dim=0), InvalidArgument,
+     "`proj_dim`"),
+    ("train/vae-beta", lambda c: _train(c, pretext="beta-vae", beta=-1.0), InvalidArgument,
+     "`beta` must be a finite number >= 0"),
+    ("train/tc-vae-beta-inf", lambda c: _train(c, pretext="tc-vae", beta=float("inf")), InvalidArgument, "`beta`"),
+]
+
+
+@pytest.mark.parametrize("case", LAST_CASES, ids=[case[0] for case in LAST_CASES])
+def test_last_bad_inputs_raise_a_named_error(c, case):
+    test_bad_input_raises_a_named_error(c, case)
+
+
+def test_pretext_option_limits_are_accepted():
+    """The limits of the ranges are valid: no noise, no dropped feature, no KL weight."""
+    assert lfeval.models.make_task("denoising", "image", sigma=0).sigma == 0.0
+    assert lfeval.models.make_task("inpainting", "image", p=0.0).p == 0.0
+    assert lfeval.models.make_task("beta-vae", "image", beta=0).beta == 0.0
+
+
+def test_attribution_shapes_quantus_accepts_are_accepted():
+    """check_attribution_shape follows Quantus' rule: a channel axis of 1 (or a missing one) stands for any
+    number of channels; a shape Quantus cannot place is refused."""
+    from lfeval.metrics.label_free_adapter import check_attribution_shape
+
+    for a_shape in [(2, 3, 8, 8), (2, 1, 8, 8), (2, 8, 8)]:
+        check_attribution_shape(a_shape, (2, 3, 8, 8))
+    check_attribution_shape((2, 1, 30), (2, 1, 30))
+    for a_shape in [(2, 3, 4, 4), (2, 8), (2, 3, 8, 8, 1), (2, 1, 1, 1)]:
+        with pytest.raises(InvalidInput, match="does not fit x_batch's"):
+            check_attribution_shape(a_shape, (2, 1, 8, 8))
+
+
+def test_labelfree_valid_features_in_step_still_scores(c):
+    assert len(_pf(16)(c.ae, c.x, a_batch=c.a)) == len(c.x)
+    assert len(_pf(5)(_TAB_NET, _TAB, a_batch=_TAB)) == len(_TAB)
+
+
+def _ecg_files(root, train_labels, test_labels):
+    beats = np.random.default_rng(0).normal(size=(max(len(train_labels), len(test_labels)), 140))
+    for split, labels in (("TRAIN", train_labels), ("TEST", test_labels)):
+        rows = [" ".join([f"{lab:.7e}"] + [f"{v:.7e}" for v in row]) for lab, row in zip(labels, beats)]
+        (root / f"ECG5000_{split}.txt").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("train, test, file, bad", [
+    ([1, 2, 0, 1], [1, 3, 4, 1], "ECG5000_TRAIN.txt", "0.0"),
+    ([1, 2, 3, 1], [1, 7, 5, 1], "ECG5000_TEST.txt", "7.0"),
+    ([1, 2.5, 3, 1], [1, 4, 5, 1], "ECG5000_TRAIN.txt", "2.5"),
+])
+def test_ecg5000_labels_outside_1_to_5_are_refused(tmp_path, train, test, file, bad):
+    """Labels 0 and 7 were read as classes -1 and 6 beside 5 class names; now the file and the labels are named."""
+    _ecg_files(tmp_path, train, test)
+    with pytest.raises(InvalidInput, match=rf"{file} has labels outside ECG5000's classes 1-5 .*: {bad} in 1 row"):
+        lfeval.data.load("ecg5000", root=tmp_path)
+
+
+LAST_CONFIGS = [
+    ('[explainer_params.IntegratedGradients]\nn_steps = 0', "IntegratedGradients option `n_steps` must be an integer"),
+    ('explainers = ["Saliency", "ShapleyValueSampling"]\n[explainer_params.ShapleyValueSampling]\nn_samples = 0',
+     "ShapleyValueSampling option `n_samples` must be an integer >= 1"),
+    ('[metric_params.PixelFlipping]\nfeatures_in_step = 0', "`features_in_step` must be an integer >= 1"),
+    ('[metric_params.PixelFlipping]\nfeatures_in_step = 2.5', "`features_in_step` must be an integer >= 1"),
+    # refused when the data are loaded, before any training (digits: 64 features per channel)
+    ('[metric_params.PixelFlipping]\nfeatures_in_step = 7',
+     "metric_params['PixelFlipping']'s `features_in_step`=7 must divide the 64 features per channel"),
+]
+
+
+@pytest.mark.parametrize("toml, message", LAST_CONFIGS, ids=[t for t, _ in LAST_CONFIGS])
+def test_last_bad_configs_exit_2_with_a_named_error(tmp_path, capsys, toml, message):
+    test_bad_config_exits_2_with_a_named_error(tmp_path, capsys, toml, message)

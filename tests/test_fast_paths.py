@@ -36,7 +36,11 @@ def test_batched_stock_metrics_equal_quantus_loops(ae, digits, name):
     assert np.std(out[True]) > 0
 
 
-def test_the_no_change_check_is_skipped_only_while_warnings_are_off():
+def test_the_no_change_check_is_skipped_only_while_warnings_are_off(monkeypatch):
+    # Quantus shows a metric's warnings only in GitHub Actions and outside pytest: set that environment here, so
+    # the warnings-on half runs everywhere
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("PYTEST", raising=False)
     x = np.zeros((2, 3))
     original = quantus.helpers.warn.warn_perturbation_caused_no_change
     on = quantus.PixelFlipping(disable_warnings=True)
@@ -46,11 +50,11 @@ def test_the_no_change_check_is_skipped_only_while_warnings_are_off():
             quantus.helpers.warn.warn_perturbation_caused_no_change(x, x)
         assert not caught
     assert quantus.helpers.warn.warn_perturbation_caused_no_change is original
-    off = quantus.PixelFlipping(disable_warnings=True)
-    off._disable_warnings = False
-    if not off.disable_warnings:  # only in GitHub Actions can a Quantus metric show its warnings
-        with skip_silenced_checks(off), pytest.warns(UserWarning, match="didn't cause change"):
-            quantus.helpers.warn.warn_perturbation_caused_no_change(x, x)
+    off = quantus.PixelFlipping(disable_warnings=False)
+    assert not off.disable_warnings
+    with skip_silenced_checks(off), pytest.warns(UserWarning, match="didn't cause change"):
+        quantus.helpers.warn.warn_perturbation_caused_no_change(x, x)
+    assert quantus.helpers.warn.warn_perturbation_caused_no_change is original
 
 
 def test_wilcoxon_gives_scipys_p_values():

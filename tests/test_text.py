@@ -210,16 +210,30 @@ def test_meta_input_perturbations_act_on_tokens(enc, corpus):
     assert kept_res > 0.75 and kept_adv > 0.9  # function-word deletion keeps the meaning, random words do not
 
 
-def test_meta_evaluation_on_text(enc, corpus):
+def test_meta_evaluation_on_text_beats_a_random_control(enc, corpus):
+    """Token-deletion RepresentationShift under the token input tests has a higher MC than a control metric that
+    ignores the explanation (i.i.d. uniform scores, test_meta.RandomScore), same methods, tests and seed (measured:
+    MC 0.68 against 0.44; the control gives 0.33-0.45 over seeds 0-2)."""
+    from test_meta import RandomScore
+
     from lfeval.meta import LabelFreeMetaEvaluation, default_test_suite
 
     x = corpus.x_test[:12].numpy()
-    suite = {k: v for k, v in default_test_suite(seed=0, modality=enc.modality).items() if k.startswith("Input")}
-    meta = LabelFreeMetaEvaluation(suite, {"InputXGradient": {}, "Random": {}}, iterations=1, nr_perturbations=2,
-                                   seed=0, display_progressbar=False)
-    metric = lfeval.metrics.RepresentationShift(fractions=(0.1, 0.3))
-    summary = meta(metric, enc, x).summary()
-    assert np.isfinite(summary.to_numpy()).all() and summary["MC"].between(0, 1).all()
+
+    def mc(metric, explain_func=None, **kw):
+        suite = {k: v for k, v in default_test_suite(seed=0, modality=enc.modality).items() if k.startswith("Input")}
+        meta = LabelFreeMetaEvaluation(suite, {"InputXGradient": {}, "Saliency": {}, "Random": {}}, iterations=1,
+                                       nr_perturbations=2, explain_func=explain_func, seed=0, display_progressbar=False)
+        summary = meta(metric, enc, x, **kw).summary()
+        assert list(summary.index) == ["Input"] and np.isfinite(summary.to_numpy()).all()
+        return float(summary.loc["Input", "MC"])
+
+    rs = mc(lfeval.metrics.RepresentationShift(fractions=(0.1, 0.3)))
+    # the control never reads an explanation (the same perturbations and kept samples come from the seeded tests),
+    # so zeros stand in for them: the same MC as with the methods' attributions, without computing them
+    control = mc(RandomScore(seed=0), lambda model, inputs, targets=None, **kw: np.zeros_like(inputs),
+                 score_direction="higher")
+    assert rs > control + 0.1, (rs, control)
 
 
 def test_relax_and_cocoa_on_tokens(enc, corpus):
@@ -242,7 +256,8 @@ def test_relax_and_cocoa_on_tokens(enc, corpus):
     with torch.no_grad():
         g = lambda e: (torch.nn.functional.normalize(enc.module.forward_embeddings(e, mask), dim=-1) * t).sum(1)  # noqa: E731
         expected = g(enc.module.embed(ids)) - g(enc.module.embed(base_ids))
-    torch.testing.assert_close(torch.as_tensor(cocoa).sum((1, 2)), expected, atol=0.02, rtol=0.05)
+    # measured: |error| <= 1.2e-5 on targets 0.045-0.135 with 32 steps (16 steps: 6e-4); the tolerance is 10x that
+    torch.testing.assert_close(torch.as_tensor(cocoa).sum((1, 2)), expected, atol=1.2e-4, rtol=0)
 
 
 def test_lerf_and_deletion_never_spend_a_step_on_structure(enc, attributions):

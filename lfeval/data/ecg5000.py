@@ -10,19 +10,42 @@ the archive's own split instead.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..errors import InvalidInput
 from .base import Dataset
-from .ucr import read_archive, scale
+from .ucr import _find, read_archive, scale
+
+#: ECG5000's class names, for the archive's labels 1..5 (lfeval's labels 0..4)
+CLASSES = ["normal", "R-on-T PVC", "PVC", "SP or EB", "UB"]
+
+
+def _labels(y, split: str, root) -> np.ndarray:
+    """The archive's labels 1..5 of one file as lfeval's 0..4; InvalidInput naming the file and the bad labels."""
+    found = _find("ECG5000", Path(root).expanduser()) if root is not None else None
+    where = str(found[split == "TEST"]) if found is not None else f"ECG5000_{split}"
+    try:
+        values = np.asarray(y).astype(float)
+    except ValueError:
+        values = np.full(len(y), np.nan)
+    ok = np.isfinite(values) & (values == np.round(values)) & (values >= 1) & (values <= len(CLASSES))
+    if not ok.all():
+        bad = sorted(set(np.asarray(y)[~ok].tolist()), key=str)
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise InvalidInput(f"{where} has labels outside ECG5000's classes 1-{len(CLASSES)} ({', '.join(CLASSES)}): "
+                           f"{shown} in {int((~ok).sum())} row(s). Check that the file is ECG5000 and that its first "
+                           "column is the class label.")
+    return values.astype(int) - 1
 
 
 def load_ecg5000(root=None, seed: int = 0, download: bool = False) -> Dataset:
     """ECG5000 as (N, 1, 140) series in [0, 1]: normal beats train, abnormal beats test (see the module doc)."""
     x_tr, y_tr, x_te, y_te = read_archive("ECG5000", root, download)
     beats = np.concatenate([x_tr, x_te])
-    labels = np.concatenate([y_tr, y_te]).astype(float).round().astype(int) - 1
+    labels = np.concatenate([_labels(y_tr, "TRAIN", root), _labels(y_te, "TEST", root)])
     normal = labels == 0
     if not normal.any() or normal.all():
         raise InvalidInput("ECG5000 files need both normal (class 1) and abnormal (classes 2-5) beats.")
@@ -36,6 +59,6 @@ def load_ecg5000(root=None, seed: int = 0, download: bool = False) -> Dataset:
         y_test=torch.as_tensor(labels[~normal]),
         baseline=x_train.mean(0),
         modality="time_series",
-        classes=["normal", "R-on-T PVC", "PVC", "SP or EB", "UB"],
+        classes=list(CLASSES),
         info={"root": None if root is None else str(root), "scale": span},
     )

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .. import threads
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidInput
 from ..memory import rows_per_pass, run_in_chunks
 from ..precision import precise
 from ..validation import check_choice, check_inputs, check_model, check_positive_int
@@ -185,6 +185,13 @@ class FeatureExplainer:
         # inside lfeval run's thread scope (lfeval.threads.scope) only; a library call leaves the threads alone
         with threads.for_work(per_input * min(len(x), batch_size) * self.expansion(options)):
             out = run_in_chunks(chunk, len(x), batch_size)  # a CUDA out-of-memory error retries with fewer rows
+        if out.numel() and not bool(torch.isfinite(out).all()):
+            scale = float(x.abs().max()) if x.is_floating_point() else float("nan")
+            raise InvalidInput(
+                f"{self.name or type(self).__name__} gave {int((~torch.isfinite(out)).sum())} NaN/inf attribution(s) "
+                f"for inputs up to |x| = {scale:.3g}: the `baseline` holds NaN/inf, the encoder returns NaN/inf, or "
+                "gradients x inputs overflow float32. Pass a finite baseline and inputs on a moderate scale (e.g. "
+                "rescale the data to [0, 1]).")
         return out.reshape(inputs.shape)
 
     #: encoder passes per input of the method's default settings (IntegratedGradients' steps, GradientShap's

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 from captum import attr as captum_attr
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, SUPPORTED_RIEMANN_METHODS
 
+from ..errors import InvalidArgument
 from ..memory import rows_per_pass
+from ..validation import check_choice
 from .base import FeatureExplainer, register_explainer
 
 #: method name -> (captum class, takes baselines)
@@ -29,6 +33,15 @@ CAPTUM_METHODS = {
 }
 #: arguments lfeval sets itself
 _OWN = ("self", "inputs", "baselines", "target", "additional_forward_args", "return_convergence_delta")
+#: integer options of the captum methods and their minimum: below it captum fails an assertion
+#: (n_steps, perturbations_per_eval, internal_batch_size) or silently returns NaN (ShapleyValueSampling's n_samples)
+_INT_OPTIONS = {"n_steps": 1, "n_samples": 1, "perturbations_per_eval": 1, "internal_batch_size": 1}
+#: options that are a positive integer or a tuple of them (Occlusion's window and strides; a 0 stride gives NaN)
+_SHAPE_OPTIONS = ("sliding_window_shapes", "strides")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 class CaptumExplainer(FeatureExplainer):
@@ -42,6 +55,38 @@ class CaptumExplainer(FeatureExplainer):
     def options(cls) -> tuple:
         params = inspect.signature(cls.captum_class.attribute).parameters
         return tuple(p for p in params if p not in _OWN and params[p].kind is not inspect.Parameter.VAR_KEYWORD)
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse unknown options (:meth:`FeatureExplainer.check_options`) and, before captum sees them, values it
+        would reject with an ``AssertionError`` or turn into NaN: the integer options of :data:`_INT_OPTIONS`,
+        Occlusion's ``sliding_window_shapes``/``strides`` and IntegratedGradients' ``method`` (with its steps)."""
+        super().check_options(options)
+        params = inspect.signature(cls.captum_class.attribute).parameters
+        for key, minimum in _INT_OPTIONS.items():
+            value = options.get(key)
+            if key not in options or (value is None and key == "internal_batch_size"):
+                continue
+            if not _is_int(value) or value < minimum:
+                default = params[key].default
+                hint = f" (captum's default: {default})" if default is not inspect.Parameter.empty else ""
+                raise InvalidArgument(f"{cls.name} option `{key}` must be an integer >= {minimum}, got "
+                                      f"{value!r}{hint}.")
+        for key in _SHAPE_OPTIONS:
+            value = options.get(key)
+            if key not in options or (value is None and key == "strides"):
+                continue
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            if not items or not all(_is_int(v) and v >= 1 for v in items):
+                raise InvalidArgument(f"{cls.name} option `{key}` must be a positive integer or a tuple of positive "
+                                      f"integers (one per input axis, channel first), got {value!r}.")
+        if "method" in options:
+            method = check_choice(options["method"], SUPPORTED_METHODS, f"{cls.name} option `method`")
+            steps = options.get("n_steps", params["n_steps"].default)
+            if method in SUPPORTED_RIEMANN_METHODS and steps < 2:
+                raise InvalidArgument(f"{cls.name} option `n_steps` must be >= 2 with method={method!r} (a Riemann "
+                                      f"sum needs two points), got {steps!r}; use n_steps=50 or "
+                                      "method='gausslegendre'.")
 
     def attribute_batch(self, x, z_ref, baseline, seed, **options):
         explainer = self.captum_class(self.aux)

@@ -439,7 +439,13 @@ class InfluenceFunctions(_LossBased):
                 hess = self._hessian(self._mean_loss_fn(sel, fixed_all, x_train, y_tr, self._extra(x_train)), flat0)
             hess = hess.to(dtype)
             hess = 0.5 * (hess + hess.T) + self.damping * torch.eye(len(flat0), device=hess.device, dtype=hess.dtype)
-            solved = torch.linalg.solve(hess, g_te.T)  # H^-1 grad L(z_test), (P, n_test)
+            solved, info = torch.linalg.solve_ex(hess, g_te.T)  # H^-1 grad L(z_test), (P, n_test)
+            if int(info) != 0 or not bool(torch.isfinite(solved).all()):
+                raise InvalidArgument(
+                    f"The damped Hessian H + damping * I ({len(flat0)}x{len(flat0)}) is singular with "
+                    f"damping={self.damping:g}, so H^-1 does not exist; pass a positive `damping`, e.g. damping=1e-3 "
+                    "(the default) or larger, or solver='lissa'."
+                )
         else:
             solved = self._lissa(sel, fixed_all, x_train, y_tr, flat0, g_te.T)
         self.n_params = len(flat0)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidInput
+from ..validation import check_finite
 
 DISTANCES = ("squared_l2", "normalised_l2", "cosine")
 MASK_COUNTS = ("floor", "round")
@@ -89,7 +90,14 @@ def mask_counts(fractions: Sequence[float], n_features: int, rule: str = "floor"
     """
     if rule not in MASK_COUNTS:
         raise InvalidArgument(f"`mask_count` must be one of {MASK_COUNTS}, got {rule!r}.")
-    p = torch.as_tensor(fractions, dtype=torch.float64, device=device) * n_features
+    try:
+        p = torch.as_tensor(fractions, dtype=torch.float64, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgument(f"`fractions` must be numbers in [0, 1], got {fractions!r}.") from None
+    if p.ndim > 1 or not bool(((p >= 0) & (p <= 1)).all()):  # NaN fails both comparisons
+        raise InvalidArgument(f"`fractions` must be numbers in [0, 1] (shares of the {n_features} features), got "
+                              f"{p.tolist()}.")
+    p = p * n_features
     if rule == "floor":
         return torch.floor(p + 1e-9).long()
     return torch.clamp(torch.round(p), min=1).long()
@@ -153,14 +161,26 @@ def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tens
 
 
 def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str = "squared_l2") -> torch.Tensor:
-    """Shift between latents (..., d): squared L2 (paper), squared L2 / ||z||^2, or 1 - cosine."""
+    """Shift between latents (..., d): squared L2 (paper), squared L2 / ||z||^2, or 1 - cosine.
+
+    Raises :class:`~lfeval.errors.InvalidInput` when a shift is NaN/inf: a latent holds NaN/inf (NaN inputs or
+    baseline, an encoder that overflows) or the squared distance overflows the latents' dtype (inputs of
+    magnitude ~1e20 and more)."""
     if distance == "squared_l2":
-        return (z - z_masked).pow(2).sum(-1)
-    if distance == "normalised_l2":
-        return (z - z_masked).pow(2).sum(-1) / z.pow(2).sum(-1).clamp_min(1e-12)
-    if distance == "cosine":
-        return 1 - F.cosine_similarity(z, z_masked, dim=-1)
-    raise InvalidArgument(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
+        out = (z - z_masked).pow(2).sum(-1)
+    elif distance == "normalised_l2":
+        out = (z - z_masked).pow(2).sum(-1) / z.pow(2).sum(-1).clamp_min(1e-12)
+    elif distance == "cosine":
+        out = 1 - F.cosine_similarity(z, z_masked, dim=-1)
+    else:
+        raise InvalidArgument(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
+    if out.numel() and not bool(torch.isfinite(out).all()):
+        finite = bool(torch.isfinite(z).all()) and bool(torch.isfinite(z_masked).all())
+        why = (f"the squared distance of latents up to |z| = {float(z.abs().max()):.3g} overflows {out.dtype}"
+               if finite else "the encoder returned NaN/inf latents")
+        raise InvalidInput(f"The {distance} representation shift is NaN/inf: {why}. Pass finite inputs and a "
+                           "finite baseline on a moderate scale (e.g. rescale the data to [0, 1]).")
+    return out
 
 
 def unit_importance(encoder, attributions: torch.Tensor, shape: tuple, per_channel: bool = False) -> torch.Tensor:
@@ -212,6 +232,12 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
 
     if order not in ORDERS:
         raise InvalidArgument(f"`order` must be one of {ORDERS}, got {order!r}.")
+    check_finite(x, "x")
+    if importance.ndim != 2 or len(importance) != len(x):
+        raise InvalidInput(f"`importance` must be (N, F) = ({len(x)}, n_features), got {tuple(importance.shape)}.")
+    if importance.is_floating_point() and bool(torch.isnan(importance).any()):
+        raise InvalidInput("`importance` contains NaN, which ranks no feature; recompute the attributions "
+                           "(+-inf ranks a feature first or last and is allowed).")
     n, n_feat = importance.shape
     shape = tuple(x.shape[1:])
     counts = mask_counts(fractions, n_feat, mask_count, device=x.device)
@@ -221,8 +247,9 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
     base = encoder.baseline_for(x, baseline)
     shared = n > 1 and base.stride(0) == 0  # one baseline expanded over the batch
     full = ((top == 0) if invert else (top >= n_feat)) & shared  # these levels are f(baseline) for every sample
+    none = (top >= n_feat) if invert else (top == 0)  # these levels replace nothing: shift 0, not encoded
     untouched = top.new_full((1,), n_feat if invert else 0)  # level 0: x itself
-    levels = torch.cat([untouched, top[~full]])
+    levels = torch.cat([untouched, top[~full & ~none]])
     units = shape if n_feat == x[0].numel() else encoder.modality.unit_shape(shape)
     n_levels, encode_base = len(levels), bool(full.any())
     rows = chunk_rows(shape, x.device) if chunk_size is None else rows_per_pass(math.prod(shape), chunk_size,
@@ -245,15 +272,24 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
             z.append(encoder(inputs))
     z = torch.cat(z).view(n, n_levels, -1)
     zm = z.new_empty(n, len(counts), z.shape[-1])
-    zm[:, ~full] = z[:, 1:]
+    zm[:, ~full & ~none] = z[:, 1:]
     if encode_base:
         zm[:, full] = z_base.unsqueeze(1)
-    return representation_distance(z[:, :1], zm, distance)
+    zm[:, none] = z[:, :1]
+    shifts = representation_distance(z[:, :1], zm, distance)
+    shifts[:, none] = 0  # exactly (1 - cosine of a latent with itself rounds to ~1e-7)
+    return shifts
 
 
 def normalised_auc(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Trapezoid area of curves (N, K) over x (K,), divided by the x range: (N,)."""
     x = torch.as_tensor(x, dtype=curves.dtype, device=curves.device)
+    if x.ndim != 1 or len(x) < 2 or not bool(torch.isfinite(x).all()) or not x[-1] > x[0]:
+        raise InvalidArgument(f"`x` must be >= 2 finite points with x[-1] > x[0] (e.g. increasing mask fractions), "
+                              f"got {x.tolist()}.")
+    if curves.shape[-1] != len(x):
+        raise InvalidInput(f"`curves` have {curves.shape[-1]} points per curve but `x` has {len(x)}.")
+    check_finite(curves, "curves")
     return torch.trapezoid(curves, x, dim=-1) / (x[-1] - x[0])
 
 
@@ -264,7 +300,10 @@ def similarity_rates(importance: torch.Tensor, y_train: torch.Tensor, y_test: to
     device = importance.device  # ranked where the matrix is (a GPU for all of MNIST)
     y = torch.as_tensor(y_test).to(device).reshape(-1, 1)
     y_train = torch.as_tensor(y_train).to(device)
-    counts = torch.as_tensor(list(counts), device=device)
+    counts = _check_rates(importance, counts)
+    if y_train.shape != importance.shape[1:] or len(y) != len(importance):
+        raise InvalidInput(f"`y_train` ({tuple(y_train.shape)}) and `y_test` ({len(y)},) must label the columns and "
+                           f"rows of `importance` {tuple(importance.shape)}.")
     k = int(counts.max())
     top = y_train[torch.topk(importance, k, dim=1).indices] == y  # (N, k), most important first
     bottom = y_train[torch.topk(-importance, k, dim=1).indices] == y
@@ -277,13 +316,31 @@ def membership_rates(importance: torch.Tensor, member: torch.Tensor, counts: Seq
     (N, n_train) is True, for each M in ``counts``: ``(top (N, K), bottom (N, K))``. :func:`similarity_rates`
     with ``member = (y_train == y_test)``; the label-free rates use pseudo-labels or latent neighbourhoods."""
     device = importance.device
-    counts = torch.as_tensor(list(counts), device=device)
+    counts = _check_rates(importance, counts)
     k = int(counts.max())
     member = torch.as_tensor(member).to(device).bool()
+    if member.shape != importance.shape:
+        raise InvalidInput(f"`member` must have the shape of `importance` {tuple(importance.shape)}, got "
+                           f"{tuple(member.shape)}.")
     top = member.gather(1, torch.topk(importance, k, dim=1).indices)
     bottom = member.gather(1, torch.topk(-importance, k, dim=1).indices)
     steps = torch.arange(1, k + 1, device=device)
     return (top.cumsum(1).float() / steps)[:, counts - 1], (bottom.cumsum(1).float() / steps)[:, counts - 1]
+
+
+def _check_rates(importance: torch.Tensor, counts) -> torch.Tensor:
+    """The counts M as a tensor on the matrix' device, checked: 1 <= M <= n_train, and no NaN importance."""
+    if importance.ndim != 2 or 0 in importance.shape:
+        raise InvalidInput(f"`importance` must be a non-empty (n_test, n_train) matrix, got {tuple(importance.shape)}.")
+    if importance.is_floating_point() and bool(torch.isnan(importance).any()):
+        raise InvalidInput("`importance` contains NaN, which ranks no training example; recompute the matrix.")
+    counts = torch.as_tensor(counts if torch.is_tensor(counts) else np.atleast_1d(np.asarray(counts)),
+                             device=importance.device)
+    n_train = importance.shape[1]
+    if counts.ndim != 1 or not len(counts) or counts.is_floating_point() or not bool(
+            ((counts >= 1) & (counts <= n_train)).all()):
+        raise InvalidArgument(f"`counts` must be integers M in [1, n_train={n_train}], got {counts.tolist()}.")
+    return counts.long()
 
 
 def step_counts(n_features: int, steps: int = 50) -> torch.Tensor:
@@ -304,8 +361,12 @@ def step_counts(n_features: int, steps: int = 50) -> torch.Tensor:
 def contrastive_similarity(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """COCOA's contrastive corpus similarity (Lin et al. 2023) of latents z (..., d): the mean cosine
     similarity to the corpus minus the mean cosine similarity to the foil, i.e. <z / ||z||, target> with
-    target = mean of the corpus' unit latents - mean of the foil's (:meth:`lfeval.explain.corpus.FittedCorpus`)."""
-    return (F.normalize(z, dim=-1) * target).sum(-1)
+    target = mean of the corpus' unit latents - mean of the foil's (:meth:`lfeval.explain.corpus.FittedCorpus`).
+    Each latent is divided by its largest magnitude before it is normalised, so latents on any scale (1e-30 to
+    1e30 in float32) neither underflow nor overflow the norm."""
+    check_finite(z.detach(), "z")
+    scale = z.detach().abs().amax(-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+    return (F.normalize(z / scale, dim=-1) * target).sum(-1)
 
 
 def corpus_curves(encoder, x: torch.Tensor, importance: torch.Tensor, fitted, target: str = "similarity",
@@ -337,13 +398,30 @@ def _ranks(v: torch.Tensor) -> torch.Tensor:
 
 
 def rowwise_correlation(a: torch.Tensor, b: torch.Tensor, kind: str = "pearson") -> torch.Tensor:
-    """Correlation of each row of a with the same row of b: (N, D), (N, D) -> (N,). NaN for a constant row."""
+    """Correlation of each row of a with the same row of b: (N, D), (N, D) -> (N,). NaN for a constant row.
+
+    Each centred row is divided by its largest magnitude first, so rows on any scale (1e-30 to 1e30 in float32)
+    neither overflow nor underflow; a row is constant when its minimum equals its maximum (no rounding residue of
+    the mean is mistaken for a signal)."""
+    if a.shape != b.shape:
+        raise InvalidInput(f"`a` and `b` must have the same shape (N, D), got {tuple(a.shape)} and {tuple(b.shape)}.")
+    check_finite(a, "a")
+    check_finite(b, "b")
     if kind == "spearman":
         a, b = _ranks(a), _ranks(b)
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-30), torch.full_like(den, float("nan")))
+    elif kind != "pearson":
+        raise InvalidArgument(f"`kind` must be one of {CORRELATIONS}, got {kind!r}.")
+    constant = (a.amax(-1) == a.amin(-1)) | (b.amax(-1) == b.amin(-1)) if a.shape[-1] else torch.ones(
+        a.shape[:-1], dtype=torch.bool, device=a.device)
+    a, b = _unit_rows(a), _unit_rows(b)
+    corr = ((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)).clamp(-1, 1)
+    return torch.where(constant, torch.full_like(corr, float("nan")), corr)
+
+
+def _unit_rows(v: torch.Tensor) -> torch.Tensor:
+    """Rows centred on their mean and divided by their largest magnitude (0 for a constant row)."""
+    v = v - v.mean(-1, keepdim=True)
+    return v / v.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
 
 def pooled_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -377,6 +455,7 @@ def noisy_linear_imputation(x: torch.Tensor, mask: torch.Tensor, kernel, noise: 
     gradients (float64). N(0, noise²) is then added to the imputed values. With ``kernel=None`` (tabular
     rows: no neighbours) removed values take ``baseline`` plus the noise.
     """
+    check_finite(x, "x")
     mask = mask.expand_as(x)
     if kernel is None:
         filled = torch.where(mask, baseline.expand_as(x), x)

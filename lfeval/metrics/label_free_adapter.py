@@ -119,6 +119,55 @@ NEEDS_MASKS = frozenset({
 WHOLE_BATCH = frozenset({"ROAD", "SensitivityN"})
 
 
+def check_attribution_shape(a_shape: tuple, x_shape: tuple, name: str = "a_batch") -> None:
+    """Raise :class:`InvalidInput` unless attributions of shape ``a_shape`` fit inputs of shape ``x_shape`` (both
+    (N, ...), in the layout Quantus sees) by Quantus 0.6.0's rule (``helpers.asserts.assert_attributions`` after
+    ``utils.expand_attribution_channel`` and ``utils.infer_attribution_axes``): no more axes than the inputs, and
+    the sample axes other than those of size 1 are a leading or trailing run of the inputs' sample axes that
+    tells its place (unique among the inputs' runs, or, with as many axes as the inputs, among the attributions'
+    own), so (N, 1, H, W) fits (N, 3, H, W) inputs and (N, W) does not fit (N, 1, W, W)."""
+    a_full, x_dims = list(a_shape[1:]), list(x_shape[1:])
+    a_dims = [d for d in a_full if d != 1]
+    k = len(a_dims)
+
+    def runs(seq):
+        return [seq[i:i + k] for i in range(len(seq) - k + 1)]
+
+    placed = a_dims == x_dims or runs(x_dims).count(a_dims) == 1 or (
+        len(a_shape) == len(x_shape) and runs(a_full).count(a_dims) == 1 and a_dims in runs(x_dims))
+    fits = (len(a_shape) <= len(x_shape) and 0 < k <= len(x_dims) and placed
+            and (a_dims[0] == x_dims[0] or a_dims[-1] == x_dims[-1]))
+    if not fits:
+        raise InvalidInput(
+            f"`{name}` has per-sample shape {tuple(a_shape[1:])}, which does not fit x_batch's {tuple(x_shape[1:])}: "
+            f"attributions need x_batch's shape {tuple(x_shape)} (axes of size 1, such as a single channel, may "
+            "stand for any size). Recompute them on x_batch, e.g. with lfeval.explain."
+        )
+
+
+def check_features_in_step(metric, x_shape: tuple, name: str | None = None) -> None:
+    """Raise :class:`InvalidArgument` unless the metric's ``features_in_step`` (PixelFlipping, FaithfulnessEstimate,
+    MonotonicityCorrelation, SensitivityN) is a positive integer that divides the features per channel of inputs of
+    shape ``x_shape`` (N, C, ...), in the layout Quantus sees (``helpers.asserts.assert_features_in_step``).
+    ``metric`` may be the metric or its ``features_in_step`` value (then ``name`` names the metric)."""
+    step = metric if isinstance(metric, (int, np.integer, float)) else getattr(metric, "features_in_step", None)
+    if step is None:
+        return
+    name = name or type(metric).__name__
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise InvalidArgument(f"{name}'s `features_in_step` must be an integer >= 1, got {step!r}.")
+    if x_shape is None:
+        return
+    n = int(np.prod(x_shape[2:]))
+    if n % step:
+        divisors = [d for d in range(1, n + 1) if n % d == 0]
+        shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+        raise InvalidArgument(
+            f"{name}'s `features_in_step`={step} must divide the {n} features per channel of the inputs (shape "
+            f"{tuple(x_shape[1:])} as Quantus sees them); use a divisor of {n}: {shown}."
+        )
+
+
 def _direction(metric, spec: Spec):
     """The metric's score direction as a Quantus ScoreDirection (corrected where Quantus' is wrong)."""
     import quantus
@@ -238,6 +287,7 @@ class LabelFree:
                 f"with segmentation masks also {', '.join(sorted(NEEDS_MASKS))}. Metrics that never read "
                 "model outputs at a label (Sparseness, Complexity, MaxSensitivity, ...) need no adapter."
             )
+        check_features_in_step(metric, None)
         self.metric = metric
         spec = ADAPTABLE.get(cls, Spec())
         self.similarity = spec.default if similarity is None else check_choice(similarity, SIMILARITIES, "similarity")
@@ -356,6 +406,8 @@ class LabelFree:
         shown = self.quantus_layout(model, x)
         if shown.shape != x.shape and a.shape == tuple(x.shape):
             a = a.reshape(shown.shape)
+        check_attribution_shape(a.shape, tuple(shown.shape))
+        check_features_in_step(self.metric, tuple(shown.shape))
         if cls in WHOLE_BATCH:
             batch_size = len(x)
         aggregate = self.metric.return_aggregate

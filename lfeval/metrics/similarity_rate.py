@@ -39,7 +39,7 @@ def example_counts(M, n_train: int) -> np.ndarray:
         m = np.atleast_1d(np.asarray(M))
     except (TypeError, ValueError):
         m = np.zeros(0)
-    if m.ndim != 1 or m.size == 0 or m.dtype.kind not in "iuf" or np.any(m <= 0):
+    if m.ndim != 1 or m.size == 0 or m.dtype.kind not in "iuf" or not np.all(m > 0):  # NaN: not > 0
         raise InvalidArgument(f"`M` must be positive counts (ints) or fractions in (0, 1] (floats), got {M!r}.")
     if m.dtype.kind == "f" and np.any(m > 1):
         raise InvalidArgument(f"`M` mixes counts and fractions or holds a non-integer count: {M!r}. Pass counts "

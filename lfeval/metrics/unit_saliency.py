@@ -13,9 +13,24 @@ import numpy as np
 import quantus
 import torch
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidInput
 from ..validation import check_choice
 from .base import LabelFreeMetric
+
+
+def _checked_units(units) -> torch.Tensor:
+    """|units| as float64, (N, d >= 2, features...), finite; else an lfeval error."""
+    a = torch.as_tensor(np.asarray(units) if not torch.is_tensor(units) else units)
+    if a.dim() < 3:
+        raise InvalidArgument(f"`units` must be unit attributions (N, d, *input_shape) from lfeval.explain_units, "
+                              f"got shape {tuple(a.shape)}.")
+    if a.shape[1] < 2:
+        raise InvalidArgument(f"UnitSaliencyCorrelation needs a latent space of >= 2 units, got {a.shape[1]}.")
+    a = a.double().abs()
+    if not bool(torch.isfinite(a).all()):
+        raise InvalidInput("The unit attributions hold NaN or inf (a NaN input or an overflowing encoder); check the "
+                           "inputs and the encoder's outputs.")
+    return a
 
 
 def unit_saliency_stats(units: torch.Tensor, active_share: float = 0.01) -> dict:
@@ -26,10 +41,8 @@ def unit_saliency_stats(units: torch.Tensor, active_share: float = 0.01) -> dict
     NaN if fewer than two remain); entropy of p_j = sum|a_j| / sum|a| (nats); number of units with
     p_j >= ``active_share``.
     """
-    a = units.abs().flatten(2).double()  # (N, d, D)
+    a = _checked_units(units).flatten(2)  # (N, d, D)
     n, d = a.shape[:2]
-    if d < 2:
-        raise InvalidArgument(f"UnitSaliencyCorrelation needs a latent space of >= 2 units, got {d}.")
     c = a - a.mean(-1, keepdim=True)
     norm = c.norm(dim=-1)  # (N, d)
     valid = norm > 0
@@ -58,13 +71,13 @@ def pooled_unit_correlation(units, latents=None) -> float:
     >>> round(pooled_unit_correlation(a), 6)
     1.0
     """
-    a = torch.as_tensor(np.asarray(units) if not torch.is_tensor(units) else units).double().abs()
-    if a.dim() < 3 or a.shape[1] < 2:
-        raise InvalidArgument(f"`units` must be (N, d >= 2, ...) unit attributions, got shape {tuple(a.shape)}.")
+    a = _checked_units(units)
     if latents is not None:
         z = torch.as_tensor(np.asarray(latents) if not torch.is_tensor(latents) else latents).double().abs()
         if tuple(z.shape) != tuple(a.shape[:2]):
             raise InvalidArgument(f"`latents` must be (N, d) = {tuple(a.shape[:2])}, got {tuple(z.shape)}.")
+        if not bool(torch.isfinite(z).all()):
+            raise InvalidInput("`latents` hold NaN or inf; check the encoder's outputs on these inputs.")
         a = a * z.reshape(*z.shape, *[1] * (a.dim() - 2))
     corr = torch.corrcoef(a.transpose(0, 1).reshape(a.shape[1], -1))
     d = corr.shape[0]

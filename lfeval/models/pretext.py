@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..draws import draw
+from ..errors import InvalidArgument
 from ..modalities import get_modality
+from ..validation import check_number, check_positive_int
 from .architectures import EncoderNet, build_decoder
 
 PRETEXTS = ("reconstruction", "denoising", "inpainting", "classification", "contrastive")
@@ -75,12 +77,16 @@ class Reconstruction(PretextTask):
 
 
 class Denoising(PretextTask):
-    """Reconstruct x from f(x + eps), eps ~ N(0, sigma^2) (paper: sigma = 0.3)."""
+    """Reconstruct x from f(x + eps), eps ~ N(0, sigma^2) (paper: sigma = 0.3).
+
+    ``sigma`` is a finite number >= 0; sigma = 0 adds no noise (the task is then plain reconstruction) and is
+    allowed as that limit.
+    """
 
     name = "denoising"
 
     def __init__(self, sigma: float = 0.3):
-        self.sigma = sigma
+        self.sigma = check_number(sigma, "sigma")
 
     def corrupt(self, x, generator):
         return x + self.sigma * draw(torch.randn, x.shape, generator, x)
@@ -92,6 +98,12 @@ class Inpainting(PretextTask):
     name = "inpainting"
 
     def __init__(self, p: float = 0.2):
+        """``p`` is the share of features dropped, in [0, 1): p = 0 drops none (plain reconstruction), and p = 1
+        would drop every feature, leaving the encoder nothing to reconstruct from."""
+        p = check_number(p, "p")
+        if p >= 1:
+            raise InvalidArgument(f"`p` (the inpainting drop rate) must be in [0, 1), got {p!r}: p = 1 drops every "
+                                  "feature; use e.g. p=0.2 (the paper's).")
         self.p = p
 
     def corrupt(self, x, generator):
@@ -124,9 +136,10 @@ class Contrastive(PretextTask):
     name = "contrastive"
 
     def __init__(self, modality="image", temperature: float = 0.5, proj_dim: int = 32):
+        """``temperature`` > 0 (finite) divides the cosine similarities; ``proj_dim`` >= 1 is the projection's width."""
         self.augment = get_modality(modality).augment
-        self.temperature = temperature
-        self.proj_dim = proj_dim
+        self.temperature = check_number(temperature, "temperature", strict=True)
+        self.proj_dim = check_positive_int(proj_dim, "proj_dim")
 
     def build_head(self, encoder, n_classes):
         """SimCLR's g(h) = W2 ReLU(W1 h), applied to the whole latent. No ReLU in front of W1: the latent is the
@@ -165,7 +178,6 @@ def make_task(pretext: str, modality, **kwargs) -> PretextTask:
     """Instantiate the task called ``pretext`` (validated by the caller)."""
     import inspect
 
-    from ..errors import InvalidArgument
     from .vae import TCVAE, VAE_PRETEXTS, BetaVAE  # vae imports this module: import at call time
 
     if pretext in VAE_PRETEXTS:

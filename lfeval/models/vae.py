@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..draws import draw
+from ..validation import check_number, check_positive_int
 from .architectures import EncoderNet
 from .pretext import PretextTask
 
@@ -59,7 +60,8 @@ class BetaVAE(PretextTask):
     name = "beta-vae"
 
     def __init__(self, beta: float = 1.0):
-        self.beta = float(beta)
+        """``beta`` >= 0 (finite) weighs the KL term; beta = 0 is a plain (stochastic) autoencoder."""
+        self.beta = check_number(beta, "beta")
 
     @staticmethod
     def kl(mu, logvar) -> torch.Tensor:
@@ -93,7 +95,7 @@ class TCVAE(BetaVAE):
 
     def __init__(self, beta: float = 1.0, n_data: int = 1000):
         super().__init__(beta)
-        self.n_data = int(n_data)
+        self.n_data = check_positive_int(n_data, "n_data")
 
     def batch_key(self):
         return (type(self).loss_given, self.n_data)

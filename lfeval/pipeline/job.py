@@ -7,6 +7,10 @@ order below) or as Ray tasks (``backend = "ray"``), a scores stage once the attr
 importances it compares are done. Either way this process stores every stage, in one format, so a run
 started with one backend can be finished with the other.
 
+This process holds the run folder's lock (:class:`lfeval.pipeline.lock.RunLock`) from before it first writes
+the folder until the job ends (Ray workers, which never write, never take it): a second ``lfeval run`` on the
+folder stops with :class:`lfeval.errors.RunLocked` naming this one, or waits for it (``wait``).
+
 Every stage computes on the config's ``device`` with its ``precision`` (:mod:`lfeval.precision`); a Ray cell
 on CUDA asks for a GPU and moves the encoders to the one it was given (:mod:`lfeval.execution`).
 
@@ -26,8 +30,9 @@ from ..config import RunConfig
 from ..errors import InvalidArgument, RunIncomplete
 from ..execution import Cell, cell_device, cells_failed, get_executor, gpus_for
 from . import stages
+from .lock import RunLock
 from .outputs import render, write_outputs
-from .store import StageStore, remove_run_dir
+from .store import StageStore, open_run_folder, remove_run_dir
 
 
 def _silenced(fn, *args, **kwargs):
@@ -71,7 +76,7 @@ def plan(c: RunConfig) -> list:
     return steps
 
 
-def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
+def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: float = 0.0) -> Path:
     """Run the main job described by ``config`` and return the path of its ``report.html``.
 
     Stages: encoders -> attributions (per pretext) -> example importance (per pretext) -> scores
@@ -81,13 +86,21 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print) -> Path:
     ``config.backend == "ray"``, stages that fail after their retries are reported together
     (:class:`lfeval.errors.CellsFailed`) once the others are stored. Every stage computes on ``config.device``
     under ``config.precision``, and records both (:class:`StageStore`).
+
+    One process at a time writes a run folder: while another holds it, this raises
+    :class:`lfeval.errors.RunLocked` naming it, or first waits up to ``wait`` seconds (``math.inf``: until it is
+    free); a lock left by a killed process is taken over with a warning (:mod:`lfeval.pipeline.lock`).
     """
     c = config
-    with get_executor(c.backend, c.address) as ex, stages.expected_warnings_silenced(), \
-            threads.scope(c.threads), precision.use(c.precision):  # Ray: joined on first use
+    lock = RunLock(c.run_dir, wait=wait, log=log)
+    lock.check()  # a folder in use: stop before loading anything
+    with lock, get_executor(c.backend, c.address) as ex, stages.expected_warnings_silenced(), \
+            threads.scope(c.threads), precision.use(c.precision):  # Ray: joined on first use; lock: released last
         rd = stages.RunData(c)  # loads (and checks) the data before anything touches the run folder
-        if fresh and remove_run_dir(c.run_dir):
-            log(f"[lfeval] --fresh: deleted {c.run_dir}")
+        open_run_folder(c.run_dir)
+        lock.acquire()
+        if fresh and remove_run_dir(c.run_dir, locked=True):
+            log(f"[lfeval] --fresh: deleted the stored stages and outputs of {c.run_dir}")
         store = StageStore(c.run_dir, c.to_dict(), fingerprint=rd.ds.fingerprint(), log=log,
                            computed_on={"device": c.device, "precision": c.precision})
         log(f"[lfeval] {rd.ds!r}")
@@ -148,6 +161,13 @@ def report(run_dir) -> Path:
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{config_path} is not valid JSON ({exc}); {str(run_dir)!r} is not a readable "
                               "lfeval run folder.") from None
+    open_run_folder(run_dir)  # refuses a folder lfeval did not write before the lock file goes into it
+    with RunLock(run_dir, command="lfeval report") as lock:
+        lock.acquire()
+        return _report(run_dir, config)
+
+
+def _report(run_dir: Path, config: RunConfig) -> Path:
     store = StageStore(run_dir)
     missing = [s for s in stage_names(config) if not store.done(s)]
     if missing:

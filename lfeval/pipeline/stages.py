@@ -73,6 +73,7 @@ class RunData:
         self._resident = {}  # (device, dtype) -> x_train there
         self._work = None
         self.check_labels()
+        self.check_metric_params()
         check_modality(c, self.ds.modality)  # a data set whose name did not tell its modality (a plugin's)
         for name in c.encoders:  # the user's encoders: loaded and checked on the data before any stage runs
             self.encoder(name)
@@ -89,6 +90,16 @@ class RunData:
         if needs:
             raise LabelsRequired(f"{self.ds.name} has no labels, which {', '.join(needs)} need; drop them from the "
                                  "config, or give labels (y_train/y_test) with the data.")
+
+    def check_metric_params(self) -> None:
+        """A metric's ``features_in_step`` must divide this data's features per channel: refused before any
+        training, not at the scoring stage (``metric_params`` in the config)."""
+        from ..metrics.label_free_adapter import check_features_in_step
+
+        for name, params in self.config.metric_params.items():
+            step = (params or {}).get("features_in_step")
+            if step is not None:
+                check_features_in_step(step, (1, *self.ds.input_shape), name=f"metric_params[{name!r}]")
 
     @property
     def work(self) -> float:

@@ -4,8 +4,11 @@
 stage (:mod:`lfeval.pipeline.codec`); ``<run_dir>/stages/manifest.json`` lists the finished stages with
 the SHA-256 of their files, the lfeval version and the fingerprint of the data they were computed on.
 
-* **Atomic**: files are written under temporary names, flushed to disk and renamed; the manifest is
-  updated last. A run killed mid-write leaves no file that a rerun would load.
+* **Atomic**: a stage's files are all written under temporary names and flushed to disk before any is
+  renamed into place; the manifest is updated last. A run killed mid-write leaves no file that a rerun would
+  load. A write that fails (a full disk, ``ENOSPC``; an I/O error, ``EIO``) removes its temporary files, leaves
+  the files stored before as they were and stops with :class:`lfeval.errors.WriteFailed` naming the file.
+* **One writer**: ``lfeval run`` holds the folder's lock (:mod:`lfeval.pipeline.lock`) while it writes.
 * **Verified**: a stage loads only if its files match their hashes and decode; otherwise the file is
   named in the log and the stage is recomputed.
 * **Fresh**: when the data's fingerprint or the lfeval version differ from those of the stored stages,
@@ -19,6 +22,7 @@ the SHA-256 of their files, the lfeval version and the fingerprint of the data t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -33,8 +37,9 @@ import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from ..errors import InvalidArgument, RunIncomplete
+from ..errors import InvalidArgument, RunIncomplete, WriteFailed
 from . import codec
+from .lock import LOCK_FILE
 
 #: config keys that do not change any result (a rerun may differ in them); ``device`` changes the last digits
 #: only, and is checked per stage (``computed_on``)
@@ -55,18 +60,66 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes, fault: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        if fault:  # write half, make it visible, then die as a SIGKILL would
-            fh.write(data[: len(data) // 2])
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _write_failed(path: Path, exc: OSError) -> WriteFailed:
+    """The error of a write to ``path`` that failed with ``exc``: what happened and what to do."""
+    code = exc.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        what, todo = (f"the disk is full ({exc.strerror or 'no space left on device'})",
+                      f"Free space on the disk holding {path.parent} (or choose another --out)")
+    elif code == errno.EIO:
+        what, todo = (f"an input/output error ({exc.strerror or 'EIO'}): the disk or network file system failed",
+                      f"Check the disk holding {path.parent}")
+    else:
+        what, todo = exc.strerror or str(exc), f"Check that {path.parent} is writable"
+    return WriteFailed(f"Writing {path} failed: {what}. The files stored before are intact (the new file was "
+                       f"written under a temporary name, now removed). {todo}, then rerun the same command: the "
+                       "finished stages are kept and the run resumes.", path=path, errno=code)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (the renames into it) to disk, where the platform allows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # not supported for folders here
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(files: dict, fault: Optional[Path] = None) -> None:
+    """Write ``{path: bytes}``: every file under a temporary name, flushed to disk, then all renamed into place,
+    so that a failure part-way (a kill, a full disk) leaves the previous files as they were. A failed write
+    removes the temporary files and raises :class:`WriteFailed`. ``fault`` (tests): the file during whose write
+    the process SIGKILLs itself, halfway through."""
+    written, path = [], None
+    try:
+        for path, data in files.items():
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own: runs may race to start
+            written.append((tmp, path))
+            with open(tmp, "wb") as fh:
+                if path == fault:  # write half, make it visible, then die as a SIGKILL would
+                    fh.write(data[: len(data) // 2])
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    os.kill(os.getpid(), signal.SIGKILL)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp, _ in written:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise _write_failed(path, exc) from exc
+    for folder in {p.parent for p in files}:
+        _fsync_dir(folder)
 
 
 def _kind(device: str) -> str:
@@ -74,11 +127,13 @@ def _kind(device: str) -> str:
     return str(device).split(":")[0]
 
 
-def remove_run_dir(run_dir: Path) -> bool:
+def remove_run_dir(run_dir: Path, locked: bool = False) -> bool:
     """Delete ``run_dir`` if lfeval created it (it holds the marker file); return whether it existed.
 
     Refuses (with an error) a symlink or a folder without the marker: ``--fresh`` never deletes data
-    lfeval did not write.
+    lfeval did not write. ``locked``: the caller holds the folder's lock (:mod:`lfeval.pipeline.lock`); the
+    folder, its marker and its lock file stay (deleting the lock file would let a second writer in) and
+    everything else in it is deleted.
     """
     run_dir = Path(run_dir)
     if not run_dir.exists() and not run_dir.is_symlink():
@@ -88,8 +143,43 @@ def remove_run_dir(run_dir: Path) -> bool:
             f"--fresh refuses to delete {run_dir}: it is not a run folder lfeval created (no {MARKER} marker "
             "inside). Move it away or choose another --name."
         )
-    shutil.rmtree(run_dir)
+    if not locked:
+        shutil.rmtree(run_dir)
+        return True
+    for child in run_dir.iterdir():
+        if child.name in (MARKER, LOCK_FILE):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
     return True
+
+
+def open_run_folder(run_dir: Path) -> None:
+    """Create ``run_dir`` (and ``stages/``) with its marker, or check that an existing one is lfeval's: a
+    non-folder, or a non-empty folder without the marker (its lock file aside), is refused."""
+    d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        raise InvalidArgument(f"{d} exists and is not a folder; choose another --name or --out.")
+    # the lock file, and the marker being written by another run starting at the same time, are lfeval's
+    if d.is_dir() and any(not p.name.startswith(MARKER) and p.name != LOCK_FILE for p in d.iterdir()) \
+            and not (d / MARKER).is_file():
+        raise InvalidArgument(f"{d} holds files that lfeval did not write (no {MARKER} marker); choose another "
+                              "--name or --out, lfeval will not write into it.")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        if not (d / MARKER).is_file():  # the marker first, then anything else
+            _write_atomic({d / MARKER: b"A folder written by lfeval run; `lfeval run --fresh` may delete it.\n"})
+        (d / "stages").mkdir(exist_ok=True)
+    except WriteFailed as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO):
+            raise
+        raise InvalidArgument(f"Cannot write the run folder {d}: {exc.__cause__.strerror or exc.__cause__}. Choose "
+                              "a writable --out.") from None
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot write the run folder {d}: {exc.strerror or exc}. Choose a writable "
+                              "--out.") from None
 
 
 class StageStore:
@@ -132,18 +222,7 @@ class StageStore:
 
     # ------------------------------------------------------------------ the folder
     def _open_folder(self) -> None:
-        d = self.run_dir
-        if d.exists() and not d.is_dir():
-            raise InvalidArgument(f"{d} exists and is not a folder; choose another --name or --out.")
-        if d.is_dir() and any(d.iterdir()) and not (d / MARKER).is_file():
-            raise InvalidArgument(f"{d} holds files that lfeval did not write (no {MARKER} marker); choose another "
-                                  "--name or --out, lfeval will not write into it.")
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            (d / MARKER).write_text("A folder written by lfeval run; `lfeval run --fresh` may delete it.\n")
-        except OSError as exc:
-            raise InvalidArgument(f"Cannot write the run folder {d}: {exc.strerror or exc}. Choose a writable "
-                                  "--out.") from None
+        open_run_folder(self.run_dir)
         for tmp in self.dir.glob("*.tmp"):  # leftovers of a run killed mid-write: never loaded
             tmp.unlink(missing_ok=True)
 
@@ -177,7 +256,9 @@ class StageStore:
                         f"{self.run_dir} holds a run with other settings ({', '.join(changed)} differ); pass --fresh "
                         "to start it again, or --name to run under another name."
                     )
-        path.write_text(json.dumps(config, indent=2, default=str))
+        data = json.dumps(config, indent=2, default=str).encode()
+        if not path.is_file() or path.read_bytes() != data:
+            _write_atomic({path: data})
 
     def _check_fresh(self) -> None:
         reasons = []
@@ -215,9 +296,11 @@ class StageStore:
                  "They are kept: with precision 'highest' the devices agree within 1e-4 relative (--fresh "
                  "recomputes them all here).")
 
-    def _write_manifest(self) -> None:
-        self.manifest.update(self.state)
-        _write_atomic(self.dir / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+    def _write_manifest(self, manifest: Optional[dict] = None) -> None:
+        """Write ``manifest`` (default: the current one) and make it current once it is on disk."""
+        manifest = {**(self.manifest if manifest is None else manifest), **self.state}
+        _write_atomic({self.dir / "manifest.json": json.dumps(manifest, indent=1).encode()})
+        self.manifest = manifest
 
     # ------------------------------------------------------------------ stages
     @staticmethod
@@ -253,12 +336,15 @@ class StageStore:
         """Store ``result`` atomically and record it in the manifest (last)."""
         document, arrays = codec.encode(result)
         files = {"json": json.dumps(document).encode(), "safetensors": save_arrays(arrays or {"_": np.zeros(0)})}
+        paths = {self.dir / f"{self._file_stem(stage)}.{kind}": data for kind, data in files.items()}
+        entry = {"files": {k: _sha256(v) for k, v in files.items()},
+                 **({"computed_on": self.computed_on} if self.computed_on else {})}
+        manifest = {**self.manifest, "stages": {**self.manifest["stages"], stage: entry}, **self.state}
+        # one batch: a failed write (full disk) replaces nothing; the manifest is renamed last
+        paths[self.dir / "manifest.json"] = json.dumps(manifest, indent=1).encode()
         fault = os.environ.get(FAULT_ENV, "") == f"kill-during-write:{stage}"
-        for i, (kind, data) in enumerate(files.items()):
-            _write_atomic(self.dir / f"{self._file_stem(stage)}.{kind}", data, fault=fault and i == 1)
-        self.manifest["stages"][stage] = {"files": {k: _sha256(v) for k, v in files.items()},
-                                          **({"computed_on": self.computed_on} if self.computed_on else {})}
-        self._write_manifest()
+        _write_atomic(paths, fault=list(paths)[1] if fault else None)
+        self.manifest = manifest
 
     def try_load(self, stage: str, log: Optional[Callable] = None) -> tuple:
         """``(True, result)`` if ``stage`` is stored and passes its check, else ``(False, None)`` (a damaged

