@@ -87,3 +87,35 @@ def test_user_metric_and_explainer_in_lfeval_run(plugins, tmp_path, encoders, en
     html = report.read_text()
     assert "a user metric from tests/extensions" in html and 'data-file="plots/curves_TopMass.png"' in html
     assert "Concentration curves of the user metric TopMass." in html
+
+
+FRESH_LOOKUPS = {
+    # a Ray worker that unpickled an object of one explainer module (stochastic.py) and looks up another name:
+    # the reported failure "Unknown explanation method 'Saliency'. Valid values: 'GradientShap', 'SmoothGrad', ..."
+    "explainer after stochastic": "import lfeval.explain.stochastic\nfrom lfeval.explain.base import get_explainer\n"
+                                  "print(get_explainer('Saliency').__name__, get_explainer('IntegratedGradients')"
+                                  ".__name__)",
+    "explainer alone": "from lfeval.explain.base import get_explainer, explainer_names\n"
+                       "print(get_explainer('DeepLift').__name__,\n"
+                       "      {'RELAX', 'COCOA', 'Random'} <= set(explainer_names()))",
+    "example method": "from lfeval.explain.examples import EXAMPLE_METHODS\nprint(sorted(EXAMPLE_METHODS))",
+    "metric": "from lfeval.metrics.catalogue import CATALOGUE\n"
+              "print({'PixelFlipping', 'RepresentationShift', 'SimilarityRate'} <= set(CATALOGUE))",
+    "modality": "from lfeval.modalities import get_modality\nprint(get_modality('time_series').name)",
+}
+
+
+@pytest.mark.parametrize("case", list(FRESH_LOOKUPS))
+def test_a_fresh_process_finds_every_built_in_name(case):
+    """Each registry resolves every built-in name in a process that imported only the lookup's module (as a Ray
+    worker does): registration must not depend on which module happened to be imported first."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FRESH_LOOKUPS[case]], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = {"explainer after stochastic": "Saliency IntegratedGradients", "explainer alone": "DeepLift True",
+                "example method": "['cosine', 'dknn', 'influence', 'simplex', 'tracin']", "metric": "True",
+                "modality": "time_series"}[case]
+    assert out.stdout.strip() == expected

@@ -60,12 +60,14 @@ def register_explainer(name: str) -> Callable:
 
 
 def get_explainer(name: str) -> type:
-    """The registered explainer class of ``name`` (a clear error naming the closest one)."""
-    return EXPLAINERS[check_choice(name, EXPLAINERS, "explanation method")]
+    """The registered explainer class of ``name`` (a clear error naming the closest one). The built-in methods are
+    registered first, whatever this process imported: a Ray worker that unpickled one explainer's module must
+    still find every other."""
+    return EXPLAINERS[check_choice(name, explainer_names(), "explanation method")]
 
 
 def explainer_names() -> tuple:
-    """Names of every registered feature explainer."""
+    """Names of every registered feature explainer (the built-in ones always included)."""
     from . import features  # noqa: F401  (registers the built-in methods)
 
     return tuple(EXPLAINERS)
