@@ -181,17 +181,17 @@ def estimate(ds, s: dict, sections) -> float:
     total = 0.0
     for pretext, size, latent in groups:
         members = [{"pretext": pretext, "seed": i} for i in range(size)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an encoder trained for 2 epochs is collapsed: not the point here
-            lfeval.models.train_ensemble(_subset(ds, n), members, latent_dim=latent, epochs=1,
-                                         batch_size=s["batch_size"], min_steps=0, device=s["device"],
-                                         display_progressbar=False)  # warm-up: kernels, allocator
-            _sync()
-            start = time.perf_counter()
-            lfeval.models.train_ensemble(_subset(ds, n), members, latent_dim=latent, epochs=2,
+
+        def train(epochs):
+            lfeval.models.train_ensemble(_subset(ds, n), members, latent_dim=latent, epochs=epochs,
                                          batch_size=s["batch_size"], min_steps=0, device=s["device"],
                                          display_progressbar=False)
             _sync()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an encoder trained for 2 epochs is collapsed: not the point here
+            train(1)  # warm-up: kernels, allocator
+            start = time.perf_counter()
+            train(2)
         total += (time.perf_counter() - start) / (2 * math.ceil((n - round(0.1 * n)) / s["batch_size"])) * steps
     return total
 
