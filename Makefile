@@ -1,14 +1,17 @@
 # `make demo`: set up .venv (if missing) and run the main job on the embedded digits data.
 # `make test`: set up .venv (if missing) and run the whole test suite.
 # `make notebooks`: execute every notebook in place with the full settings (they are committed with outputs).
+# `make docs`: install the docs extra into .venv and build the site (user guide + API reference) into
+#   docs/_build/html, with every Sphinx warning an error.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lfeval-installed
+DOCS_STAMP := $(VENV)/.lfeval-docs-installed
 # torch/torchvision: pinned so pip takes the wheels on this machine's disk (MetaQuantus imports torchvision).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install lint clean chromium notebooks
+.PHONY: demo test install lint clean chromium notebooks docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +42,18 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
 	  || echo "note: could not install Debian's chromium; the report rendering test will be skipped"; }
 
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+# from scratch, so that each build reports every warning (the API pages in docs/api/generated are generated)
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build/html docs/api/generated
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lfeval tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .lfeval-cache
+	rm -rf $(VENV) runs .lfeval-cache docs/_build docs/api/generated

@@ -2,13 +2,15 @@
 
 Crabbé & van der Schaar, "Label-Free Explainability for Unsupervised Models", ICML 2022.
 
-Submodules load on first use (``lfeval.metrics`` imports Quantus, which is slow to import); both
-``import lfeval.metrics`` and the attribute ``lfeval.metrics`` work for every public module.
+Every public module is imported here, eagerly (Quantus, MetaQuantus and captum add about 1 s to ``import
+lfeval``), so ``lfeval.metrics`` and ``import lfeval.metrics`` both work, and every explainer, metric, example
+method, modality and data set is registered in any process that imported lfeval. The ``lfeval`` command
+(:mod:`lfeval.cli`) is the one module left out.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import os
 import sys
 
@@ -26,42 +28,34 @@ def _command_environment(environ=os.environ, argv=None, orig_argv=None) -> None:
 
 _command_environment()
 
-from . import data, errors, modalities, models  # noqa: E402
+from . import (  # noqa: E402
+    config,
+    data,
+    diagnostics,
+    errors,
+    evaluation,
+    examples,
+    execution,
+    explain,
+    memory,
+    meta,
+    metrics,
+    modalities,
+    models,
+    pipeline,
+    precision,
+    registry,
+    report,
+    text,
+    threads,
+    validation,
+)
 from .encoder import Encoder, as_encoder  # noqa: E402
+from .evaluation import evaluate  # noqa: E402
+from .explain.features import explain_units  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("lfeval")  # the one version: pyproject.toml's
 
-# public name -> (module, attribute or None for the module itself)
-_LAZY = {
-    "explain": ("lfeval.explain", None),
-    "explain_units": ("lfeval.explain.features", "explain_units"),
-    "examples": ("lfeval.examples", None),
-    "metrics": ("lfeval.metrics", None),
-    "meta": ("lfeval.meta", None),
-    "evaluate": ("lfeval.evaluation", "evaluate"),
-    "evaluation": ("lfeval.evaluation", None),
-    "report": ("lfeval.report", None),
-    "config": ("lfeval.config", None),
-    "pipeline": ("lfeval.pipeline", None),
-    "validation": ("lfeval.validation", None),
-    "execution": ("lfeval.execution", None),
-    "threads": ("lfeval.threads", None),
-    "precision": ("lfeval.precision", None),
-    "diagnostics": ("lfeval.diagnostics", None),
-    "text": ("lfeval.text", None),
-}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'lfeval' has no attribute {name!r}")
-    module, attr = _LAZY[name]
-    value = importlib.import_module(module)
-    return value if attr is None else getattr(value, attr)
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
-
-
-__all__ = ["data", "errors", "modalities", "models", "Encoder", "as_encoder", *_LAZY]
+__all__ = ["Encoder", "as_encoder", "config", "data", "diagnostics", "errors", "evaluate", "evaluation", "examples",
+           "execution", "explain", "explain_units", "memory", "meta", "metrics", "modalities", "models", "pipeline",
+           "precision", "registry", "report", "text", "threads", "validation"]

@@ -1,5 +1,8 @@
 """Command line: ``lfeval run``, the main job (see :mod:`lfeval.pipeline` and :class:`lfeval.config.RunConfig`),
-and ``lfeval report RUN_DIR``, which draws a finished run's report again without recomputing."""
+and ``lfeval report RUN_DIR``, which draws a finished run's report again without recomputing.
+
+Flags are config overrides: ``--device``, ``--threads`` and the others go through :class:`lfeval.config.RunConfig`
+like the keys of a config file, so each setting is resolved in one place."""
 
 from __future__ import annotations
 
@@ -9,12 +12,11 @@ import sys
 
 from .config import RunConfig
 from .errors import LfevalError
+from .pipeline import job
 from .precision import PRECISIONS
 
 
 def _run(args) -> int:
-    from .pipeline import run
-
     overrides = {k: v for k, v in {
         "name": args.name, "data": args.data, "data_root": args.root, "seed": args.seed,
         "latent_dim": args.latent_dim, "epochs": args.epochs, "out_dir": args.out,
@@ -22,11 +24,11 @@ def _run(args) -> int:
         "example_methods": args.example_methods, "n_explain": args.n_explain,
         "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations, "threads": args.threads,
         "quiet": True if args.quiet else None, "backend": args.backend, "address": args.address,
-        "device": args.device, "precision": args.precision,
+        "device": args.device, "precision": args.precision, "pairs": args.pairs,
     }.items() if v is not None}
     config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
     waiting = {} if args.wait is None else {"wait": args.wait}  # default: a folder in use is an error at once
-    report = run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print, **waiting)
+    report = job.run(config, fresh=args.fresh, log=(lambda *a: None) if config.quiet else print, **waiting)
     print(report)
     return 0
 
@@ -47,9 +49,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _report(args) -> int:
-    from .pipeline import report
-
-    print(report(args.run_dir))
+    print(job.report(args.run_dir))
     return 0
 
 
@@ -81,6 +81,9 @@ def main(argv=None) -> int:
                    "CPU within 1e-4; tf32 and bf16 are faster, less exact)")
     p.add_argument("--threads", help="torch intra-op threads: 'auto' (default; from the work, the free cores "
                    "and LFEVAL_THREADS) or a number")
+    p.add_argument("--pairs", help="pair explanations (why are a and b close?): 'nearest' (each explained input "
+                   "with its nearest training example in latent space) or a file of index pairs into the test split "
+                   "(.csv with columns a,b, or .npy of shape (P, 2)); default: none")
     p.add_argument("--fresh", action="store_true", help="discard stored stages and start again")
     p.add_argument("--wait", nargs="?", type=_seconds, const=math.inf, metavar="SECONDS",
                    help="if another process is writing the run folder, wait for it (up to SECONDS; none: as long "

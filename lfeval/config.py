@@ -1,9 +1,20 @@
-"""The configuration of a main-job run (``lfeval run``): defaults, TOML loading, validation."""
+"""The configuration of a main-job run (``lfeval run``): defaults, TOML loading, validation, plugins.
+
+Each setting is resolved here once and passed down as it is: ``device`` (:func:`resolve_device`) and ``threads``
+(:func:`lfeval.threads.check_threads`; the run enters :func:`lfeval.threads.scope` with it), from the config file
+or the ``lfeval run`` flags alike.
+
+Plugins (``plugins``: user modules or ``.py`` files whose explainers, metrics, example methods, data sets and
+modalities register themselves on import) are loaded by one explicit, idempotent step, :func:`load_plugins`:
+:meth:`RunConfig.from_dict` and :meth:`RunConfig.from_toml` call it before validating, the run calls it where it
+starts (:class:`lfeval.pipeline.stages.RunData`) and every cell a worker process runs calls it first, since a
+worker unpickles a :class:`RunConfig` without importing anything it names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import importlib
 import importlib.util
 import re
@@ -12,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import pandas as pd
 import tomllib
+import torch
 
 from .data import available as available_data
 from .data import canonical_name, declared_modality
@@ -20,24 +34,36 @@ from .errors import InvalidArgument, NotApplicable, UnknownName
 from .execution import BACKENDS, check_backend
 from .explain.base import explainer_names, get_explainer
 from .explain.examples import EXAMPLE_METHODS
-from .metrics.catalogue import CATALOGUE, FEATURES, get_entry
+from .explain.pairs import SIMILARITIES, takes_reference
+from .metrics.catalogue import CATALOGUE, FEATURES, default_metrics, get_entry
+from .modalities import get_modality
 from .models.pretext import PRETEXTS
 from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
 from .precision import PRECISIONS
+from .registry import closest
 from .threads import check_threads
-from .validation import check_device
+from .validation import check_device, check_positive_int
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
 #: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
 #: metrics that are meaningful without labels (any name of lfeval.metrics.CATALOGUE works)
-METRICS = (
-    "RepresentationShift", "PretextCorrelation", "SimilarityRate", "SimilarityContrast", "PixelFlipping",
-    "FaithfulnessCorrelation", "Sparseness", "Complexity", "MaxSensitivity", "RelativeRepresentationStability",
-)
+METRICS = default_metrics()
 #: keyword arguments of lfeval.explain that every method takes
 _EXPLAIN_KEYS = ("baseline", "batch_size", "seed", "abs", "reduce_axes")
-META_METRICS = ("RepresentationShift", "PixelFlipping", "FaithfulnessCorrelation")
+META_METRICS = default_metrics(meta=True)  # the catalogue entries flagged meta_default
+#: ``pairs`` value that pairs each explained input with its nearest training example in latent space
+NEAREST = "nearest"
+#: file types of a ``pairs`` file of index pairs
+PAIR_FILES = (".csv", ".npy")
+#: the pair settings: recorded in ``config.json`` only when ``pairs`` is set (:meth:`RunConfig.to_dict`)
+PAIR_KEYS = ("pairs", "pair_explainers", "pair_similarity", "pair_metrics", "pair_maps", "pair_steps")
+
+
+def pair_metric_names() -> tuple:
+    """The catalogue's pair metrics (entries whose ``needs`` hold ``"pairs"``), in catalogue order: the default
+    ``pair_metrics`` of a run with ``pairs``."""
+    return tuple(n for n, e in CATALOGUE.items() if "pairs" in e.needs)
 
 
 @dataclass
@@ -51,8 +77,24 @@ class RunConfig:
 
     ``threads``: torch's intra-op threads for every stage, ``"auto"`` (:func:`lfeval.threads.choose`:
     from the work's size, the process's cores and, after training, the load; ``LFEVAL_THREADS``
-    overrides it) or an integer. It does not change stored results (training aside, see
+    overrides it) or an integer, checked here once (a digit string becomes an integer); the run enters
+    :func:`lfeval.threads.scope` with it. It does not change stored results (training aside, see
     :mod:`lfeval.threads`), so a rerun may use another value.
+
+    ``plugins``: modules or ``.py`` files to import before the names are checked (:func:`load_plugins`).
+    :meth:`from_dict` and :meth:`from_toml` load them; ``RunConfig(...)`` itself imports nothing, and an
+    unknown name while a plugin is not loaded yet says so.
+
+    ``pairs``: pair explanations (why do a and b have close representations?), off by default (``None``: no
+    pair stage). ``"nearest"``: each explained input a with its nearest neighbour b among the run's training
+    examples (``n_train_examples``), by the cosine of the encoder's latents, per encoder, an identical input
+    excluded; or the path of a file of index pairs into the data set's test split (a ``.csv`` with integer
+    columns ``a`` and ``b``, or a ``.npy`` of shape (P, 2); :func:`load_pair_indices`). ``pair_explainers``
+    (default: the run's ``explainers`` that take a reference latent, and ``"Random"`` as the control if it is not
+    among them), ``pair_similarity`` (``"cosine"`` or ``"dot"``), ``pair_metrics`` (default: the catalogue's
+    pair metrics, :func:`pair_metric_names`; they are named here, never in ``metrics``), ``pair_maps`` (pairs
+    whose interaction matrices are computed and drawn) and ``pair_steps`` (quadrature points of those
+    matrices) configure the ``pairs-<encoder>`` stages (:func:`lfeval.pipeline.stages.pair_explanations`).
 
     ``device``: where every stage computes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), checked and
     normalised here once. ``precision``: the arithmetic on a GPU (:mod:`lfeval.precision`: ``"highest"``, the
@@ -99,32 +141,37 @@ class RunConfig:
     encoders: dict = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "highest"
+    pairs: Optional[str] = None
+    pair_explainers: Optional[list] = None
+    pair_similarity: str = "cosine"
+    pair_metrics: Optional[list] = None
+    pair_maps: int = 4
+    pair_steps: int = 32
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), _KINDS[f.name])
+            setattr(self, f.name, _check_type(f.name, getattr(self, f.name), _KINDS[f.name]))
         check_run_name(self.name)
+        # names a plugin may register: an unknown one says when the config's plugins are not loaded yet
+        names = functools.partial(_check_names, unloaded=[p for p in self.plugins if not plugin_loaded(p)])
         _check_names("backend", [self.backend], BACKENDS)
         check_backend(self.backend, self.address)
-        self.threads = check_threads(self.threads)
-        for plugin in self.plugins:  # user explainers and metrics register themselves on import
-            load_plugin(plugin)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
-        _check_names("explainers", self.explainers, explainer_names())
-        _check_names("example_methods", self.example_methods, EXAMPLE_METHODS)
-        _check_names("metrics", self.metrics, CATALOGUE)
-        _check_names("meta_metrics", self.meta_metrics, CATALOGUE)
+        names("explainers", self.explainers, explainer_names())
+        names("example_methods", self.example_methods, EXAMPLE_METHODS)
+        names("metrics", self.metrics, CATALOGUE)
+        names("meta_metrics", self.meta_metrics, CATALOGUE)
         for name in self.meta_metrics:  # IEC compares the ranking of methods: it needs two or more
-            if FEATURES in CATALOGUE[name].kinds:
+            if FEATURES in get_entry(name).kinds:
                 key, methods = "meta_explainers", self.meta_explainers or self.explainers
             else:
                 key, methods = "example_methods", self.example_methods
             if len(methods) < 2:
                 raise InvalidArgument(f"Meta-evaluating {name} compares explanation methods: name at least two in "
                                       f"`{key}`, or drop {name} from `meta_metrics`.")
-        _check_names("meta_explainers", self.meta_explainers or [], explainer_names())
-        _check_names("pretext_feature_method", [self.pretext_feature_method], explainer_names())
-        _check_names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
+        names("meta_explainers", self.meta_explainers or [], explainer_names())
+        names("pretext_feature_method", [self.pretext_feature_method], explainer_names())
+        names("pretext_example_method", [self.pretext_example_method], EXAMPLE_METHODS)
         for name, spec in self.encoders.items():  # the user's own encoders (lfeval.models.user_encoders)
             if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", str(name)) or name in PRETEXTS + VAE_PRETEXTS:
                 raise InvalidArgument(f"Encoder name {name!r} (config `encoders`) must be a safe name (letters, "
@@ -135,44 +182,99 @@ class RunConfig:
                                   "an encoder of yours under [encoders.<name>].")
         self.device = resolve_device(self.device)
         _check_names("precision", [self.precision], PRECISIONS)
-        data_key = canonical_name(self.data)
-        _check_names("data", [data_key], available_data())
+        names("data", [canonical_name(self.data)], available_data())
         if declared_modality(self.data) is not None:  # text: known from the name; else once the data load
             check_modality(self, declared_modality(self.data))
         if not self.explainers and not self.example_methods:
             raise InvalidArgument("Config `explainers` and `example_methods` are both empty; name at least one.")
         if self.meta_pretext is not None:
             _check_names("meta_pretext", [self.meta_pretext], self.encoder_names)
-        _check_names("explainer_params", list(self.explainer_params), self.explainers)
+        self._check_pairs(names)
+        _check_names("explainer_params", list(self.explainer_params),
+                     list(dict.fromkeys(self.explainers + self.explainers_of_pairs)))
         for name, params in self.explainer_params.items():  # a misspelled option fails now, not after training
             if not isinstance(params, dict):
                 raise InvalidArgument(f"explainer_params[{name!r}] must be a table of options, got {params!r}.")
             get_explainer(name).check_options({k: v for k, v in params.items() if k not in _EXPLAIN_KEYS})
-        _check_names("metric_params", list(self.metric_params), CATALOGUE)
+        names("metric_params", list(self.metric_params), CATALOGUE)
         for name, params in self.metric_params.items():
             get_entry(name).check_params(params)
-            step = params.get("features_in_step")  # its divisibility is checked on the data, by LabelFree
-            if "features_in_step" in params and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
-                raise InvalidArgument(f"metric_params[{name!r}] `features_in_step` must be an integer >= 1 that "
-                                      "divides the features per channel of the data (64 for digits: 1, 2, 4, 8, 16, "
-                                      f"32 or 64), got {step!r}.")
+            if "features_in_step" in params:  # its divisibility is checked on the data, by LabelFree
+                _check_features_in_step(name, params["features_in_step"])
         for name in dict.fromkeys(self.metrics + self.meta_metrics):
-            if "references" in CATALOGUE[name].needs and len(self.encoder_names) < 2:
+            if "references" in get_entry(name).needs and len(self.encoder_names) < 2:
                 raise InvalidArgument(f"{name} compares encoders of different pretext tasks (or origins): name at "
                                       "least two `pretexts` or `encoders`, or drop it from `metrics` and "
                                       "`meta_metrics`.")
         if not self.pretext_seeds:
             raise InvalidArgument("Config `pretext_seeds` is empty; name at least one training seed, e.g. [0].")
 
+    def _check_pairs(self, names) -> None:
+        """The pair settings (class docstring): a pair metric is named in ``pair_metrics`` only, and only with
+        ``pairs``; a ``pairs`` file exists and holds valid index pairs (their range is checked on the data)."""
+        names("pair_metrics", self.pair_metrics or [], CATALOGUE)
+        for name in self.pair_metrics or []:
+            if "pairs" not in get_entry(name).needs:
+                raise InvalidArgument(f"Config `pair_metrics` names {name}, which does not score pair explanations; "
+                                      f"move it to `metrics` (pair metrics: {', '.join(pair_metric_names())}).")
+        for key in ("metrics", "meta_metrics"):
+            misplaced = [n for n in getattr(self, key) if "pairs" in get_entry(n).needs]
+            if misplaced:
+                raise InvalidArgument(f"Config `{key}` names pair metric(s) {misplaced}, which score pair explanations "
+                                      "(each explained input with a partner): name them in `pair_metrics` and set "
+                                      "`pairs` (\"nearest\" or a file of index pairs), or drop them.")
+        _check_names("pair_similarity", [self.pair_similarity], SIMILARITIES)
+        if self.pairs is None:
+            given = [k for k in PAIR_KEYS[1:] if getattr(self, k) != _PAIR_DEFAULTS[k]]
+            if given:
+                raise InvalidArgument(f"Config {', '.join(f'`{k}`' for k in given)} configure(s) pair explanations, "
+                                      "which are off: set `pairs` (\"nearest\" or a file of index pairs), or drop "
+                                      "them.")
+            return
+        if self.pairs != NEAREST:
+            load_pair_indices(self.pairs)
+        names("pair_explainers", self.pair_explainers or [], explainer_names())
+        for name in self.pair_explainers or []:
+            if not takes_reference(get_explainer(name)):
+                fit = [n for n in explainer_names() if takes_reference(get_explainer(n))]
+                raise InvalidArgument(f"Config `pair_explainers` names {name}, which does not take a reference "
+                                      "latent, so it cannot explain a pair similarity; drop it (pair methods: "
+                                      f"{', '.join(fit)}).")
+        if not self.explainers_of_pairs:
+            raise InvalidArgument("Config `pair_explainers` is empty; name at least one method, e.g. "
+                                  "[\"IntegratedGradients\", \"Random\"].")
+
+    @property
+    def explainers_of_pairs(self) -> list:
+        """The pair stage's explainers (``[]`` without ``pairs``): ``pair_explainers``, or by default the run's
+        ``explainers`` that take a reference latent and ``"Random"`` (the control) when no control is among
+        them."""
+        if self.pairs is None:
+            return []
+        if self.pair_explainers is not None:
+            return list(self.pair_explainers)
+        names = [e for e in self.explainers if takes_reference(get_explainer(e))]
+        if not any(getattr(get_explainer(e), "control", False) is True for e in names):
+            names.append("Random")
+        return names
+
+    @property
+    def metrics_of_pairs(self) -> list:
+        """The pair stage's metrics (``[]`` without ``pairs``): ``pair_metrics``, by default the catalogue's pair
+        metrics (:func:`pair_metric_names`)."""
+        if self.pairs is None:
+            return []
+        return list(self.pair_metrics if self.pair_metrics is not None else pair_metric_names())
+
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        """Build from a dict, naming the closest valid key for a misspelled one."""
+        """Build from a dict, naming the closest valid key for a misspelled one; the ``plugins`` it lists are
+        loaded first (:func:`load_plugins`), so the names they register can be checked."""
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise UnknownName(f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(valid)}.")
+                raise UnknownName(f"Unknown config key {key!r}.{closest(key, valid)} Valid keys: {', '.join(valid)}.")
+        load_plugins(values.get("plugins", ()))
         return cls(**values)
 
     @classmethod
@@ -209,7 +311,13 @@ class RunConfig:
         return list(self.pretexts) + list(self.encoders)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a dict (``config.json``); the pair settings (:data:`PAIR_KEYS`) only with ``pairs``, so a
+        run without pairs records what it did before they existed."""
+        out = dataclasses.asdict(self)
+        if self.pairs is None:
+            for key in PAIR_KEYS:
+                out.pop(key)
+        return out
 
     @property
     def run_dir(self) -> Path:
@@ -222,8 +330,6 @@ def check_modality(config: RunConfig, modality) -> None:
     ``[encoders.<name>]``), explainers that need real values (CEM) and metrics that add noise or impute values
     (catalogue ``needs`` "continuous"). Called by :class:`RunConfig` when the data's name tells the modality,
     and by the run once the data are loaded."""
-    from .modalities import get_modality
-
     m = get_modality(modality)
     if m.continuous:
         return
@@ -232,15 +338,16 @@ def check_modality(config: RunConfig, modality) -> None:
         problems.append(f"`pretexts` {list(config.pretexts)}: lfeval trains encoders of continuous inputs only; set "
                         "pretexts = [] and name a text encoder under [encoders.<name>], e.g. factory = "
                         '"lfeval.text:minilm_encoder"')
-    used = config.explainers + (config.meta_explainers or [])
+    used = config.explainers + (config.meta_explainers or []) + config.explainers_of_pairs
     if len(config.encoder_names) > 1:
         used = used + [config.pretext_feature_method]
     explainers = [e for e in dict.fromkeys(used) if get_explainer(e).continuous_only]
     if explainers:
         problems.append(f"explainers {explainers} add and remove amounts of real-valued features; drop them")
-    metrics = [n for n in dict.fromkeys(config.metrics + config.meta_metrics) if "continuous" in CATALOGUE[n].needs]
+    metrics = [n for n in dict.fromkeys(config.metrics + config.meta_metrics + config.metrics_of_pairs)
+               if "continuous" in get_entry(n).needs]
     if metrics:
-        fit = [n for n in CATALOGUE if "continuous" not in CATALOGUE[n].needs]
+        fit = [n for n in CATALOGUE if "continuous" not in get_entry(n).needs]
         problems.append(f"metrics {metrics} add noise to the inputs or impute values; drop them from `metrics` and "
                         f"`meta_metrics` (metrics for {m.name}: {', '.join(fit)})")
     if problems:
@@ -252,8 +359,6 @@ def resolve_device(device: str) -> str:
     and normalised (``"cuda:0"`` stays, ``"cuda"`` stays): the one device the run's stages are given."""
     resolved = check_device(device)
     if resolved.type == "cuda" and resolved.index is not None:
-        import torch
-
         count = torch.cuda.device_count()
         if resolved.index >= count:
             raise InvalidArgument(f"Config `device` {device!r} names GPU {resolved.index}, but this machine has "
@@ -280,26 +385,88 @@ _KINDS = {
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
     "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
-    "encoders": dict, "device": str, "precision": str, "threads": "threads",
+    "encoders": dict, "device": str, "precision": str, "threads": "threads", "pairs": (str, None),
+    "pair_explainers": ([str], None), "pair_similarity": str, "pair_metrics": ([str], None), "pair_maps": (int, 0),
+    "pair_steps": (int, 1),
 }
+#: the pair settings' defaults (set without ``pairs``, they are refused)
+_PAIR_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.name in PAIR_KEYS}
 
 
-def _check_type(key: str, value, kind) -> None:
-    """Raise :class:`InvalidArgument` unless ``value`` has the field's kind (see :data:`_KINDS`)."""
-    if kind == "threads":  # "auto" or a positive integer (lfeval.threads)
+def load_pair_indices(path) -> np.ndarray:
+    """The index pairs of a config ``pairs`` file: an int64 array (P, 2) of rows ``(a, b)``, indices into the data
+    set's test split (a explained, b its partner). A ``.csv`` has two integer columns ``a`` and ``b`` (a header
+    row); a ``.npy`` holds a (P, 2) integer array. Refuses (:class:`lfeval.errors.InvalidArgument`, naming the
+    file) a missing or unreadable file, another type, another shape, non-integers, negative indices and an empty
+    file; the indices' range is the data's, checked by :func:`check_pair_range`."""
+    p = Path(str(path)).expanduser()
+    where = f"Config `pairs` file {str(p)!r}"
+    if p.suffix.lower() not in PAIR_FILES:
+        raise InvalidArgument(f"Config `pairs` must be {NEAREST!r} or the path of a file of index pairs ending in "
+                              f"{' or '.join(PAIR_FILES)}, got {str(path)!r}.")
+    if not p.is_file():
+        raise InvalidArgument(f"{where} does not exist (or is not a file).")
+    try:
+        if p.suffix.lower() == ".npy":
+            values = np.load(p, allow_pickle=False)
+        else:
+            table = pd.read_csv(p)
+            if list(table.columns) != ["a", "b"]:
+                raise InvalidArgument(f"{where} must have exactly two columns named a and b (a header row `a,b`), "
+                                      f"got columns {list(map(str, table.columns))}.")
+            values = table.to_numpy()
+    except InvalidArgument:
+        raise
+    except pd.errors.EmptyDataError:
+        raise InvalidArgument(f"{where} is empty; write a header `a,b` and one row per pair.") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InvalidArgument(f"{where} cannot be read: {exc}.") from None
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != 2:
+        raise InvalidArgument(f"{where} must hold index pairs of shape (P, 2), got shape {values.shape}.")
+    if len(values) == 0:
+        raise InvalidArgument(f"{where} holds no pairs; give at least one row (a, b).")
+    if values.dtype.kind not in "iu":
+        whole = values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all()
+        if not whole:
+            raise InvalidArgument(f"{where} must hold integer indices, got {values.dtype} values such as "
+                                  f"{values.ravel()[:3].tolist()}.")
+    values = values.astype(np.int64)
+    if (values < 0).any():
+        raise InvalidArgument(f"{where} holds negative indices (row {int(np.argwhere(values < 0)[0, 0])}); indices "
+                              "count from 0 in the test split.")
+    return values
+
+
+def check_pair_range(indices: np.ndarray, n_test: int, path) -> np.ndarray:
+    """``indices`` (:func:`load_pair_indices`) if every index is below ``n_test``, the size of the data's test
+    split, else :class:`lfeval.errors.InvalidArgument` naming the first row out of range."""
+    bad = np.argwhere(indices >= n_test)
+    if len(bad):
+        row = int(bad[0, 0])
+        raise InvalidArgument(f"Config `pairs` file {str(path)!r} row {row} has index {int(indices[row].max())}, but "
+                              f"the test split holds {n_test} inputs (indices 0 to {n_test - 1}); fix the file.")
+    return indices
+
+
+def _check_type(key: str, value, kind):
+    """``value`` if it has the field's kind (see :data:`_KINDS`; ``threads`` resolved by
+    :func:`lfeval.threads.check_threads`), else :class:`InvalidArgument`."""
+    if kind == "threads":  # "auto" or a positive integer (lfeval.threads): the run's one check of it
         try:
-            check_threads(value)
+            return check_threads(value)
         except InvalidArgument:
             raise InvalidArgument(f"Config `threads` must be 'auto' or a positive integer (torch's intra-op threads), "
                                   f"got {value!r}.") from None
-        return
     if isinstance(kind, tuple) and kind[1] is None:  # optional
         if value is None:
-            return
+            return value
         kind = kind[0]
     if isinstance(kind, tuple):  # an integer with a minimum
-        if isinstance(value, bool) or not isinstance(value, int) or value < kind[1]:
-            raise InvalidArgument(f"Config `{key}` must be an integer >= {kind[1]}, got {value!r}.")
+        try:
+            check_positive_int(value, key, minimum=kind[1])
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"Config {exc}") from None
     elif isinstance(kind, list):
         item = kind[0]
         if not isinstance(value, (list, tuple)) or not all(
@@ -312,34 +479,74 @@ def _check_type(key: str, value, kind) -> None:
             raise InvalidArgument(f"Config `{key}` must be true or false, got {value!r}.")
     elif not isinstance(value, kind) or (kind is str and key not in ("data_root",) and not value):
         raise InvalidArgument(f"Config `{key}` must be a non-empty {kind.__name__}, got {value!r}.")
+    return value
 
 
-def load_plugin(plugin: str) -> None:
+def _check_features_in_step(metric: str, step) -> None:
+    """``metric_params[metric]["features_in_step"]`` is a positive integer (its divisibility is the data's)."""
+    try:
+        check_positive_int(step, "features_in_step")
+    except InvalidArgument:
+        raise InvalidArgument(f"metric_params[{metric!r}] `features_in_step` must be an integer >= 1 that divides "
+                              "the features per channel of the data (64 for digits: 1, 2, 4, 8, 16, 32 or 64), got "
+                              f"{step!r}.") from None
+
+
+def _plugin_module(plugin: str) -> str:
+    """The ``sys.modules`` name a plugin is imported as: a ``.py`` file's ``lfeval_plugin_<stem>``, else itself."""
+    return f"lfeval_plugin_{Path(plugin).stem}" if plugin.endswith(".py") else plugin
+
+
+def plugin_loaded(plugin) -> bool:
+    """Whether the plugin module or file ``plugin`` (an entry of config ``plugins``) is imported in this process."""
+    return isinstance(plugin, str) and bool(plugin) and _plugin_module(plugin) in sys.modules
+
+
+def load_plugin(plugin: str) -> str:
     """Import a user module (``"pkg.module"``) or file (``"path/to/file.py"``) so the explainers and
-    metrics it registers can be named in the config."""
+    metrics it registers can be named in the config; a loaded one is not imported again. Returns the reference
+    another process loads it by (a file's absolute path)."""
     if not isinstance(plugin, str) or not plugin:
         raise InvalidArgument(f"Config `plugins` entries must be module names or .py paths, got {plugin!r}.")
     if plugin.endswith(".py"):
         path = Path(plugin).expanduser().resolve()
+        name = _plugin_module(plugin)
+        if name in sys.modules:
+            return str(path)
         if not path.is_file():
             raise InvalidArgument(f"Plugin file {str(path)!r} (config `plugins`) does not exist.")
-        name = f"lfeval_plugin_{path.stem}"
-        if name in sys.modules:
-            return
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:  # a half-run plugin is not loaded: the next call tries again and reports it
+            sys.modules.pop(name, None)
+            raise
+        return str(path)
     try:
         importlib.import_module(plugin)
     except ImportError as exc:
         raise InvalidArgument(f"Cannot import plugin module {plugin!r} (config `plugins`): {exc}.") from None
+    return plugin
 
 
-def _check_names(key: str, values, valid) -> None:
+def load_plugins(plugins) -> tuple:
+    """Import every plugin of ``plugins`` (config ``plugins``) that is not imported yet: the one step that
+    makes their names known, in the process that starts a run and in each worker process before a cell runs.
+    Idempotent. Returns the references other processes load them by (:func:`load_plugin`)."""
+    if isinstance(plugins, str) or not isinstance(plugins, (list, tuple)):
+        raise InvalidArgument(f"Config `plugins` must be a list of strs (modules or .py files), got {plugins!r}.")
+    return tuple(load_plugin(p) for p in plugins)
+
+
+def _check_names(key: str, values, valid, unloaded=()) -> None:
+    """Each of ``values`` is among ``valid`` (a list or a registry), else :class:`UnknownName` naming the closest;
+    ``unloaded``: plugins of the config not imported yet, which might register the name."""
     for v in values:
         if v not in valid:
-            close = difflib.get_close_matches(str(v), valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownName(f"Unknown entry {v!r} in config `{key}`.{hint} Valid: {', '.join(map(str, valid))}.")
+            hint = (f" Config `plugins` lists {', '.join(map(repr, unloaded))}, not loaded yet: build the config with "
+                    "RunConfig.from_dict or RunConfig.from_toml, which load them, or call "
+                    "lfeval.config.load_plugins(plugins) first." if unloaded else "")
+            raise UnknownName(f"Unknown entry {v!r} in config `{key}`.{closest(v, valid)} Valid: "
+                              f"{', '.join(map(str, valid))}.{hint}")

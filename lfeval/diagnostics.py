@@ -25,14 +25,34 @@ from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
+import quantus
 import torch
 
+from .encoder import Encoder
 from .errors import InvalidArgument
+from .evaluation import evaluate
+from .explain.examples import importance
+from .explain.features import explain, explain_units
+from .explain.interactions import interactions
+from .explain.pairs import explain_pairs
+from .meta import LabelFreeMetaEvaluation, default_test_suite
+from .metrics import (
+    ROAD,
+    CorpusDeletion,
+    LabelFree,
+    LabelFreeSimilarityRate,
+    RepresentationShift,
+    RepresentationShiftInsertion,
+    SimilarityRate,
+    SimilarityShift,
+    UnitSaliencyCorrelation,
+)
 from .validation import check_choice, to_numpy
 
-#: tolerance of a deterministic path between placements, relative to the largest |value| of the reference
+#: tolerance of a deterministic path between placements, relative to the largest ``|value|`` of the reference
 #: (DESIGN: CUDA equals the CPU within 1e-4 of the largest value, TF32 off)
 RELATIVE_TOLERANCE = 1e-4
+
 
 def _data(ds, n_test: int = 16, n_train: int = 64) -> dict:
     """Small real inputs from a data set: explicands, a training pool and their labels (NumPy, float32)."""
@@ -43,8 +63,6 @@ def _data(ds, n_test: int = 16, n_train: int = 64) -> dict:
 
 def _explain(method: str, **kw) -> Callable:
     def path(enc, d):
-        from .explain import explain
-
         return explain(enc, d["x"], method=method, **kw)
 
     return path
@@ -52,16 +70,12 @@ def _explain(method: str, **kw) -> Callable:
 
 def _examples(method: str, **kw) -> Callable:
     def path(enc, d):
-        from .explain.examples import importance
-
         return importance(enc, d["x_train"], d["x"], method=method, display_progressbar=False, **kw)
 
     return path
 
 
 def _saliency(enc, d):
-    from .explain import explain
-
     return explain(enc, d["x"], method="Saliency")
 
 
@@ -75,25 +89,16 @@ def _metric(build: Callable) -> Callable:
 
 def _label_free(stock: str, **kw) -> Callable:
     def build(d):
-        import quantus
-
-        from .metrics import LabelFree
-
         return LabelFree(getattr(quantus, stock)(disable_warnings=True, display_progressbar=False, **kw))
 
     return _metric(build)
 
 
 def _units(enc, d):
-    from .explain.features import explain_units
-
     return explain_units(enc, d["x"][:4], method="Saliency")
 
 
 def _meta(enc, d):
-    from .meta import LabelFreeMetaEvaluation, default_test_suite
-    from .metrics import RepresentationShift
-
     meta = LabelFreeMetaEvaluation(default_test_suite(seed=0), {"Saliency": {}, "Random": {}}, iterations=2,
                                    nr_perturbations=2, seed=0, display_progressbar=False)
     meta(RepresentationShift(fractions=(0.1, 0.3, 0.6)), enc, d["x"])
@@ -101,9 +106,6 @@ def _meta(enc, d):
 
 
 def _evaluate(enc, d):
-    from .evaluation import evaluate
-    from .metrics import RepresentationShift
-
     table = evaluate({"RepresentationShift": RepresentationShift(fractions=(0.1, 0.5))},
                      {"Saliency": {}, "IntegratedGradients": {"n_steps": 8}}, enc, d["x"])
     return table.to_numpy(dtype=float)
@@ -118,17 +120,12 @@ def _cem(enc, d, mode):
     return _explain(mode, iterations=20, c_steps=2, x_train=d["x_train"])(enc, d)
 
 
-def _paths() -> dict:
-    from .metrics import (
-        ROAD,
-        CorpusDeletion,
-        LabelFreeSimilarityRate,
-        RepresentationShift,
-        RepresentationShiftInsertion,
-        SimilarityRate,
-        UnitSaliencyCorrelation,
-    )
+def _partners(x):
+    """A pair partner for each explicand: the next one (cyclically), in the explicands' own type."""
+    return x[list(range(1, len(x))) + [0]]
 
+
+def _paths() -> dict:
     paths = {name: _explain(name) for name in ("Saliency", "InputXGradient", "DeepLift", "GuidedBackprop",
                                                  "Deconvolution", "Occlusion", "FeatureAblation", "Random")}
     paths.update({
@@ -137,6 +134,7 @@ def _paths() -> dict:
         "GradientShap": _explain("GradientShap", n_samples=16),
         "SmoothGrad": _explain("SmoothGrad", n_samples=16),
         "RELAX": _explain("RELAX", n_masks=256),
+        "DistanceExplainer": _explain("DistanceExplainer", n_masks=256, feature_res=4),
         "COCOA": lambda enc, d: _explain("COCOA", x_train=d["x_train"], n_clusters=4)(enc, d),
         "explain_units": _units,
         "RepresentationShift": _metric(lambda d: RepresentationShift(fractions=(0.1, 0.3, 0.6, 1.0))),
@@ -158,6 +156,12 @@ def _paths() -> dict:
                                                          enc, d),
         "LabelFreeMetaEvaluation": _meta,
         "lfeval.evaluate": _evaluate,
+        # pair explanations: each explicand with the next one as its partner
+        "pairs(IntegratedGradients)": lambda enc, d: explain_pairs(enc, d["x"], _partners(d["x"]),
+                                                                   method="IntegratedGradients", n_steps=16),
+        "interactions": lambda enc, d: interactions(enc, d["x"][:4], _partners(d["x"])[:4], n_steps=8),
+        "SimilarityShift": lambda enc, d: np.asarray(SimilarityShift(partners=_partners(d["x"]), fractions=(
+            0.0, 0.25, 0.5, 1.0))(enc, d["x"], a_batch=np.abs(d["x"] - 0.5)), dtype=float),
     })
     for mode in ("CEM-PP", "CEM-PN"):  # prototypes fitted on the training pool
         paths[mode] = functools.partial(_cem, mode=mode)
@@ -198,7 +202,7 @@ def run_paths(encoder, ds, paths=None, n_test: int = 16, n_train: int = 64, inpu
 
 
 def compare_results(reference: dict, other: dict, tolerance: float = RELATIVE_TOLERANCE) -> pd.DataFrame:
-    """One row per path: the largest |difference| relative to the reference's largest |value|, and whether it
+    """One row per path: the largest ``|difference|`` relative to the reference's largest ``|value|``, and whether it
     is within ``tolerance`` (NaN where the reference has NaN, nowhere else)."""
     rows = []
     for name, (ref, t_ref) in reference.items():
@@ -225,8 +229,6 @@ def compare_placements(encoder, ds, device=None, dtype=None, paths=None, inputs:
 
     ``inputs`` converts the inputs of the moved copy's run only (the reference gets float32 NumPy).
     """
-    from .encoder import Encoder
-
     if not isinstance(encoder, Encoder):
         raise InvalidArgument("compare_placements needs an lfeval.Encoder (e.g. from lfeval.models.train_encoder).")
     if device is None and dtype is None and inputs is None:

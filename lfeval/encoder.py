@@ -37,7 +37,7 @@ _FIELDS = ("modality", "baseline", "input_shape", "native_shape", "pretext", "pr
 
 
 class Encoder(nn.Module):
-    """An encoder f: (N, *input_shape) -> (N, d) and what explaining it needs.
+    """An encoder f: ``(N, *input_shape) -> (N, d)`` and what explaining it needs.
 
     Parameters
     ----------
@@ -278,4 +278,12 @@ def as_encoder(model, inputs=None, modality=None, baseline=None, input_shape=Non
     return Encoder(model, input_shape=input_shape, **changes).eval()
 
 
-__all__ = ["Encoder", "as_encoder"]
+def check_model(model, inputs=None, name: str = "model", **contract) -> Encoder:
+    """The :class:`Encoder` of ``model`` (eval mode checked): an Encoder is returned as it is, a plain
+    module is wrapped with the documented defaults (:func:`as_encoder`), its modality read from
+    ``inputs``' sample shape. ``name`` names the argument in errors."""
+    check_module(model, name)
+    return as_encoder(model, inputs, **contract)
+
+
+__all__ = ["Encoder", "as_encoder", "check_model"]

@@ -19,10 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .encoder import check_model
 from .errors import InvalidArgument, InvalidInput, LabelsRequired
+from .explain.features import explain as lf_explain
+from .metrics import NEEDS_MASKS, LabelFree, LabelFreeMetric
 from .metrics.fast_paths import skip_silenced_checks
 from .precision import precise
-from .validation import check_inputs, check_model, to_numpy
+from .validation import check_inputs, to_numpy
 
 #: stock Quantus metrics that index model outputs with y: they fail, or run with a wrong meaning, on an
 #: encoder without labels.
@@ -34,8 +37,6 @@ NEEDS_LABELS = frozenset({
 
 
 def _check_metric(name: str, metric, y_batch, s_batch) -> None:
-    from .metrics import NEEDS_MASKS, LabelFree, LabelFreeMetric
-
     if isinstance(metric, (LabelFreeMetric, LabelFree)):
         return
     cls = type(metric).__name__
@@ -92,30 +93,10 @@ def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, 
     x = to_numpy(model.canonical(check_inputs(x_batch, model, "x_batch")))
     for name, metric in metrics.items():
         _check_metric(name, metric, y_batch, s_batch)
-    from .explain.features import explain as lf_explain
-
     efk = dict(explain_func_kwargs or {})
     results = {}
     for method, value in xai_methods.items():
-        if callable(value):
-            explain_func, kw = value, {**efk, "method": method}
-            a = explain_func(model=model, inputs=x, targets=y_batch, **kw)
-        elif isinstance(value, dict):
-            explain_func, kw = lf_explain, {**efk, **value, "method": method}
-            a = lf_explain(model, x, y_batch, **kw)
-        elif isinstance(value, (np.ndarray, torch.Tensor)):
-            explain_func, kw = lf_explain, {**efk, "method": method}
-            a = to_numpy(value)
-            if model.native_shape not in (None, model.input_shape) and a.shape[1:] == model.native_shape:
-                a = a.reshape(x.shape)  # attributions in the module's native layout
-        else:
-            raise InvalidArgument(
-                f"xai_methods[{method!r}] must be a callable, a dict of lfeval.explain kwargs or an array, "
-                f"got {type(value).__name__}."
-            )
-        a = np.asarray(a)
-        if a.shape[0] != x.shape[0]:
-            raise InvalidInput(f"Attributions of {method!r} have {a.shape[0]} samples, x_batch has {x.shape[0]}.")
+        a, explain_func, kw = _attributions(method, value, model, x, y_batch, efk)
         results[method] = {}
         for name, metric in metrics.items():
             with skip_silenced_checks(metric):  # Quantus' no-change check of a metric whose warnings are off
@@ -127,3 +108,27 @@ def evaluate(metrics: dict, xai_methods: dict, model: torch.nn.Module, x_batch, 
     if not return_as_df:
         return results
     return pd.DataFrame.from_dict(results, orient="index")[list(metrics)]
+
+
+def _attributions(method: str, value, model, x: np.ndarray, y_batch, efk: dict) -> tuple:
+    """``(a_batch, explain_func, explain_func_kwargs)`` of one entry of ``xai_methods`` (see :func:`evaluate`)."""
+    if callable(value):
+        explain_func, kw = value, {**efk, "method": method}
+        a = explain_func(model=model, inputs=x, targets=y_batch, **kw)
+    elif isinstance(value, dict):
+        explain_func, kw = lf_explain, {**efk, **value, "method": method}
+        a = lf_explain(model, x, y_batch, **kw)
+    elif isinstance(value, (np.ndarray, torch.Tensor)):
+        explain_func, kw = lf_explain, {**efk, "method": method}
+        a = to_numpy(value)
+        if model.native_shape not in (None, model.input_shape) and a.shape[1:] == model.native_shape:
+            a = a.reshape(x.shape)  # attributions in the module's native layout
+    else:
+        raise InvalidArgument(
+            f"xai_methods[{method!r}] must be a callable, a dict of lfeval.explain kwargs or an array, "
+            f"got {type(value).__name__}."
+        )
+    a = np.asarray(a)
+    if a.shape[0] != x.shape[0]:
+        raise InvalidInput(f"Attributions of {method!r} have {a.shape[0]} samples, x_batch has {x.shape[0]}.")
+    return a, explain_func, kw

@@ -1,7 +1,7 @@
 """``lfeval.examples``: label-free example importance (Crabbé & van der Schaar 2022, §2.2).
 
 The methods live in :mod:`lfeval.explain.examples`; this module makes ``import lfeval.examples``
-and ``from lfeval.examples import importance`` work as the README shows them.
+and ``from lfeval.examples import importance`` work as the user guide (``docs/guide/explanations.md``) shows them.
 
 >>> import torch, lfeval.examples
 >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
@@ -10,9 +10,10 @@ and ``from lfeval.examples import importance`` work as the README shows them.
 (4, 10)
 """
 
-from .explain.examples import (  # noqa: F401
+from .explain.examples import (
     EXAMPLE_METHODS,
     LOSS_BASED,
+    METHODS,
     CosineSimilarity,
     DkNN,
     ExampleImportance,
@@ -24,12 +25,5 @@ from .explain.examples import (  # noqa: F401
     register_example_method,
 )
 
-
-def __getattr__(name: str):
-    if name == "METHODS":
-        return tuple(EXAMPLE_METHODS)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["EXAMPLE_METHODS", "LOSS_BASED", "CosineSimilarity", "DkNN", "ExampleImportance", "InfluenceFunctions",
-           "SimplEx", "TracIn", "explain_func", "importance", "register_example_method"]
+__all__ = ["EXAMPLE_METHODS", "LOSS_BASED", "METHODS", "CosineSimilarity", "DkNN", "ExampleImportance",
+           "InfluenceFunctions", "SimplEx", "TracIn", "explain_func", "importance", "register_example_method"]

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import InvalidArgument, OutOfMemory
+from .validation import model_device
 
 DEFAULT_BUDGET = 2 ** 22  #: input values per pass on the CPU
 GPU_FRACTION = 0.5  #: share of the available CUDA memory one pass may fill
@@ -48,8 +49,6 @@ def _as_device(device) -> torch.device:
     if isinstance(device, torch.Tensor):
         return device.device
     if isinstance(device, torch.nn.Module):
-        from .validation import model_device
-
         return model_device(device)
     try:
         return torch.device(device)
@@ -131,3 +130,11 @@ def run_in_chunks(compute: Callable[[slice], object], n: int, rows: int, combine
     if combine is None:
         return out[0] if len(out) == 1 else torch.cat(out)
     return combine(out)
+
+
+def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
+    """f(x) in forward passes of ``chunk_size`` rows (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`;
+    halved on a GPU out-of-memory error: :func:`lfeval.memory.run_in_chunks`), on the encoder's device."""
+    device = encoder if isinstance(encoder, torch.nn.Module) else x.device  # a module: its parameters' device
+    step = rows_per_pass(x[0].numel(), chunk_size, device=device)
+    return run_in_chunks(lambda rows: encoder(x[rows]), len(x), step)

@@ -21,6 +21,16 @@ Training uses ``adapt_to_load=False``: oneDNN's convolution weight gradients dep
 count, so training's thread count must not depend on the load, or the same seed would give other
 weights on a busy machine. Everything after training is the same to float noise at any thread count.
 
+One road for the run's setting: the scope. ``lfeval run`` resolves ``threads`` once (:class:`lfeval.config.RunConfig`,
+from the config file or ``--threads``) and enters :func:`scope` with it; nothing inside the run passes it as an
+argument. Every consumer reads the scope: the stages' :func:`limit` and :func:`choose` (``threads=None``),
+training (:func:`lfeval.models.train_encoder` with ``threads=None``) and the explainers' per-call
+:func:`for_work`. A context variable rather than an argument, because the explainers run inside Quantus'
+``explain_func`` calls, which no lfeval argument reaches, and because a library call outside a run must leave the
+caller's threads alone (outside a scope, ``None`` means ``"auto"`` and :func:`for_work` does nothing). An explicit
+value given to a public function is checked there (:func:`check_threads`); the scope's value is trusted, having
+been checked once. A Ray task runs with the threads its executor gives it (one per CPU the cell asks for).
+
 ``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep instead of spinning, which matters when
 the cores are shared; OpenMP reads it once, when torch loads. The ``lfeval`` command sets it (if unset)
 before torch loads; a library import never changes the environment.
@@ -122,14 +132,15 @@ def _recent_load() -> float:
     return _LAST_LOAD[1]
 
 
-def choose(threads: Threads = "auto", work: Optional[float] = None, adapt_to_load: bool = True,
+def choose(threads: Optional[Threads] = None, work: Optional[float] = None, adapt_to_load: bool = True,
            cores: Optional[int] = None, load: Optional[float] = None) -> int:
     """The intra-op thread count for a block of work (the rule is in the module docstring).
 
     Parameters
     ----------
-    threads : "auto" or int
-        An integer is returned as is. "auto" first reads ``LFEVAL_THREADS``.
+    threads : "auto", int or None
+        An integer is returned as is. "auto" first reads ``LFEVAL_THREADS``. None: the enclosing :func:`scope`'s
+        setting (:func:`current`), else "auto".
     work : float, optional
         Multiply-adds per call (:func:`work_of`); None = large.
     adapt_to_load : bool
@@ -146,7 +157,7 @@ def choose(threads: Threads = "auto", work: Optional[float] = None, adapt_to_loa
     >>> choose("auto", work=1e12, cores=2, load=0.0)
     2
     """
-    threads = check_threads(threads)
+    threads = resolve(threads)
     if threads == "auto" and os.environ.get(ENV, "").strip():
         threads = check_threads(os.environ[ENV], ENV)
     if threads != "auto":
@@ -179,8 +190,11 @@ _CONTROLLER = None
 
 
 @contextlib.contextmanager
-def limit(threads: Threads = "auto", work: Optional[float] = None, adapt_to_load: bool = True, blas: bool = True):
+def limit(threads: Optional[Threads] = None, work: Optional[float] = None, adapt_to_load: bool = True,
+          blas: bool = True):
     """Run a block with :func:`choose`'s thread count; restore the caller's settings on exit.
+
+    ``threads=None`` is the enclosing :func:`scope`'s setting (``lfeval run``'s), else ``"auto"``.
 
     Sets ``torch.set_num_threads`` and, with ``blas=True``, NumPy's BLAS pool (threadpoolctl). Yields
     the thread count.
@@ -213,6 +227,20 @@ def limit(threads: Threads = "auto", work: Optional[float] = None, adapt_to_load
 _SCOPE: contextvars.ContextVar = contextvars.ContextVar("lfeval_threads_scope", default=None)
 
 
+def current() -> Optional[Threads]:
+    """The enclosing :func:`scope`'s setting (``"auto"`` or an integer), or None outside a scope."""
+    return _SCOPE.get()
+
+
+def resolve(threads: Optional[Threads] = None) -> Threads:
+    """An explicit ``threads`` checked (:func:`check_threads`); None: the enclosing :func:`scope`'s setting,
+    trusted as it was checked on entering the scope, else ``"auto"``."""
+    if threads is None:
+        setting = _SCOPE.get()
+        return "auto" if setting is None else setting
+    return check_threads(threads)
+
+
 @contextlib.contextmanager
 def scope(threads: Threads = "auto"):
     """Let lfeval's heavy calls inside the block choose their own thread count for their work (see
@@ -230,11 +258,10 @@ def for_work(work: float):
 
     Explainers call it with their batch's size (an IntegratedGradients call on 128 digits runs 6400 encoder
     passes and gains from a second thread; a Saliency call on the same batch does not)."""
-    setting = _SCOPE.get()
-    if setting is None:
+    if _SCOPE.get() is None:
         yield None
         return
-    with limit(setting, work=work) as n:
+    with limit(None, work=work) as n:
         yield n
 
 
@@ -288,4 +315,4 @@ def work_of(module: torch.nn.Module, input_shape: tuple, batch: int = 1) -> floa
 
 
 __all__ = ["ENV", "WORK_PER_THREAD", "check_threads", "available_cores", "other_load", "choose", "limit", "scope",
-           "for_work", "work_of", "work_per_example"]
+           "current", "resolve", "for_work", "work_of", "work_per_example"]

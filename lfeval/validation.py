@@ -12,14 +12,14 @@ lfeval.errors.InvalidInput: `x_batch` is an empty batch (shape (0, 3)); pass at 
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Iterable
 
 import numpy as np
 import torch
 
-from .errors import InvalidArgument, InvalidInput, ModelStateError, UnknownName
+from .errors import InvalidArgument, InvalidInput, ModelStateError
+from .registry import unknown
 
 
 def as_tensor(x, name: str = "x", dtype=torch.float32, device=None) -> torch.Tensor:
@@ -139,16 +139,6 @@ def check_module(model, name: str = "model") -> torch.nn.Module:
     return model
 
 
-def check_model(model, inputs=None, name: str = "model", **contract):
-    """The :class:`lfeval.Encoder` of ``model`` (eval mode checked): an Encoder is returned as it is, a
-    plain module is wrapped with the documented defaults (:func:`lfeval.as_encoder`), its modality read
-    from ``inputs``' sample shape."""
-    from .encoder import as_encoder
-
-    check_module(model, name)
-    return as_encoder(model, inputs, **contract)
-
-
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as an int if it is an integer >= ``minimum`` (bools and floats refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -185,9 +175,7 @@ def check_choice(value, choices: Iterable, name: str):
     choices = list(choices)
     if value in choices:
         return value
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UnknownName(f"Unknown {name} {value!r}.{hint} Valid values: {', '.join(map(repr, choices))}.")
+    raise unknown(value, choices, name)
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:

@@ -117,6 +117,11 @@ def test_every_metric_masks_with_the_encoders_baseline():
     ("lfeval.config", ["RunConfig"]),
     ("lfeval.pipeline", ["run", "report"]),
     ("lfeval.threads", ["limit", "choose", "scope", "work_of", "ENV"]),
+    ("lfeval.encoder", ["Encoder", "as_encoder", "check_model"]),
+    ("lfeval.execution", ["Cell", "get_executor", "SerialExecutor", "RayExecutor", "cell_device"]),
+    ("lfeval.registry", ["Registry", "closest", "unknown"]),
+    ("lfeval.validation", ["check_inputs", "check_choice", "check_positive_int"]),
+    ("lfeval.diagnostics", ["compare_placements"]),
 ])
 def test_public_names_import_as_modules_and_attributes(module, names):
     """``import lfeval.examples`` and ``lfeval.examples`` both work, for every public module in the README."""
@@ -129,3 +134,36 @@ def test_public_names_import_as_modules_and_attributes(module, names):
         assert getattr(imported, name) is not None
     for name in ("explain", "explain_units", "evaluate", "Encoder", "as_encoder"):
         assert callable(getattr(lfeval, name))
+
+
+def test_modalities_are_a_registry_with_the_one_suggestion():
+    from lfeval.modalities import MODALITIES, Image, register_modality
+    from lfeval.registry import Registry
+
+    assert isinstance(MODALITIES, Registry) and MODALITIES.names()[:3] == ("image", "tabular", "time_series")
+    with pytest.raises(UnknownName, match="Unknown modality 'imag'. Did you mean 'image'?"):
+        get_modality("imag")
+    with pytest.raises(InvalidArgument, match="Modality instance"):
+        register_modality(Image)  # the class, not an instance
+    assert get_modality("image") is MODALITIES["image"]
+
+
+def test_a_fresh_process_knows_every_registered_name():
+    """Importing any one lfeval module (a Ray worker imports only the module of the function it unpickles) registers
+    every explainer, example method, metric, modality and data set: it runs the root, which imports every public
+    module eagerly."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lfeval.registry\n"
+            "lfeval = sys.modules['lfeval']\n"
+            "from lfeval.explain import EXPLAINERS, EXAMPLE_METHODS\n"
+            "print(sorted(EXPLAINERS), sorted(EXAMPLE_METHODS), sorted(lfeval.metrics.CATALOGUE),"
+            " sorted(lfeval.modalities.MODALITIES), lfeval.data.available())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from lfeval.explain import EXAMPLE_METHODS, EXPLAINERS
+
+    expected = (sorted(EXPLAINERS), sorted(EXAMPLE_METHODS), sorted(lfeval.metrics.CATALOGUE),
+                sorted(lfeval.modalities.MODALITIES), lfeval.data.available())
+    assert out.strip() == " ".join(map(repr, expected))
+    assert {"Saliency", "IntegratedGradients", "Occlusion", "Random"} <= set(EXPLAINERS)

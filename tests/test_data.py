@@ -168,3 +168,18 @@ def test_missing_files_name_the_expected_path(tmp_path, name, expected):
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(UnknownName, match="Did you mean 'digits'"):
         lfeval.data.load("digit")
+
+
+def test_data_sets_are_a_registry():
+    """``register(name, loader)`` adds to :data:`lfeval.data.LOADERS` (a :class:`lfeval.registry.Registry`)."""
+    from lfeval.registry import Registry
+
+    assert isinstance(lfeval.data.LOADERS, Registry) and "digits" in lfeval.data.available()
+    lfeval.data.register("digits-again", lfeval.data.LOADERS.get("digits"))
+    try:
+        assert lfeval.data.load("digits-again", seed=0).x_train.shape[1:] == (1, 8, 8)
+    finally:
+        lfeval.data.LOADERS.pop("digits-again")
+    with pytest.raises(InvalidArgument, match="loader callable"):
+        lfeval.data.register("broken", "not a loader")
+    assert "broken" not in lfeval.data.LOADERS

@@ -132,3 +132,119 @@ def test_bad_input_raises_clear_errors(ae, digits):
             lfeval.explain(ae, x, method="Saliency")
     finally:
         ae.eval()
+
+
+# ---------------------------------------------------------------- one place per fact (issue 29)
+BUILT_IN_EXPLAINERS = ("Saliency", "IntegratedGradients", "InputXGradient", "DeepLift", "GuidedBackprop",
+                       "Deconvolution", "Occlusion", "FeatureAblation", "ShapleyValueSampling", "COCOA", "CEM-PP",
+                       "CEM-PN", "DistanceExplainer", "RELAX", "GradientShap", "SmoothGrad", "Random")
+BUILT_IN_EXAMPLE_METHODS = ("cosine", "dknn", "simplex", "tracin", "influence")
+
+
+@pytest.mark.parametrize("name", BUILT_IN_EXPLAINERS)
+def test_each_built_in_explainer_is_a_named_class_statement(name):
+    """``class Saliency(CaptumExplainer)`` as captum names it: the registered class is called as its method (the
+    hyphen of CEM-PP dropped) and its module defines it with a ``class`` statement, not ``type()``."""
+    import ast
+    import inspect
+    import sys
+
+    from lfeval.explain.base import get_explainer
+
+    cls = get_explainer(name)
+    assert cls.__name__ == name.replace("-", "") and cls.name == name
+    assert cls.__module__.startswith("lfeval.explain.") and cls.__doc__
+    tree = ast.parse(inspect.getsource(sys.modules[cls.__module__]))
+    assert cls.__name__ in {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_captum_classes_declare_their_facts():
+    from captum import attr
+
+    from lfeval.explain import captum_methods as cm
+
+    assert cm.Saliency.captum_class is attr.Saliency and not cm.Saliency.uses_baseline
+    assert cm.IntegratedGradients.passes_per_input == 50 and cm.IntegratedGradients.uses_baseline
+    assert [n for n in cm.CAPTUM_METHODS if getattr(cm, n).seeded] == ["ShapleyValueSampling"]
+    assert cm.CAPTUM_METHODS["Occlusion"] == (attr.Occlusion, True)
+    with pytest.raises(TypeError):
+        cm.CAPTUM_METHODS["Saliency"] = None  # a read-only view of the classes
+
+
+def test_one_registry_type_for_explainers_and_example_methods():
+    from lfeval.explain.base import EXPLAINERS, FeatureExplainer, explainer_names, get_explainer, register_explainer
+    from lfeval.explain.examples import EXAMPLE_METHODS, ExampleImportance, register_example_method
+    from lfeval.registry import Registry
+
+    assert isinstance(EXPLAINERS, Registry) and isinstance(EXAMPLE_METHODS, Registry)
+    assert explainer_names()[:len(BUILT_IN_EXPLAINERS)] == BUILT_IN_EXPLAINERS
+    assert tuple(EXAMPLE_METHODS)[:5] == BUILT_IN_EXAMPLE_METHODS == tuple(lfeval.examples.METHODS)[:5]
+    with pytest.raises(UnknownName, match="Did you mean 'Occlusion'"):
+        get_explainer("Oclusion")
+    with pytest.raises(UnknownName, match="Did you mean 'simplex'"):
+        lfeval.examples.importance(nn.Flatten(), torch.rand(3, 2), torch.rand(2, 2), method="simplx")
+    with pytest.raises(InvalidArgument, match="FeatureExplainer subclass"):
+        register_explainer("NotAClass")(object)
+    with pytest.raises(InvalidArgument, match="ExampleImportance subclass"):
+        register_example_method("not-a-class", object)
+    with pytest.raises(InvalidArgument, match="Did you mean 'n_steps'"):
+        get_explainer("IntegratedGradients").check_options({"nsteps": 8})
+
+    @register_explainer("Zeros")
+    class Zeros(FeatureExplainer):
+        def attribute_batch(self, x, z_ref, baseline, seed):
+            return torch.zeros_like(x)
+
+    @register_example_method("uniform")
+    class Uniform(ExampleImportance):
+        def attribute(self, x_train, x_test):
+            return torch.ones(len(x_test), len(x_train))
+
+    try:
+        assert Zeros.name == "Zeros" and "Zeros" in lfeval.explain.features.METHODS  # live views of the registries
+        assert "uniform" in lfeval.examples.METHODS and EXAMPLE_METHODS.get("uniform") is Uniform
+    finally:
+        EXPLAINERS.pop("Zeros")
+        EXAMPLE_METHODS.pop("uniform")
+    assert "Zeros" not in explainer_names() and "uniform" not in lfeval.examples.METHODS
+
+
+def test_importing_one_explainer_module_registers_every_built_in():
+    """A Ray worker that unpickles a class of lfeval.explain.stochastic and nothing else still finds every built-in
+    explainer and example-importance method."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import lfeval.explain.stochastic, sys\n"
+            "from lfeval.explain.base import EXPLAINERS\n"
+            "from lfeval.explain.examples import EXAMPLE_METHODS\n"
+            "print(','.join(EXPLAINERS)); print(','.join(EXAMPLE_METHODS))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    explainers, examples = (line.split(",") for line in out.stdout.split())
+    assert explainers[:len(BUILT_IN_EXPLAINERS)] == list(BUILT_IN_EXPLAINERS)
+    assert examples[:5] == list(BUILT_IN_EXAMPLE_METHODS)
+
+
+def test_integer_options_refuse_booleans():
+    """One integer check (lfeval.validation.check_positive_int): ``True`` is not 1."""
+    from lfeval.explain.contrastive import ContrastiveExplainer, fit_prototypes
+    from lfeval.explain.corpus import Corpus
+    from lfeval.explain.relax import check_mask_geometry
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    pool = torch.rand(12, 1, 4, 4)
+    with pytest.raises(InvalidArgument, match="`num_cells` must be an integer >= 1"):
+        check_mask_geometry((4, 4), True)
+    with pytest.raises(InvalidArgument, match="`num_cells` must be an integer >= 1"):
+        lfeval.explain(net, pool[:2], method="RELAX", n_masks=8, num_cells=True)
+    for key, minimum in (("n_clusters", 2), ("corpus_size", 1), ("foil_size", 1), ("k", 1)):
+        with pytest.raises(InvalidArgument, match=f"`{key}` must be an integer >= {minimum}"):
+            Corpus(x_train=pool, **{key: True})
+    for key in ("c_steps", "iterations"):
+        with pytest.raises(InvalidArgument, match=f"`{key}` must be an integer >= 1"):
+            ContrastiveExplainer(net, **{key: True})
+    with pytest.raises(InvalidArgument, match="`n_prototypes` must be an integer >= 2"):
+        fit_prototypes(net, pool, n_prototypes=True)

@@ -119,3 +119,33 @@ def test_a_fresh_process_finds_every_built_in_name(case):
                 "example method": "['cosine', 'dknn', 'influence', 'simplex', 'tracin']", "metric": "True",
                 "modality": "time_series"}[case]
     assert out.stdout.strip() == expected
+
+
+def test_a_metric_class_declared_in_one_file_is_a_metric_of_lfeval_run(tmp_path, ae, digits):
+    """``@register_metric`` on the class is the whole declaration: the config (which loads the plugin) accepts the
+    name and checks its parameters against the class, the catalogue builds it with its defaults for the run, and it
+    scores."""
+    import sys
+
+    from lfeval.metrics.catalogue import MetricContext, build_metric
+
+    plugin = str(EXTENSIONS / "concentration.py")
+    settings = dict(name="conc", out_dir=str(tmp_path), plugins=[plugin], metrics=["Concentration", "Sparseness"],
+                    meta_metrics=[], quiet=True)
+    try:
+        config = RunConfig.from_dict({**settings, "metric_params": {"Concentration": {"k": 4}}})
+        assert "Concentration" in CATALOGUE and config.metrics == ["Concentration", "Sparseness"]
+        entry = CATALOGUE["Concentration"]
+        assert entry.kinds == ("features",) and entry.needs == frozenset()  # from the class's flags
+        assert entry.target is sys.modules["lfeval_plugin_concentration"].Concentration
+        with pytest.raises(InvalidArgument, match="Did you mean 'k'"):
+            RunConfig.from_dict({**settings, "metric_params": {"Concentration": {"kk": 4}}})
+        metric = build_metric("Concentration", MetricContext(n_features=64, seed=0), "features")
+        assert metric.k == 8  # the class's run default: an eighth of the 64 pixels
+        x = digits.x_test[:8].numpy()
+        one_hot = np.zeros_like(x)
+        one_hot[:, 0, 3, 4] = 1.0
+        np.testing.assert_allclose(metric(ae, x, a_batch=one_hot), 1.0)
+    finally:
+        CATALOGUE.pop("Concentration", None)
+        sys.modules.pop("lfeval_plugin_concentration", None)

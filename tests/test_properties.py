@@ -415,8 +415,8 @@ SKIPPED = {"CEM-PP", "CEM-PN", "COCOA"}
 #: tiny settings for the methods whose default work is large (RELAX: 16 masks on a 2-cell grid)
 TINY = {"IntegratedGradients": dict(n_steps=4), "GradientShap": dict(n_samples=4, stdevs=0.1),
         "SmoothGrad": dict(n_samples=4, stdevs=0.1), "ShapleyValueSampling": dict(n_samples=2),
-        "RELAX": dict(n_masks=16, num_cells=2)}
-STOCHASTIC = {"GradientShap", "SmoothGrad", "Random", "RELAX", "ShapleyValueSampling"}
+        "RELAX": dict(n_masks=16, num_cells=2), "DistanceExplainer": dict(n_masks=16, feature_res=2)}
+STOCHASTIC = {"GradientShap", "SmoothGrad", "Random", "RELAX", "ShapleyValueSampling", "DistanceExplainer"}
 EXPLAINERS = [m for m in explainer_names() if m not in SKIPPED]
 
 

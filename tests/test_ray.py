@@ -129,6 +129,23 @@ def test_ray_grid_equals_serial_grid_cell_by_cell(ray_head, grid, serial_grid, t
     assert len(serial_grid[1]) == 4
 
 
+#: the demo's default feature explainers (lfeval.config): captum's Saliency, IntegratedGradients and DeepLift among them
+DEMO_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
+
+
+def test_the_demos_explainers_are_known_in_ray_workers(ray_head, grid, tmp_path):
+    """Every default explainer of the demo runs in Ray workers as it does serially: a worker knows every registered
+    name, whatever it unpickled (issue 29: captum's methods were unknown in workers that never imported them)."""
+    spec = grid["grid"]["digits"]
+    encoders = {"reconstruction": spec["encoders"]["reconstruction"]}
+    small = {"grid": {"digits": {"x": spec["x"][:16], "encoders": encoders}},
+             "metrics": {"RS": grid["metrics"]["RS"]}, "xai_methods": {m: {} for m in DEMO_EXPLAINERS}}
+    with deadline(180):
+        table = _bench(small, tmp_path / "ray", backend="ray")
+    pd.testing.assert_frame_equal(table, _bench(small, tmp_path / "serial"), check_exact=True)
+    assert _cells(tmp_path / "ray") == _cells(tmp_path / "serial")
+
+
 def test_worker_killed_mid_task_is_retried_and_the_grid_completes(ray_head, grid, serial_grid, tmp_path):
     killed = []
 

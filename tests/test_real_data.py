@@ -156,7 +156,7 @@ def test_every_catalogue_metric_ranks_an_oracle_above_random_on_rgb_and_time_ser
         ctx = MetricContext(n_features=ds.modality.n_features(ds.input_shape), seed=0, y_train=ds.y_train[:30].numpy(),
                             x_train=x_train.numpy(), references={"denoising": ref}, explain_func=cache, encoder=enc,
                             example_explain_func=functools.partial(lfeval.examples.explain_func, x_train=x_train),
-                            patch_size=ds.modality.patch_size(ds.input_shape))
+                            patch_size=ds.modality.patch_size(ds.input_shape), partners=xb)  # pairs (a, a): g_x
         for method in ("Saliency", "IntegratedGradients", "COCOA", "Random"):  # explained once, served to all
             cache.put(enc, xb, cache(enc, xb, method=method), method=method)
         random_importance = np.random.default_rng(0).random((len(xb), len(x_train))).astype(np.float32)

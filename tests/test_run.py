@@ -313,3 +313,42 @@ def test_bad_config_gets_a_clear_error(tmp_path, capsys, toml, message):
     code = main(["run", "--config", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("lfeval: error:") and message in err, err
+
+
+PLUGIN_CONFIG = """
+[run]
+plugins = ["{plugin}"]
+pretexts = ["reconstruction"]
+epochs = 100
+latent_dim = 8
+checkpoints = 3
+cache_dir = "{cache}"
+explainers = ["GradientDelta", "Random"]
+example_methods = []
+metrics = ["Sparseness", "RepresentationShift"]
+meta_metrics = []
+n_explain = 16
+"""
+
+
+def test_a_plugin_explainer_runs_on_ray_workers(tmp_path, capsys, encoders, encoder_cache):
+    """A Ray worker is a fresh process that unpickles the run's data and config without importing the config's
+    plugins: it loads them before its cell runs, so a plugin's explainer (tests/extensions/gradient_delta.py) is
+    known there instead of failing with "Unknown explanation method 'GradientDelta'"."""
+    pytest.importorskip("ray")
+    from lfeval.explain.base import EXPLAINERS
+
+    plugin = Path(__file__).parent / "extensions" / "gradient_delta.py"
+    config = tmp_path / "plugin.toml"
+    config.write_text(PLUGIN_CONFIG.format(plugin=plugin.as_posix(), cache=encoder_cache.as_posix()))
+    loaded = "lfeval_plugin_gradient_delta" in sys.modules
+    try:
+        code = main(["run", "--config", str(config), "--out", str(tmp_path / "runs"), "--name", "plugin", "--quiet",
+                     "--backend", "ray"])
+        assert code == 0, capsys.readouterr().err
+    finally:
+        if not loaded:  # leave the registry as the other tests expect it
+            EXPLAINERS.pop("GradientDelta", None)
+            sys.modules.pop("lfeval_plugin_gradient_delta", None)
+    scores = pd.read_csv(tmp_path / "runs" / "plugin" / "scores.csv")
+    assert set(scores["method"]) == {"GradientDelta", "Random"} and np.isfinite(scores["score"]).all()

@@ -15,7 +15,7 @@ from lfeval.cli import main
 from lfeval.config import RunConfig
 from lfeval.errors import InvalidArgument
 from lfeval.execution import cell_device, gpus_for, portable
-from lfeval.execution.executors import _GIVEN_GPU
+from lfeval.execution.cells import _GIVEN_GPU
 from lfeval.pipeline import StageStore, run
 
 FACTORIES = '''
@@ -90,16 +90,19 @@ def test_cuda_without_cuda_exits_2_naming_the_device(tmp_path, capsys):
     assert "`device` 'cuda' requested" in err and "no usable CUDA GPU" in err, err
 
 
-def test_device_and_precision_flags_reach_the_config(tmp_path, monkeypatch):
+def test_device_precision_and_threads_flags_reach_the_config_resolved(tmp_path, monkeypatch):
+    """The flags go through the config's one resolution: the run gets the checked, normalised values."""
     seen = {}
 
     def fake_run(config, fresh=False, log=print):
-        seen.update(device=config.device, precision=config.precision)
+        seen.update(device=config.device, precision=config.precision, threads=config.threads)
         return tmp_path / "report.html"
 
     monkeypatch.setattr("lfeval.pipeline.job.run", fake_run)
-    assert main(["run", "--out", str(tmp_path), "--quiet", "--device", "cpu", "--precision", "tf32"]) == 0
-    assert seen == {"device": "cpu", "precision": "tf32"}
+    assert main(["run", "--out", str(tmp_path), "--quiet", "--device", "cpu", "--precision", "tf32",
+                 "--threads", "2"]) == 0
+    assert seen == {"device": "cpu", "precision": "tf32", "threads": 2}
+    assert main(["run", "--out", str(tmp_path), "--quiet", "--threads", "0"]) == 2
 
 
 def test_resume_on_another_device_is_logged_or_refused(tmp_path):

@@ -4,6 +4,10 @@ store, the metric catalogue and the config's errors."""
 from __future__ import annotations
 
 import functools
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +15,7 @@ import pytest
 import scipy.stats
 
 import lfeval
-from lfeval.config import RunConfig
+from lfeval.config import RunConfig, load_plugins
 from lfeval.errors import InvalidArgument, RunIncomplete, UnknownName
 from lfeval.explain.precomputed import PrecomputedExplanations
 from lfeval.metrics import score_direction as direction
@@ -160,7 +164,8 @@ def test_stage_store_resumes_and_refuses_other_settings(tmp_path):
 
 def test_catalogue_builds_every_metric_with_a_valid_direction(encoders, digits):
     ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train.numpy(), x_train=digits.x_train.numpy(),
-                        references={"denoising": encoders["denoising"]}, explain_func=PrecomputedExplanations())
+                        references={"denoising": encoders["denoising"]}, explain_func=PrecomputedExplanations(),
+                        partners=digits.x_test[:4].numpy())
     for name, entry in CATALOGUE.items():
         for kind in entry.kinds:
             metric = build_metric(name, ctx, kind)
@@ -196,12 +201,14 @@ def test_every_catalogue_metric_ranks_an_oracle_above_random_on_a_digits_encoder
     """Each metric of the catalogue, built with its run defaults, scores an attribution that should do well better
     than the Random control in the metric's own direction (mean over 12 digits), through lfeval.evaluate; the
     example metrics rank the latent cosine importance above a random matrix. PretextCorrelation cannot separate
-    them (Random ignores the model, so every encoder gets the same map: 1 by construction): known values instead."""
+    them (Random ignores the model, so every encoder gets the same map: 1 by construction): known values instead.
+    The pair metrics get each input as its own partner: s(a, b) with b = a fixed is g_x, so the cached g_x
+    attributions are exactly the pair attributions they score."""
     enc, ref, x, y = encoders["reconstruction"], encoders["denoising"], digits.x_test[:12].numpy(), digits.y_test[:12]
     x_train = digits.x_train[:100]
     cache = PrecomputedExplanations(method_params={"COCOA": {"x_train": x_train.numpy()}})
     ctx = MetricContext(n_features=64, seed=0, y_train=digits.y_train[:100].numpy(), x_train=x_train.numpy(),
-                        references={"denoising": ref}, explain_func=cache,
+                        references={"denoising": ref}, explain_func=cache, partners=x,
                         example_explain_func=functools.partial(lfeval.explain.examples.explain_func, x_train=x_train))
     for method in ("Saliency", "IntegratedGradients", "COCOA", "Random"):  # explained once, served to every metric
         cache.put(enc, x, cache(enc, x, method=method), method=method)
@@ -252,3 +259,60 @@ def test_config_errors_name_the_fix(tmp_path):
     with pytest.raises(InvalidArgument, match="at least two in `example_methods`"):
         RunConfig(example_methods=["cosine"], meta_metrics=["SimilarityRate"])
     RunConfig(metric_params={"FaithfulnessCorrelation": {"nr_runs": 5, "similarity": "cosine"}})  # valid
+
+
+def test_config_resolves_threads_once_and_checks_integers_with_the_config_key():
+    """``threads`` is resolved in one place (a digit string, as from ``--threads``, becomes an int); integer keys
+    refuse bools and floats and name the key; the "did you mean" of the config keys is the registry's."""
+    assert RunConfig(threads="2").threads == 2 and RunConfig(threads=" Auto ").threads == "auto"
+    for value in (0, True, 1.5, "two"):
+        with pytest.raises(InvalidArgument, match="Config `threads` must be 'auto' or a positive integer"):
+            RunConfig(threads=value)
+    for key, value, minimum in (("latent_dim", 0, 1), ("n_explain", True, 2), ("epochs", 2.0, 1), ("seed", -1, 0)):
+        with pytest.raises(InvalidArgument, match=rf"Config `{key}` must be an integer >= {minimum}, got"):
+            RunConfig(**{key: value})
+    with pytest.raises(InvalidArgument, match=r"`features_in_step` must be an integer >= 1 that divides"):
+        RunConfig(metric_params={"PixelFlipping": {"features_in_step": True}})
+    with pytest.raises(UnknownName, match=r"Unknown config key 'threds'. Did you mean 'threads'\? Valid keys: "):
+        RunConfig.from_dict({"threds": 1})
+
+
+GRADIENT_DELTA = str(Path(__file__).parent / "extensions" / "gradient_delta.py")
+#: a fresh process (as a Ray worker) unpickles a config: the plugin's explainer is unknown until load_plugins
+UNPICKLE = """
+import pickle, sys
+from lfeval.config import RunConfig, load_plugins, plugin_loaded
+from lfeval.errors import UnknownName
+from lfeval.explain.base import EXPLAINERS
+config = pickle.loads(open(sys.argv[1], "rb").read())
+known = "GradientDelta" in EXPLAINERS
+try:
+    RunConfig(plugins=config.plugins, explainers=["GradientDelta", "Random"])
+except UnknownName as exc:
+    said = "not loaded yet" in str(exc) and "load_plugins" in str(exc)
+print(known, said, plugin_loaded(config.plugins[0]))
+load_plugins(config.plugins)
+load_plugins(config.plugins)  # idempotent
+print(EXPLAINERS.get("GradientDelta").__name__, plugin_loaded(config.plugins[0]))
+RunConfig(plugins=config.plugins, explainers=["GradientDelta", "Random"])
+"""
+
+
+def test_plugins_load_in_one_explicit_step_also_in_a_fresh_process(tmp_path):
+    """``RunConfig(...)`` imports nothing; ``from_dict`` loads the plugins first; a process that unpickles a
+    config (a Ray worker) knows a plugin's explainer once :func:`lfeval.config.load_plugins` ran there."""
+    from lfeval.explain.base import EXPLAINERS
+
+    loaded = "lfeval_plugin_gradient_delta" in sys.modules
+    try:
+        config = RunConfig.from_dict({"plugins": [GRADIENT_DELTA], "explainers": ["GradientDelta", "Random"]})
+        assert load_plugins(config.plugins) == (GRADIENT_DELTA,)
+        (tmp_path / "config.pkl").write_bytes(pickle.dumps(config))
+        done = subprocess.run([sys.executable, "-c", UNPICKLE, str(tmp_path / "config.pkl")], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ["False", "True", "False", "GradientDelta", "True"], done.stdout
+    finally:
+        if not loaded:  # leave the registry as the other tests expect it
+            EXPLAINERS.pop("GradientDelta", None)
+            sys.modules.pop("lfeval_plugin_gradient_delta", None)

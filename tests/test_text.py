@@ -286,7 +286,7 @@ def test_lerf_and_deletion_never_spend_a_step_on_structure(enc, attributions):
 def test_text_run_from_the_command_line(tmp_path, capsys):
     """`lfeval run --data text:rotten_tomatoes` with MiniLM as a user encoder ([encoders.minilm], factory
     lfeval.text:minilm_encoder) writes the full report offline; noise metrics and CEM are refused at config time,
-    before the data load, and the example config of the README is valid."""
+    before the data load, and the example config (examples/text_minilm.toml, shown in docs/guide/text.md) is valid."""
     from lfeval.cli import main
     from lfeval.config import RunConfig
 

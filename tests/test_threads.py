@@ -3,6 +3,7 @@ load and LFEVAL_THREADS, and training gives the same weights on a busy machine."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -179,4 +180,33 @@ def test_explainers_choose_threads_for_their_batch_inside_a_scope_only(no_env, a
         assert set(seen) == {2} and torch.get_num_threads() == 2
     finally:
         handle.remove()
+        torch.set_num_threads(outer)
+
+
+@pytest.mark.filterwarnings("ignore:.*looks collapsed")  # one epoch on 200 digits
+def test_the_run_setting_reaches_stages_and_training_through_the_scope_only(no_env, digits, monkeypatch):
+    """One road: inside ``lfeval run``'s scope, ``limit()`` and ``train_encoder`` without a ``threads`` argument
+    use the scope's setting; outside a scope they mean "auto", and an explicit argument wins."""
+    from lfeval.models import training as training_mod
+
+    seen, fit = [], training_mod._fit
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(training_mod, "_fit", spy)
+    outer = torch.get_num_threads()
+    small = dataclasses.replace(digits, x_train=digits.x_train[:200], y_train=digits.y_train[:200])
+    try:
+        assert lfeval.threads.current() is None and lfeval.threads.resolve() == "auto"
+        for setting in (1, 2):
+            with lfeval.threads.scope(str(setting)):
+                assert lfeval.threads.current() == setting == lfeval.threads.resolve()
+                with limit(work=LARGE, adapt_to_load=False) as n:
+                    assert n == setting == torch.get_num_threads()
+                lfeval.models.train_encoder(small, epochs=1, min_steps=0, display_progressbar=False)
+                lfeval.models.train_encoder(small, epochs=1, min_steps=0, display_progressbar=False, threads=1)
+        assert seen == [1, 1, 2, 1]
+    finally:
         torch.set_num_threads(outer)

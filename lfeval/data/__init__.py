@@ -13,6 +13,7 @@ import inspect
 import os
 
 from ..errors import InvalidArgument, InvalidInput
+from ..registry import Registry
 from ..validation import check_choice, check_finite, check_labels, check_positive_int
 from .base import Dataset
 from .baselines import GaussianBlur
@@ -25,7 +26,15 @@ from .torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
 from .ucr import load_ucr
 from .user import load_csv, load_image_folder, load_npz
 
-_LOADERS = {
+
+def _check_loader(name, loader) -> None:
+    if not callable(loader):
+        raise InvalidArgument(f"register needs a name (str) and a loader callable, got {name!r} and {loader!r}.")
+
+
+#: data set name -> ``loader(root=None, seed=0, **kw) -> Dataset`` (a :class:`lfeval.registry.Registry`)
+LOADERS = Registry("data set", check=_check_loader)
+LOADERS.update({
     "digits": load_digits_dataset,
     "breast_cancer": load_breast_cancer_dataset,
     "mnist": load_mnist,
@@ -38,7 +47,7 @@ _LOADERS = {
     "npz:<path>": load_npz,
     "folder:<path>": load_image_folder,
     "csv:<path>": load_csv,
-}
+})
 #: the modality of data sets whose name tells it (config-time checks); the others are known once loaded
 _DECLARED_MODALITIES = {"text:<corpus>": "text"}
 #: families of data sets named "<prefix>:<member>": the loader argument the member goes to
@@ -47,7 +56,7 @@ _FAMILIES = {"medmnist": "flag", "ucr": "name", "text": "corpus", "npz": "path",
 
 def available() -> list:
     """Names accepted by :func:`load` (``medmnist:<flag>`` and ``ucr:<name>`` stand for their families)."""
-    return sorted(_LOADERS)
+    return sorted(LOADERS)
 
 
 def canonical_name(name: str) -> str:
@@ -65,9 +74,9 @@ def declared_modality(name: str):
 
 def register(name: str, loader) -> None:
     """Register ``loader(root=None, seed=0, **kw) -> Dataset`` under ``name``."""
-    if not isinstance(name, str) or not name or not callable(loader):
+    if not isinstance(name, str) or not name:
         raise InvalidArgument(f"register needs a name (str) and a loader callable, got {name!r} and {loader!r}.")
-    _LOADERS[name] = loader
+    LOADERS.register(name, loader)
 
 
 def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
@@ -97,11 +106,10 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
             raise InvalidArgument(f"Data set {name!r} names no member: pass e.g. 'ucr:GunPoint' or "
                                   "'medmnist:dermamnist'.")
         kwargs = {_FAMILIES[name.partition(":")[0]]: member, **kwargs}
-    check_choice(key, _LOADERS, "data set")
+    loader = LOADERS.get(key)
     check_positive_int(seed, "seed", minimum=0)
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise InvalidArgument(f"`root` must be a folder path, got {type(root).__name__}.")
-    loader = _LOADERS[key]
     params = inspect.signature(loader).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         valid = [p for p in params if p not in ("root", "seed")]
@@ -122,4 +130,4 @@ def load(name: str, root=None, seed: int = 0, **kwargs) -> Dataset:
     return ds
 
 
-__all__ = ["Dataset", "GaussianBlur", "load", "available", "register", "declared_modality"]
+__all__ = ["Dataset", "GaussianBlur", "LOADERS", "load", "available", "register", "declared_modality"]

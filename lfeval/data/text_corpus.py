@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import DatasetUnavailable, InvalidArgument
+from ..modalities.text import BASELINE_RULES, Text
+from ..text.tokenizer import tokenize, vocabulary
 from ..validation import check_choice, check_number, check_positive_int
 from .base import Dataset
 
@@ -80,13 +82,8 @@ def load_text_corpus(corpus: str, root=None, seed: int = 0, max_length: int = 64
     if test_size >= 1:
         raise InvalidArgument(f"`test_size` must be a fraction in (0, 1), got {test_size}.")
     check_positive_int(max_length, "max_length", minimum=3)
-    from ..modalities.text import BASELINE_RULES
-
     check_choice(baseline, BASELINE_RULES, "text baseline rule")
     from sklearn.model_selection import train_test_split
-
-    from ..modalities.text import Text
-    from ..text.tokenizer import tokenize, vocabulary
 
     texts, labels, classes = read_corpus(corpus, root)
     if n_texts is not None and n_texts < len(texts):

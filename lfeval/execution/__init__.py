@@ -7,19 +7,10 @@ started serially can finish on Ray and the other way round. A cell on CUDA decla
 (:func:`gpus_for`) and computes on the one it was given (:func:`cell_device`).
 """
 
-from .executors import (
-    BACKENDS,
-    Cell,
-    CellFailure,
-    Executor,
-    SerialExecutor,
-    cell_device,
-    cells_failed,
-    check_backend,
-    get_executor,
-    gpus_for,
-    portable,
-)
+from .base import Executor
+from .cells import Cell, CellFailure, cell_device, cells_failed, gpus_for, portable
+from .executors import BACKENDS, SerialExecutor, check_backend, get_executor
+from .ray_backend import RayExecutor
 
-__all__ = ["BACKENDS", "Cell", "CellFailure", "Executor", "SerialExecutor", "cell_device", "cells_failed",
-           "check_backend", "get_executor", "gpus_for", "portable"]
+__all__ = ["BACKENDS", "Cell", "CellFailure", "Executor", "RayExecutor", "SerialExecutor", "cell_device",
+           "cells_failed", "check_backend", "get_executor", "gpus_for", "portable"]

@@ -7,8 +7,8 @@
 * **What each task gets**: large inputs (data, encoders) are put in the object store once by
   :meth:`RayExecutor.share`, and each worker process deserializes one once (it keeps the last
   ``WORKER_CACHE`` of them); each cell declares its CPUs (and a GPU when it computes on CUDA,
-  :func:`lfeval.execution.executors.gpus_for`) and runs with as many torch threads as CPUs, on the GPU Ray gave
-  it (:func:`lfeval.execution.executors.cell_device`).
+  :func:`lfeval.execution.cells.gpus_for`) and runs with as many torch threads as CPUs, on the GPU Ray gave
+  it (:func:`lfeval.execution.cells.cell_device`).
 * **Faults**: a task whose worker dies (killed, out of memory, node lost) or that raises an unexpected
   exception is retried ``retries`` times; an :class:`lfeval.errors.LfevalError` (a bad input, the same on
   every try) is reported at once. A cell that fails is reported by name and the other cells go on.
@@ -23,8 +23,11 @@ import time
 from collections import OrderedDict
 from typing import Optional
 
+import torch
+
 from ..errors import ExtraMissing, InvalidArgument, LfevalError
-from .executors import _GIVEN_GPU, Cell, Executor, _Finished, call_cell
+from .base import Executor, _Finished
+from .cells import _GIVEN_GPU, Cell, call_cell
 
 MIN_RAY = (2, 60)
 INSTALL = "pip install 'lfeval[ray]'"
@@ -98,7 +101,6 @@ def _given_gpu():
     """The CUDA device of the first GPU Ray gave this task (Ray lists only those in CUDA_VISIBLE_DEVICES, so it
     is usually ``cuda:0``), or None."""
     import ray
-    import torch
 
     ids = [str(i) for i in ray.get_gpu_ids()]
     if not ids:
@@ -109,9 +111,7 @@ def _given_gpu():
 
 def _execute(fn, n_args: int, names: tuple, threads: int, gpu: bool, *values):
     """The Ray task: one cell with ``threads`` torch threads, on its GPU if it asked for one (see
-    :func:`lfeval.execution.executors.cell_device`); returns (result, seconds)."""
-    import torch
-
+    :func:`lfeval.execution.cells.cell_device`); returns (result, seconds)."""
     torch.set_num_threads(threads)
     token = _GIVEN_GPU.set(_given_gpu() if gpu else None)
     start = time.perf_counter()

@@ -33,44 +33,45 @@ import torch
 from torch import nn
 
 from .. import threads
+from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
 from ..memory import rows_per_pass, run_in_chunks
 from ..precision import precise
-from ..validation import check_choice, check_inputs, check_model, check_positive_int
+from ..registry import Registry, closest
+from ..validation import check_inputs, check_positive_int
 
 #: keyword arguments Quantus (and MetaQuantus) may pass to an explain_func that do not concern the method
 QUANTUS_KEYS = ("xai_lib", "softmax", "channel_first", "model_predict_kwargs", "device")
 
-#: method name -> FeatureExplainer subclass
-EXPLAINERS: dict = {}
+
+def _explainer_class(name: str, cls):
+    """The registry's check: ``cls`` must be a :class:`FeatureExplainer` subclass; it is given its ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, FeatureExplainer)):
+        raise InvalidArgument(f"register_explainer({name!r}) needs a FeatureExplainer subclass, got {cls!r}.")
+    cls.name = name
+    return cls
+
+
+#: method name -> FeatureExplainer subclass; :mod:`lfeval.explain` imports every built-in method's module, so
+#: importing any ``lfeval.explain.<module>`` registers them all (a Ray worker included)
+EXPLAINERS = Registry("explanation method", check=_explainer_class)
 
 
 def register_explainer(name: str) -> Callable:
     """Class decorator: make a :class:`FeatureExplainer` subclass available as ``method=name`` in
     :func:`lfeval.explain`, ``quantus.evaluate`` runs and ``lfeval run``'s ``explainers``."""
-
-    def add(cls):
-        if not (isinstance(cls, type) and issubclass(cls, FeatureExplainer)):
-            raise InvalidArgument(f"register_explainer({name!r}) needs a FeatureExplainer subclass, got {cls!r}.")
-        cls.name = name
-        EXPLAINERS[name] = cls
-        return cls
-
-    return add
+    return EXPLAINERS.register(name)
 
 
 def get_explainer(name: str) -> type:
-    """The registered explainer class of ``name`` (a clear error naming the closest one). The built-in methods are
-    registered first, whatever this process imported: a Ray worker that unpickled one explainer's module must
-    still find every other."""
-    return EXPLAINERS[check_choice(name, explainer_names(), "explanation method")]
+    """The registered explainer class of ``name`` (an unknown name raises :class:`~lfeval.errors.UnknownName`
+    naming the closest one)."""
+    return EXPLAINERS.get(name)
 
 
 def explainer_names() -> tuple:
-    """Names of every registered feature explainer (the built-in ones always included)."""
-    from . import features  # noqa: F401  (registers the built-in methods)
-
-    return tuple(EXPLAINERS)
+    """Names of every registered feature explainer, the built-in ones first."""
+    return EXPLAINERS.names()
 
 
 class AuxiliaryFunction(nn.Module):
@@ -98,6 +99,8 @@ class FeatureExplainer:
     encoder : nn.Module or lfeval.Encoder
         f, in eval mode; a plain module is wrapped by :func:`lfeval.as_encoder` on first use.
 
+    Notes
+    -----
     Subclasses set ``uses_baseline`` (the method takes a reference input) and implement
     :meth:`attribute_batch`; :meth:`options` lists the keyword options it accepts.
     """
@@ -114,6 +117,9 @@ class FeatureExplainer:
     unit_masking = False
     #: the method needs real-valued inputs (CEM adds and removes amounts of features); refused on token ids
     continuous_only = False
+    #: the method attributes g(x', z) for a given reference latent z (``reference=``): a pair's s(a, b) with
+    #: z = f(b) (:mod:`lfeval.explain.pairs`); False for methods that set their own target (COCOA, CEM)
+    takes_reference = True
 
     def __init__(self, encoder: nn.Module):
         self.encoder = encoder
@@ -134,31 +140,29 @@ class FeatureExplainer:
         valid = cls.options()
         for key in options:
             if key not in valid:
-                import difflib
-
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise InvalidArgument(f"{cls.name or cls.__name__} has no option {key!r}.{hint} Its options: "
-                                      f"{', '.join(valid) or 'none'}.")
+                raise InvalidArgument(f"{cls.name or cls.__name__} has no option {key!r}.{closest(key, valid)} Its "
+                                      f"options: {', '.join(valid) or 'none'}.")
 
     # ------------------------------------------------------------------ attribution
     @precise
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256,
                   reference: Optional[Callable] = None, **options) -> torch.Tensor:
-        """Attributions (N, *input_shape) of ``inputs``, float32 on the CPU (computed on the encoder's device,
+        """Attributions ``(N, *input_shape)`` of ``inputs``, float32 on the CPU (computed on the encoder's device,
         in its dtype, at the precision of :mod:`lfeval.precision`).
 
         Parameters
         ----------
-        inputs : array or tensor (N, *input_shape)
+        inputs : array or tensor ``(N, *input_shape)``
         baseline : number, tensor or callable, optional
             Reference input; default the encoder's (the data set's) baseline.
         seed : int
             Seed of the method's randomness (same seed, same numbers, batch-invariant).
         batch_size : int
             Inputs per chunk.
-        reference : callable, optional
-            ``reference(x) -> z`` replaces z = f(x) in g_x (e.g. one-hot units, :func:`lfeval.explain_units`).
+        reference : callable or tensor, optional
+            ``reference(x) -> z`` replaces z = f(x) in g_x (e.g. one-hot units, :func:`lfeval.explain_units`); a
+            tensor (N, d) gives each input its own reference latent (a pair's partner f(b): s(a, b) = <f(a), f(b)>,
+            :mod:`lfeval.explain.pairs`), on the encoder's device and in its dtype.
         """
         self.check_options(options)
         self.encoder = encoder = check_model(self.encoder, inputs)
@@ -173,7 +177,7 @@ class FeatureExplainer:
         def chunk(rows: slice) -> torch.Tensor:
             xb = x[rows]
             with torch.no_grad():
-                z_ref = (reference or encoder)(xb)
+                z_ref = reference[rows] if torch.is_tensor(reference) else (reference or encoder)(xb)
             if space is not None and self.unit_masking:  # discrete inputs, masked token by token
                 base = encoder.baseline_for(xb, baseline)
                 a = space.tokens(self.attribute_batch(xb, z_ref, base, int(seed), **options)[:, 0], xb, base)

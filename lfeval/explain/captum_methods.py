@@ -1,13 +1,16 @@
-"""captum's attribution methods applied to the auxiliary function g_x, through one table.
+"""captum's attribution methods applied to the auxiliary function g_x, one class per method (as captum names them).
 
-Each row becomes a registered :class:`~lfeval.explain.base.FeatureExplainer` whose options are the
-keyword arguments of the captum class's ``attribute`` (``n_steps`` for IntegratedGradients,
-``sliding_window_shapes`` for Occlusion, ...).
+Each class is a registered :class:`~lfeval.explain.base.FeatureExplainer` that names its captum class; its
+options are the keyword arguments of that class's ``attribute`` (``n_steps`` for :class:`IntegratedGradients`,
+``sliding_window_shapes`` for :class:`Occlusion`, ...). A method that sets captum arguments of its own from the
+inputs (Occlusion's window, the token groups of FeatureAblation and ShapleyValueSampling) overrides
+:meth:`CaptumExplainer.extra_args`.
 """
 
 from __future__ import annotations
 
 import inspect
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -19,18 +22,6 @@ from ..memory import rows_per_pass
 from ..validation import check_choice
 from .base import FeatureExplainer, register_explainer
 
-#: method name -> (captum class, takes baselines)
-CAPTUM_METHODS = {
-    "Saliency": (captum_attr.Saliency, False),
-    "IntegratedGradients": (captum_attr.IntegratedGradients, True),
-    "InputXGradient": (captum_attr.InputXGradient, False),
-    "DeepLift": (captum_attr.DeepLift, True),
-    "GuidedBackprop": (captum_attr.GuidedBackprop, False),
-    "Deconvolution": (captum_attr.Deconvolution, False),
-    "Occlusion": (captum_attr.Occlusion, True),
-    "FeatureAblation": (captum_attr.FeatureAblation, True),
-    "ShapleyValueSampling": (captum_attr.ShapleyValueSampling, True),
-}
 #: arguments lfeval sets itself
 _OWN = ("self", "inputs", "baselines", "target", "additional_forward_args", "return_convergence_delta")
 #: integer options of the captum methods and their minimum: below it captum fails an assertion
@@ -88,16 +79,18 @@ class CaptumExplainer(FeatureExplainer):
                                       f"sum needs two points), got {steps!r}; use n_steps=50 or "
                                       "method='gausslegendre'.")
 
+    def extra_args(self, x: torch.Tensor) -> dict:
+        """captum arguments the method sets itself for the chunk ``x`` (the user's options take precedence);
+        none by default."""
+        return {}
+
     def attribute_batch(self, x, z_ref, baseline, seed, **options):
         explainer = self.captum_class(self.aux)
         args = dict(additional_forward_args=(z_ref,), **options)
         if self.uses_baseline:
             args["baselines"] = baseline
-        if self.name == "Occlusion":
-            window = (self.space or self.encoder.modality).occlusion_window(tuple(x.shape[1:]))
-            args.setdefault("sliding_window_shapes", window)
-        if self.space is not None and self.name in ("FeatureAblation", "ShapleyValueSampling"):
-            args.setdefault("feature_mask", self.space.feature_mask(x))  # one group per token
+        for key, value in self.extra_args(x).items():
+            args.setdefault(key, value)
         if "internal_batch_size" in self.options() and "internal_batch_size" not in options:
             steps = options.get("n_steps", 50)  # IG's default: split its steps only when they outgrow a pass
             rows = rows_per_pass(x[0].numel(), len(x) * steps, device=x.device)
@@ -111,10 +104,92 @@ class CaptumExplainer(FeatureExplainer):
             return explainer.attribute(x, **args)
 
 
-for _name, (_cls, _baselines) in CAPTUM_METHODS.items():
-    register_explainer(_name)(type(_name, (CaptumExplainer,), {
-        "captum_class": _cls, "uses_baseline": _baselines, "seeded": _name == "ShapleyValueSampling",
-        "passes_per_input": 50 if _name == "IntegratedGradients" else 1,
-        "__doc__": f"captum's {_cls.__name__} of the auxiliary function g_x (label-free).",
-        "__module__": __name__,
-    }))
+class GroupedCaptumExplainer(CaptumExplainer):
+    """A captum method that perturbs groups of features: on discrete inputs (text), one group per token."""
+
+    def extra_args(self, x: torch.Tensor) -> dict:
+        return {} if self.space is None else {"feature_mask": self.space.feature_mask(x)}
+
+
+@register_explainer("Saliency")
+class Saliency(CaptumExplainer):
+    """captum's :class:`captum.attr.Saliency` (gradient) of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.Saliency
+
+
+@register_explainer("IntegratedGradients")
+class IntegratedGradients(CaptumExplainer):
+    """captum's :class:`captum.attr.IntegratedGradients` of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.IntegratedGradients
+    uses_baseline = True
+    passes_per_input = 50
+
+
+@register_explainer("InputXGradient")
+class InputXGradient(CaptumExplainer):
+    """captum's :class:`captum.attr.InputXGradient` of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.InputXGradient
+
+
+@register_explainer("DeepLift")
+class DeepLift(CaptumExplainer):
+    """captum's :class:`captum.attr.DeepLift` of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.DeepLift
+    uses_baseline = True
+
+
+@register_explainer("GuidedBackprop")
+class GuidedBackprop(CaptumExplainer):
+    """captum's :class:`captum.attr.GuidedBackprop` of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.GuidedBackprop
+
+
+@register_explainer("Deconvolution")
+class Deconvolution(CaptumExplainer):
+    """captum's :class:`captum.attr.Deconvolution` of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.Deconvolution
+
+
+@register_explainer("Occlusion")
+class Occlusion(CaptumExplainer):
+    """captum's :class:`captum.attr.Occlusion` of the auxiliary function g_x (label-free); the default window is
+    the modality's (``occlusion_window``)."""
+
+    captum_class = captum_attr.Occlusion
+    uses_baseline = True
+
+    def extra_args(self, x: torch.Tensor) -> dict:
+        return {"sliding_window_shapes": (self.space or self.encoder.modality).occlusion_window(tuple(x.shape[1:]))}
+
+
+@register_explainer("FeatureAblation")
+class FeatureAblation(GroupedCaptumExplainer):
+    """captum's :class:`captum.attr.FeatureAblation` of the auxiliary function g_x (label-free)."""
+
+    captum_class = captum_attr.FeatureAblation
+    uses_baseline = True
+
+
+@register_explainer("ShapleyValueSampling")
+class ShapleyValueSampling(GroupedCaptumExplainer):
+    """captum's :class:`captum.attr.ShapleyValueSampling` of the auxiliary function g_x (label-free), seeded."""
+
+    captum_class = captum_attr.ShapleyValueSampling
+    uses_baseline = True
+    seeded = True
+
+
+#: method name -> (captum class, takes baselines), read from the classes above (read-only)
+CAPTUM_METHODS = MappingProxyType({cls.name: (cls.captum_class, cls.uses_baseline) for cls in (
+    Saliency, IntegratedGradients, InputXGradient, DeepLift, GuidedBackprop, Deconvolution, Occlusion, FeatureAblation,
+    ShapleyValueSampling)})
+
+__all__ = ["CaptumExplainer", "GroupedCaptumExplainer", "Saliency", "IntegratedGradients", "InputXGradient",
+           "DeepLift", "GuidedBackprop", "Deconvolution", "Occlusion", "FeatureAblation", "ShapleyValueSampling",
+           "CAPTUM_METHODS"]

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..encoder import check_model
 from ..errors import InvalidArgument
 from ..modalities.text import NormalisedTokens, TokenModule
-from ..validation import check_model
 from .base import FeatureExplainer, get_explainer, register_explainer
 from .corpus import CORPUS_OPTIONS, Corpus
 
@@ -55,6 +55,7 @@ class COCOA(FeatureExplainer):
     """
 
     training_data = ("x_train", "y_train")
+    takes_reference = False  # its target is the corpus similarity, not a given latent
 
     @classmethod
     def options(cls) -> tuple:

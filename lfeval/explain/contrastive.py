@@ -51,10 +51,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
 from ..models.probe import latents
 from ..precision import precise
-from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module, model_device
+from ..validation import (
+    as_tensor,
+    check_batch,
+    check_choice,
+    check_finite,
+    check_module,
+    check_positive_int,
+    model_device,
+)
 from .base import QUANTUS_KEYS, FeatureExplainer, register_explainer
 
 MODES = ("PP", "PN")
@@ -113,12 +122,13 @@ def fit_prototypes(encoder: nn.Module, x_train, n_prototypes: int = 10, seed: in
 
     check_module(encoder, "encoder")
     x = check_batch(as_tensor(x_train, "x_train"), "x_train")
-    if not isinstance(n_prototypes, (int, np.integer)) or not 2 <= n_prototypes <= len(x):
+    n_prototypes = check_positive_int(n_prototypes, "n_prototypes", minimum=2)
+    if n_prototypes > len(x):
         raise InvalidArgument(
             f"`n_prototypes` must be an integer in [2, len(x_train)] = [2, {len(x)}], got {n_prototypes!r}."
         )
     z = latents(encoder, x).flatten(1).double().numpy()
-    km = KMeans(n_clusters=int(n_prototypes), n_init=int(n_init), random_state=int(seed)).fit(z)
+    km = KMeans(n_clusters=n_prototypes, n_init=int(n_init), random_state=int(seed)).fit(z)
     return torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
 
 
@@ -132,19 +142,13 @@ def _number(value, name: str, low: float = 0.0, strict: bool = False) -> float:
     return v
 
 
-def _count(value, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise InvalidArgument(f"`{name}` must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
 class ContrastiveExplainer:
     """Batched, label-free CEM: pertinent positives (PP) or negatives (PN) of a classifier or an encoder.
 
     Parameters
     ----------
     model : nn.Module
-        A classifier (N, *input_shape) -> logits (N, n_classes), or an encoder -> latents (N, d).
+        A classifier ``(N, *input_shape)`` -> logits (N, n_classes), or an encoder -> latents (N, d).
         It must be in eval mode.
     autoencoder : nn.Module, optional
         The AE of the γ term, ‖AE(x') − x'‖₂² (paper Eq. 1 and Eq. 3), e.g.
@@ -169,7 +173,7 @@ class ContrastiveExplainer:
         Prototypes of the label-free decision (encoder task).
     n_prototypes : int
         K when the prototypes are fitted on ``x_train``.
-    x_train : array-like (M, *input_shape), optional
+    x_train : array-like ``(M, *input_shape)``, optional
         Training inputs whose latents k-means clusters into prototypes (:func:`fit_prototypes`).
     clip : (float, float)
         The data range (lo, hi). Inputs must lie in it, lo is the "absent" value, and every
@@ -196,7 +200,8 @@ class ContrastiveExplainer:
         self.gamma = _number(gamma, "gamma")
         self.c_init = _number(c_init, "c_init", strict=True)
         self.lr = _number(lr, "lr", strict=True)
-        self.c_steps, self.iterations = _count(c_steps, "c_steps"), _count(iterations, "iterations")
+        self.c_steps = check_positive_int(c_steps, "c_steps")
+        self.iterations = check_positive_int(iterations, "iterations")
         self.seed = int(seed)
         try:
             lo, hi = (float(v) for v in clip)
@@ -281,7 +286,7 @@ class ContrastiveExplainer:
 
     @precise
     def explain(self, inputs) -> ContrastiveResult:
-        """Pertinent positives or negatives of a batch (N, *input_shape), all optimised together.
+        """Pertinent positives or negatives of a batch ``(N, *input_shape)``, all optimised together.
 
         FISTA (paper Eq. 5 and Eq. 6) runs ``iterations`` steps for each of ``c_steps`` values of c.
         Each step is δ ← Π(S_β(y − α_k∇g(y))) and y ← Π(δ + k/(k+3)(δ − δ_prev)), where Π is the
@@ -350,13 +355,14 @@ _EXPLAINER_KEYS = tuple(p for p in inspect.signature(ContrastiveExplainer.__init
 
 
 class _CEM(FeatureExplainer):
-    """CEM as a feature explainer: |δ| of the pertinent positive or negative (options:
+    """CEM as a feature explainer: ``|δ|`` of the pertinent positive or negative (options:
     :class:`ContrastiveExplainer`'s, ``seed`` seeds its prototype fit). The decision is the model's
     own (argmax class, or nearest prototype for an encoder), so no g_x is attributed."""
 
     mode = "PP"
     option_names = _EXPLAINER_KEYS
     continuous_only = True
+    takes_reference = False
 
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None, **options):
         self.check_options(options)
@@ -371,22 +377,32 @@ class _CEM(FeatureExplainer):
         return result.delta.abs().to(torch.float32).reshape(np.shape(inputs))
 
 
-_CEM_CLASSES = {
-    f"CEM-{mode}": register_explainer(f"CEM-{mode}")(type(f"CEM{mode}", (_CEM,), {
-        "mode": mode, "__module__": __name__,
-        "__doc__": f"CEM pertinent {'positive' if mode == 'PP' else 'negative'}: |δ| (Dhurandhar et al. 2018)."}))
-    for mode in MODES
-}
+@register_explainer("CEM-PP")
+class CEMPP(_CEM):
+    """CEM pertinent positive: ``|δ|`` (Dhurandhar et al. 2018)."""
+
+    mode = "PP"
+
+
+@register_explainer("CEM-PN")
+class CEMPN(_CEM):
+    """CEM pertinent negative: ``|δ|`` (Dhurandhar et al. 2018)."""
+
+    mode = "PN"
+
+
+#: method name -> CEM explainer class (the names are :data:`METHODS`)
+_CEM_CLASSES = {cls.name: cls for cls in (CEMPP, CEMPN)}
 
 
 def explain(model, inputs, targets=None, method: str = "CEM-PP", device=None, **kwargs) -> np.ndarray:
-    """CEM attributions with Quantus' ``explain_func`` signature: |δ| of the PP or the PN.
+    """CEM attributions with Quantus' ``explain_func`` signature: ``|δ|`` of the PP or the PN.
 
     Parameters
     ----------
     model : nn.Module
         A classifier or an encoder, in eval mode. For an encoder, pass ``prototypes`` or ``x_train``.
-    inputs : np.ndarray or torch.Tensor, (N, *input_shape)
+    inputs : np.ndarray or torch.Tensor, ``(N, *input_shape)``
         Inputs in the clip range (default [0, 1]).
     targets : ignored
         The decision is the model's own: the argmax class, or the nearest prototype.
@@ -401,7 +417,7 @@ def explain(model, inputs, targets=None, method: str = "CEM-PP", device=None, **
 
     Returns
     -------
-    np.ndarray, float32, same shape as ``inputs``: |δ|, which is 0 for samples without a solution.
+    np.ndarray, float32, same shape as ``inputs``: ``|δ|``, which is 0 for samples without a solution.
     """
     method = check_choice(method, METHODS, "contrastive method")
     for key in QUANTUS_KEYS:

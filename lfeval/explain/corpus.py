@@ -34,8 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..encoder import check_model
 from ..errors import InvalidArgument
-from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model
+from ..validation import as_tensor, check_batch, check_choice, check_finite, check_positive_int
 
 BY = ("cluster", "label", "index")
 #: the options of :class:`Corpus` (COCOA passes them through, the metrics take them)
@@ -48,7 +49,7 @@ class Corpus:
 
     Parameters
     ----------
-    x_train : array or tensor (P, *input_shape)
+    x_train : array or tensor ``(P, *input_shape)``
         The pool of training inputs.
     by : {"cluster", "label", "index"}
     y_train : array (P,), optional
@@ -94,14 +95,12 @@ class Corpus:
         self.foil_index = self._index(foil_index, "foil_index", P)
         if self.by == "index" and self.corpus_index is None:
             raise InvalidArgument('by="index" needs `corpus_index`: positions of the corpus examples in `x_train`.')
-        for name, value, low in (("n_clusters", n_clusters, 2), ("corpus_size", corpus_size, 1),
-                                 ("foil_size", foil_size, 1), ("k", k, 1)):
-            if not isinstance(value, (int, np.integer)) or value < low:
-                raise InvalidArgument(f"`{name}` must be an integer >= {low}, got {value!r}.")
-        if self.by == "cluster" and n_clusters > P:
+        self.n_clusters = check_positive_int(n_clusters, "n_clusters", minimum=2)
+        self.corpus_size, self.foil_size = check_positive_int(corpus_size, "corpus_size"), check_positive_int(
+            foil_size, "foil_size")
+        self.k = check_positive_int(k, "k")
+        if self.by == "cluster" and self.n_clusters > P:
             raise InvalidArgument(f"`n_clusters`={n_clusters} exceeds the {P} pool inputs.")
-        self.n_clusters, self.corpus_size, self.foil_size, self.k = int(n_clusters), int(corpus_size), int(
-            foil_size), int(k)
         self.corpus_seed = int(corpus_seed)
         self.foil_seed = self.corpus_seed if foil_seed is None else int(foil_seed)
         digest = hashlib.sha1(self.x_train.numpy().tobytes()).hexdigest()[:12]

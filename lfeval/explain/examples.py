@@ -18,16 +18,17 @@ import torch
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from ..encoder import Encoder
+from ..encoder import Encoder, check_model
 from ..errors import InvalidArgument, InvalidInput
+from ..memory import encode_chunks
 from ..models.losses import ExampleLoss
-from ..models.pretext import PretextModel
+from ..models.pretext import Contrastive, PretextModel
 from ..precision import precise
+from ..registry import Registry
 from ..validation import (
     check_choice,
     check_eval_mode,
     check_inputs,
-    check_model,
     check_module,
     check_number,
     check_positive_int,
@@ -38,13 +39,32 @@ from .base import QUANTUS_KEYS
 from .ghost import GhostGradients
 
 
+def _example_class(name: str, cls):
+    """The registry's check: ``cls`` must be an :class:`ExampleImportance` subclass."""
+    if not (isinstance(cls, type) and issubclass(cls, ExampleImportance)):
+        raise InvalidArgument(f"register_example_method({name!r}) needs an ExampleImportance subclass, got {cls!r}.")
+    return cls
+
+
+#: method name -> ExampleImportance subclass (extend with :func:`register_example_method`)
+EXAMPLE_METHODS = Registry("example-importance method", check=_example_class)
+#: names of the registered methods: a live view of :data:`EXAMPLE_METHODS`
+METHODS = EXAMPLE_METHODS.keys()
+
+
+def register_example_method(name: str, cls: Optional[type] = None):
+    """Make an :class:`ExampleImportance` subclass available as ``method=name`` and return it; without ``cls``, a
+    class decorator."""
+    return EXAMPLE_METHODS.register(name) if cls is None else EXAMPLE_METHODS.register(name, cls)
+
+
 class ExampleImportance:
     """Base class: ``attribute(x_train, x_test) -> (n_test, n_train)`` on the encoder's device.
 
     Parameters
     ----------
     encoder : nn.Module
-        f, in eval mode, (N, *input_shape) -> (N, d).
+        f, in eval mode, ``(N, *input_shape) -> (N, d)``.
     batch_size : int
         Inputs per forward pass / per-example-gradient chunk.
     display_progressbar : bool
@@ -75,14 +95,13 @@ class ExampleImportance:
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> torch.Tensor:
-        from ..metrics.functional import encode_chunks
-
         return encode_chunks(self.encoder, x, self.batch_size)
 
     def attribute(self, x_train, x_test) -> torch.Tensor:
         raise NotImplementedError
 
 
+@register_example_method("cosine")
 class CosineSimilarity(ExampleImportance):
     """cos(f(x_test), f(x_train)): representation similarity."""
 
@@ -93,6 +112,7 @@ class CosineSimilarity(ExampleImportance):
         return h_te @ h_tr.T
 
 
+@register_example_method("dknn")
 class DkNN(ExampleImportance):
     """Deep k-nearest neighbours in latent space (Papernot & McDaniel 2018), as in the paper §4.1.
 
@@ -116,6 +136,7 @@ class DkNN(ExampleImportance):
         return torch.zeros_like(d2).scatter_(1, idx, 1.0)
 
 
+@register_example_method("simplex")
 class SimplEx(ExampleImportance):
     """SimplEx (Crabbé et al. 2021): convex weights w_i = softmax(v_i) with f(x_test) ~ sum_j w_ij f(x_train_j).
 
@@ -243,6 +264,7 @@ class _LossBased(ExampleImportance):
         return torch.cat(out)
 
 
+@register_example_method("tracin")
 class TracIn(_LossBased):
     """TracIn (Pruthi et al. 2020): sum_c eta_c <grad L(x_train; theta_c), grad L(x_test; theta_c)>.
 
@@ -368,6 +390,7 @@ def _concat(parts: list) -> dict:
     return out
 
 
+@register_example_method("influence")
 class InfluenceFunctions(_LossBased):
     """Influence functions (Koh & Liang 2017) for the pretext loss, w.r.t. encoder parameters.
 
@@ -459,8 +482,6 @@ class InfluenceFunctions(_LossBased):
         of P over the whole set. Needs a model ``head(encoder(x))`` whose loss calls it once; returns
         None otherwise (the caller then builds H from P Hessian-vector products).
         """
-        from ..models.pretext import Contrastive, PretextModel
-
         name = keys[0].rsplit(".", 1)[0]
         layer = dict(self.model.named_modules()).get(name)
         if (not isinstance(self.model, PretextModel) or isinstance(self.task, Contrastive) or self.loss !=
@@ -529,24 +550,8 @@ def _hvp_fn(total, flat0):
     return lambda v: vjp(v)[0]
 
 
-#: method name -> ExampleImportance subclass (extend with :func:`register_example_method`)
-EXAMPLE_METHODS = {"cosine": CosineSimilarity, "dknn": DkNN, "simplex": SimplEx, "tracin": TracIn,
-                   "influence": InfluenceFunctions}
 #: methods that differentiate a pretext loss (need the full model, a loss and, for TracIn, checkpoints)
-LOSS_BASED = ("tracin", "influence")
-
-
-def register_example_method(name: str, cls: type) -> None:
-    """Make an :class:`ExampleImportance` subclass available as ``method=name``."""
-    if not (isinstance(cls, type) and issubclass(cls, ExampleImportance)):
-        raise InvalidArgument(f"register_example_method({name!r}) needs an ExampleImportance subclass, got {cls!r}.")
-    EXAMPLE_METHODS[name] = cls
-
-
-def __getattr__(name: str):
-    if name == "METHODS":
-        return tuple(EXAMPLE_METHODS)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+LOSS_BASED = tuple(name for name, cls in EXAMPLE_METHODS.items() if issubclass(cls, _LossBased))
 
 
 def importance(encoder, x_train, x_test, method: str = "cosine", **kwargs) -> torch.Tensor:
@@ -556,15 +561,14 @@ def importance(encoder, x_train, x_test, method: str = "cosine", **kwargs) -> to
     ----------
     encoder : nn.Module
         The encoder f (eval mode).
-    x_train, x_test : arrays or tensors, (n, *input_shape)
+    x_train, x_test : arrays or tensors, ``(n, *input_shape)``
     method : {"cosine", "dknn", "simplex", "tracin", "influence"}
     **kwargs
         Options of the method's class (:class:`DkNN`, :class:`SimplEx`, :class:`TracIn`,
         :class:`InfluenceFunctions`); loss-based methods take ``model``, ``loss``, ``y_train``,
         ``y_test`` and default to the encoder's pretext model and loss.
     """
-    check_choice(method, EXAMPLE_METHODS, "example-importance method")
-    return EXAMPLE_METHODS[method](encoder, **kwargs).attribute(x_train, x_test)
+    return EXAMPLE_METHODS.get(method)(encoder, **kwargs).attribute(x_train, x_test)
 
 
 def explain_func(model, inputs, targets=None, method: str = "cosine", x_train=None, **kwargs) -> np.ndarray:
@@ -579,6 +583,5 @@ def explain_func(model, inputs, targets=None, method: str = "cosine", x_train=No
     return to_numpy(importance(model, x_train, inputs, method=method, **kwargs))
 
 
-__all__ = ["EXAMPLE_METHODS", "LOSS_BASED", "register_example_method", "ExampleImportance", "CosineSimilarity",
-           "DkNN", "SimplEx", "TracIn", "InfluenceFunctions",
-           "importance", "explain_func"]
+__all__ = ["EXAMPLE_METHODS", "METHODS", "LOSS_BASED", "register_example_method", "ExampleImportance",
+           "CosineSimilarity", "DkNN", "SimplEx", "TracIn", "InfluenceFunctions", "importance", "explain_func"]

@@ -23,20 +23,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..validation import check_inputs, check_model
-from . import captum_methods, cocoa, contrastive, relax, stochastic  # noqa: F401  (register the built-in methods)
-from .base import EXPLAINERS, QUANTUS_KEYS, AuxiliaryFunction, explainer_names, get_explainer
+from ..encoder import check_model
+from ..validation import check_inputs
+from . import contrastive
+from .base import EXPLAINERS, QUANTUS_KEYS, AuxiliaryFunction, get_explainer
 from .captum_methods import CAPTUM_METHODS
 
 #: methods lfeval computes itself (batch-invariant randomness)
 OWN_METHODS = ("GradientShap", "SmoothGrad", "Random")
 CONTRASTIVE_METHODS = contrastive.METHODS
 
-
-def __getattr__(name: str):
-    if name == "METHODS":  # the registry is open: read it at call time
-        return explainer_names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: names of the registered methods: a live view of :data:`EXPLAINERS` (it grows with each registration)
+METHODS = EXPLAINERS.keys()
 
 
 def explain(model, inputs, targets=None, method: str = "IntegratedGradients", baseline=None, device=None,
@@ -46,8 +44,8 @@ def explain(model, inputs, targets=None, method: str = "IntegratedGradients", ba
     Parameters
     ----------
     model : nn.Module or lfeval.Encoder
-        The encoder f, in eval mode, (N, *input_shape) -> (N, d).
-    inputs : np.ndarray or torch.Tensor, (N, *input_shape)
+        The encoder f, in eval mode, ``(N, *input_shape) -> (N, d)``.
+    inputs : np.ndarray or torch.Tensor, ``(N, *input_shape)``
         Inputs to explain, e.g. (N, C, H, W), (N, 1, D) or (N, T, C).
     targets : ignored
         Encoders have no class to explain; Quantus passes ``y_batch`` here.
@@ -68,7 +66,7 @@ def explain(model, inputs, targets=None, method: str = "IntegratedGradients", ba
     seed : int
         Seed of the stochastic methods (GradientShap, SmoothGrad, ShapleyValueSampling, Random).
     abs, reduce_axes :
-        As in ``quantus.explain``: take |a|, and sum over the given axes (keeping them).
+        As in ``quantus.explain``: take ``|a|``, and sum over the given axes (keeping them).
     **method_kwargs
         The method's options (:meth:`FeatureExplainer.options`), e.g. ``n_steps`` for
         IntegratedGradients, ``n_samples``/``stdevs`` for GradientShap.
@@ -91,7 +89,7 @@ def explain(model, inputs, targets=None, method: str = "IntegratedGradients", ba
 
 def explain_units(model, inputs, method: str = "Saliency", baseline=None, batch_size: int = 256, seed: int = 0,
                   **method_kwargs) -> np.ndarray:
-    """Attributions of each latent unit f_j(x) separately: shape (N, d, *input_shape).
+    """Attributions of each latent unit f_j(x) separately: shape ``(N, d, *input_shape)``.
 
     As the paper's ``attribute_individual_dim`` (§4.3): f_j(x') = <e_j, f(x')>, i.e. the
     auxiliary function with the one-hot reference e_j in place of f(x).
@@ -112,4 +110,4 @@ def explain_units(model, inputs, method: str = "Saliency", baseline=None, batch_
 
 
 __all__ = ["explain", "explain_units", "AuxiliaryFunction", "CAPTUM_METHODS", "OWN_METHODS", "CONTRASTIVE_METHODS",
-           "EXPLAINERS"]
+           "EXPLAINERS", "METHODS"]

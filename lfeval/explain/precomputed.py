@@ -25,6 +25,7 @@ from ..encoder import Encoder
 from ..errors import InvalidArgument
 from ..validation import to_numpy
 from .base import QUANTUS_KEYS
+from .features import explain
 
 #: keyword arguments that do not change an explanation's values
 _IGNORED = (*QUANTUS_KEYS, "targets")
@@ -57,9 +58,13 @@ class PrecomputedExplanations:
         ``{"IntegratedGradients": {"n_steps": 32}}``), so metrics that re-explain with only
         ``method`` (PretextCorrelation, MaxSensitivity, MetaQuantus) use the run's settings.
 
+    Notes
+    -----
     Use :meth:`put` with the same keyword arguments the explain function will be called with
     (typically ``method`` and ``seed``). ``hits`` and ``misses`` count lookups.
 
+    Examples
+    --------
     >>> import numpy as np, torch
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
     >>> x = np.random.default_rng(0).random((4, 1, 3)).astype(np.float32)
@@ -71,8 +76,7 @@ class PrecomputedExplanations:
     """
 
     def __init__(self, fallback: Optional[Callable] = None, method_params: Optional[dict] = None):
-        if fallback is None:
-            from .features import explain as fallback
+        fallback = explain if fallback is None else fallback
         if not callable(fallback):
             raise InvalidArgument(f"`fallback` must be an explain function, got {type(fallback).__name__}.")
         self.fallback = fallback

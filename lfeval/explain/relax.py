@@ -47,8 +47,8 @@ def draw_cells(n_masks: int, num_cells: int = 7, n_dims: int = 2, p_keep: float 
 
 
 def smooth_masks(cells: torch.Tensor, shifts: torch.Tensor, size: tuple) -> torch.Tensor:
-    """Upsample cells (K, 1, *cells) to ``size`` (bilinear in 2-D, linear in 1-D, align_corners=False),
-    reflect-pad by num_cells // 2 and crop each mask at its shift: (K, 1, *size), vectorised (relax-xai crops in
+    """Upsample cells ``(K, 1, *cells)`` to ``size`` (bilinear in 2-D, linear in 1-D, align_corners=False),
+    reflect-pad by num_cells // 2 and crop each mask at its shift: ``(K, 1, *size)``, vectorised (relax-xai crops in
     a loop over masks)."""
     n, n_dims = len(cells), len(size)
     num_cells = cells.shape[-1]
@@ -68,22 +68,24 @@ def smooth_masks(cells: torch.Tensor, shifts: torch.Tensor, size: tuple) -> torc
 
 def relax_masks(n_masks: int, size: tuple, num_cells: int = 7, p_keep: float = 0.5, seed: int = 0,
                 device=None) -> torch.Tensor:
-    """The paper's smooth masks (K, 1, *size) in [0, 1]; ``size`` is (H, W) or (T,).
+    """The paper's smooth masks ``(K, 1, *size)`` in [0, 1]; ``size`` is (H, W) or (T,).
 
     With the same seed and one block, these are exactly the masks relax-xai draws after
     ``torch.manual_seed(seed)`` (tests/test_peers.py).
     """
-    check_mask_geometry(size, num_cells)
+    num_cells = check_mask_geometry(size, num_cells)
     cells, shifts = draw_cells(n_masks, num_cells, len(size), p_keep, seed)
     return smooth_masks(cells.to(device), shifts, tuple(size))
 
 
-def check_mask_geometry(size: tuple, num_cells: int) -> None:
-    if not isinstance(num_cells, int) or num_cells < 1:
-        raise InvalidArgument(f"`num_cells` must be an integer >= 1, got {num_cells!r}.")
+def check_mask_geometry(size: tuple, num_cells: int) -> int:
+    """``num_cells`` as an int if its masks fit inputs of spatial ``size`` (an integer >= 1 whose padding,
+    num_cells // 2, is smaller than every masked axis)."""
+    num_cells = check_positive_int(num_cells, "num_cells")
     if num_cells // 2 >= min(size):
         raise InvalidArgument(f"`num_cells`={num_cells} pads masks by {num_cells // 2}, which needs inputs larger "
                               f"than that along every masked axis (got {tuple(size)}); pass a smaller num_cells.")
+    return num_cells
 
 
 def relax_statistics(similarities: torch.Tensor, masks: torch.Tensor) -> tuple:
@@ -125,7 +127,7 @@ class RELAX(FeatureExplainer):
 
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None,
                   return_uncertainty: bool = False, **options):
-        """Importance (N, *input_shape), or ``(importance, uncertainty)`` with ``return_uncertainty=True``
+        """Importance ``(N, *input_shape)``, or ``(importance, uncertainty)`` with ``return_uncertainty=True``
         (captum's ``return_convergence_delta`` pattern). Both are constant over the channels a unit spans."""
         self._rows = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"),
                                    device=self.encoder if isinstance(self.encoder, torch.nn.Module) else None)
@@ -158,7 +160,7 @@ class RELAX(FeatureExplainer):
         shape = tuple(x.shape[1:])
         units, size = self._mask_layout(shape)
         if size is not None:
-            check_mask_geometry(size, num_cells)
+            num_cells = check_mask_geometry(size, num_cells)
             cells, shifts = draw_cells(n_masks, num_cells, len(size), float(p_keep), seed)
         else:
             gen = torch.Generator().manual_seed(int(seed))

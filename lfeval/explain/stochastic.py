@@ -40,8 +40,8 @@ def gradient_shap(forward, x: torch.Tensor, z_ref: torch.Tensor, baselines: torc
     """GradientShap (Lundberg & Lee 2017; captum's definition) of ``forward(x', z_ref)``.
 
     phi(x) = mean_s (x + eps_s - b_s) * grad g(b_s + alpha_s (x + eps_s - b_s)),
-    with b_s drawn from ``baselines`` (B, *shape), alpha_s ~ U(0, 1), eps_s ~ N(0, stdevs^2). With ``paired``,
-    ``baselines`` (N, *shape) holds each input's own baseline (b_s = b for every s).
+    with b_s drawn from ``baselines`` ``(B, *shape)``, alpha_s ~ U(0, 1), eps_s ~ N(0, stdevs^2). With ``paired``,
+    ``baselines`` ``(N, *shape)`` holds each input's own baseline (b_s = b for every s).
     """
     n, shape = x.shape[0], x.shape[1:]
     noise, alphas, idx = _draws(shape, n_samples, stdevs, 1 if paired else len(baselines), seed, x.device)
@@ -95,7 +95,7 @@ def _in_groups(x: torch.Tensor, n_samples: int, compute) -> torch.Tensor:
 @register_explainer("GradientShap")
 class GradientShap(FeatureExplainer):
     """Batch-invariant GradientShap of g_x (:func:`gradient_shap`). ``baselines``: a distribution of
-    reference inputs (B, *input_shape); default each input's own baseline (the encoder's)."""
+    reference inputs ``(B, *input_shape)``; default each input's own baseline (the encoder's)."""
 
     uses_baseline = True
     passes_per_input = 50

@@ -77,41 +77,17 @@ def benchmark(grid: dict, metrics: dict, xai_methods: dict, out_dir, iterations:
         With ``backend="ray"``, when cells failed after their retries: it names each with its error; the
         other cells are stored. (The serial backend raises the first error as it is.)
     """
-    if not isinstance(grid, dict) or not grid or not isinstance(metrics, dict) or not metrics:
-        raise InvalidArgument("`grid` and `metrics` must be non-empty dicts: {data: {'x': ..., 'encoders': {...}}} "
-                              "and {name: metric}.")
-    for data, spec in grid.items():
-        if not isinstance(spec, dict) or "x" not in spec or not isinstance(spec.get("encoders"), dict) \
-                or not spec["encoders"]:
-            raise InvalidArgument(f"grid[{data!r}] must be {{'x': inputs, 'encoders': {{name: encoder}}}} with at "
-                                  "least one encoder.")
+    _check_grid(grid, metrics)
     check_backend(backend, address)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgument(f"Cannot create `out_dir` {str(out)!r}: {exc.strerror or exc}.") from None
+    out = _open_folder(out_dir)
     make_suite = test_suite or functools.partial(default_test_suite, seed=seed)
     keys = [(d, e, m) for d, spec in grid.items() for e in spec["encoders"] for m in metrics]
     path = {k: out / f"{'__'.join(_slug(p) for p in k)}.json" for k in keys}
     rows = {k: json.loads(path[k].read_text()) for k in keys if path[k].exists()}
     todo = [k for k in keys if k not in rows]
+    settings = (xai_methods, iterations, nr_perturbations, seed, make_suite, call_kwargs)
     with get_executor(backend, address) as ex:  # a Ray backend connects only if a cell is left to compute
-        shared = {}  # each input, encoder and metric is shared (sent to Ray's object store) once
-
-        def handle(kind, name, obj):
-            if (kind, name) not in shared:  # other processes get encoders and tensors on the CPU
-                shared[(kind, name)] = ex.share(obj if ex.name == "serial" else portable(obj))
-            return shared[(kind, name)]
-
-        cells, key_of = [], {}
-        for d, e, m in todo:
-            enc = grid[d]["encoders"][e]
-            device = str(model_device(enc)) if isinstance(enc, torch.nn.Module) else None
-            args = (handle("metric", m, metrics[m]), handle("encoder", (d, e), enc), handle("x", d, grid[d]["x"]),
-                    d, e, m, xai_methods, iterations, nr_perturbations, seed, make_suite, call_kwargs, device)
-            cells.append(Cell(f"{d}/{e}/{m}", meta_cell, args, num_gpus=gpus_for(device or "cpu")))
-            key_of[cells[-1].name] = (d, e, m)
+        cells, key_of = _cells(ex, todo, grid, metrics, settings)
 
         def store(cell, result, seconds, cpu_seconds):
             key = key_of[cell.name]
@@ -125,3 +101,45 @@ def benchmark(grid: dict, metrics: dict, xai_methods: dict, out_dir, iterations:
     if failures:
         raise cells_failed(failures, len(keys), str(out))
     return pd.DataFrame([r for k in keys for r in rows[k]])
+
+
+def _check_grid(grid, metrics) -> None:
+    if not isinstance(grid, dict) or not grid or not isinstance(metrics, dict) or not metrics:
+        raise InvalidArgument("`grid` and `metrics` must be non-empty dicts: {data: {'x': ..., 'encoders': {...}}} "
+                              "and {name: metric}.")
+    for data, spec in grid.items():
+        if not isinstance(spec, dict) or "x" not in spec or not isinstance(spec.get("encoders"), dict) \
+                or not spec["encoders"]:
+            raise InvalidArgument(f"grid[{data!r}] must be {{'x': inputs, 'encoders': {{name: encoder}}}} with at "
+                                  "least one encoder.")
+
+
+def _open_folder(out_dir) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot create `out_dir` {str(out)!r}: {exc.strerror or exc}.") from None
+    return out
+
+
+def _cells(ex, todo: list, grid: dict, metrics: dict, settings: tuple) -> tuple:
+    """The cells of the (data, encoder, metric) keys ``todo`` and ``{cell name: key}``; each input, encoder and
+    metric is shared (sent to Ray's object store) once. ``settings``: :func:`meta_cell`'s arguments from
+    ``xai_methods`` to ``call_kwargs``."""
+    shared = {}
+
+    def handle(kind, name, obj):
+        if (kind, name) not in shared:  # other processes get encoders and tensors on the CPU
+            shared[(kind, name)] = ex.share(obj if ex.name == "serial" else portable(obj))
+        return shared[(kind, name)]
+
+    cells, key_of = [], {}
+    for d, e, m in todo:
+        enc = grid[d]["encoders"][e]
+        device = str(model_device(enc)) if isinstance(enc, torch.nn.Module) else None
+        args = (handle("metric", m, metrics[m]), handle("encoder", (d, e), enc), handle("x", d, grid[d]["x"]),
+                d, e, m, *settings, device)
+        cells.append(Cell(f"{d}/{e}/{m}", meta_cell, args, num_gpus=gpus_for(device or "cpu")))
+        key_of[cells[-1].name] = (d, e, m)
+    return cells, key_of

@@ -37,11 +37,13 @@ from metaquantus import MetaEvaluation
 from metaquantus.helpers.utils import generate_explanations
 from tqdm.auto import tqdm
 
+from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
+from ..explain.features import explain as lf_explain
 from ..metrics.base import score_direction as direction_of
 from ..metrics.fast_paths import skip_silenced_checks
 from ..precision import precise
-from ..validation import check_choice, check_inputs, check_model, check_positive_int, to_numpy
+from ..validation import check_choice, check_inputs, check_positive_int, to_numpy
 from .wilcoxon import wilcoxon
 
 TEST_NAMES = ("Model Resilience Test", "Model Adversary Test", "Input Resilience Test", "Input Adversary Test")
@@ -87,7 +89,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
             if not isinstance(kwargs, dict):
                 raise InvalidArgument(f"xai_methods[{method!r}] must be a dict of explain kwargs, got {kwargs!r}.")
         if explain_func is None:
-            from ..explain.features import explain as explain_func
+            explain_func = lf_explain
         super().__init__(test_suite=test_suite, xai_methods=xai_methods, iterations=int(iterations),
                          nr_perturbations=int(nr_perturbations), explain_func=explain_func,
                          intra_measure=intra_measure, path=path, fname=fname, write_to_file=write_to_file, uid=uid,

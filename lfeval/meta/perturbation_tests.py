@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from metaquantus.perturbation_tests.base import PerturbationTestBase
 
+from ..encoder import check_model
 from ..errors import InvalidArgument
-from ..validation import as_tensor, check_choice, check_inputs, check_model, check_number, check_positive_int
+from ..modalities import Modality, get_modality
+from ..validation import as_tensor, check_choice, check_inputs, check_number, check_positive_int
 
 TYPES = ("Resilience", "Adversary")
 KEEP = ("centred", "cosine", "knn")
@@ -194,9 +196,6 @@ def default_test_suite(seed: int = 0, bank=None, modality=None) -> dict:
     input tests' noise levels and keep thresholds (:attr:`Modality.meta_noise`, ``meta_thresholds``; text: a
     token's chance of being hit, 0.3 and 0.5, kept at centred cosine >= 0.9 and < 0.8).
     """
-    from ..modalities import get_modality
-    from ..modalities.base import Modality
-
     settings = get_modality(modality) if modality is not None else Modality
     noise, cos = settings.meta_noise, settings.meta_thresholds
     keep = {"keep": "knn", "bank": bank} if bank is not None else {"keep": "centred"}

@@ -28,7 +28,8 @@ import quantus
 import torch
 from quantus.helpers import utils as qutils
 
-from ..errors import InvalidArgument, InvalidInput, LabelsRequired
+from ..encoder import check_model
+from ..errors import InvalidArgument, InvalidInput, LabelsRequired, NotAdaptable
 from ..precision import precise
 from ..validation import (
     as_tensor,
@@ -36,11 +37,13 @@ from ..validation import (
     check_batch,
     check_inputs,
     check_labels,
-    check_model,
     check_positive_int,
     to_numpy,
 )
 from .curve import Curve
+
+#: the kinds of explanation a metric scores: input-shaped feature attributions, (N, n_train) example importance
+FEATURES, EXAMPLES = "features", "examples"
 
 
 def score_direction(metric) -> str:
@@ -69,14 +72,24 @@ class LabelFreeMetric(quantus.Metric):
     ``evaluate_batch(model, x_batch, y_batch, a_batch, s_batch, **kwargs) -> list/array``.
     """
 
+    # What the metric scores and needs, one fact each: the catalogue (:mod:`lfeval.metrics.catalogue`) derives an
+    # entry's kinds and run needs from these flags, and the metric acts on them.
+    #: The kinds of explanation it scores: ``(FEATURES,)`` input-shaped attributions, ``(EXAMPLES,)`` (N, n_train)
+    #: example-importance matrices, or both (an instance then scores one, e.g. ``PretextCorrelation(explanations=)``).
+    explanations: tuple = (FEATURES,)
     #: True when the metric needs labels to score (never to explain).
     requires_labels: bool = False
     #: True when the metric reads ``y_batch`` when it is given (otherwise a given y_batch is ignored with a warning).
     uses_labels: bool = False
+    #: True when it is built on the training inputs (its ``x_train`` argument).
+    requires_training: bool = False
+    #: True when it compares the encoder with reference encoders (its ``references`` argument).
+    requires_references: bool = False
+    #: True when it adds noise to the inputs or imputes values: token ids (text) have none, so it refuses them.
+    requires_continuous: bool = False
+    #: True when it scores pair explanations and needs each input's partner b (its ``partners`` argument).
+    requires_partners: bool = False
     model_applicability = {quantus.helpers.enums.ModelType.TORCH}
-    #: True when an "attribution" is an (N, n_train) example-importance matrix, not an input-shaped map:
-    #: Quantus' input-shape checks are then skipped.
-    example_attributions: bool = False
     #: True when ``evaluate_batch`` bounds its own memory (works in chunks): Quantus' ``batch_size`` then only
     #: sets how many samples ``explain_func`` explains at a time, and a precomputed ``a_batch`` is evaluated in
     #: one call.
@@ -107,6 +120,16 @@ class LabelFreeMetric(quantus.Metric):
             display_progressbar=display_progressbar,
             **kwargs,
         )
+
+    @property
+    def example_attributions(self) -> bool:
+        """True when an "attribution" is an (N, n_train) example-importance matrix, not an input-shaped map (the
+        metric's :attr:`explanations` are examples only): Quantus' input-shape checks are then skipped."""
+        return tuple(self.explanations) == (EXAMPLES,)
+
+    @example_attributions.setter
+    def example_attributions(self, value: bool) -> None:
+        self.explanations = (EXAMPLES,) if value else (FEATURES,)
 
     @precise
     def __call__(
@@ -141,6 +164,10 @@ class LabelFreeMetric(quantus.Metric):
             is called per batch (e.g. ``lfeval.explain``).
         """
         model = check_model(model, x_batch)
+        if self.requires_continuous and not model.modality.continuous:
+            raise NotAdaptable(f"{self.__class__.__name__} adds noise to the inputs or imputes removed values; "
+                               f"{model.modality.name} inputs are token ids, which have no values to perturb. Use a "
+                               "metric that removes tokens, e.g. RepresentationShift (token deletion).")
         batch_size = check_positive_int(batch_size, "batch_size")
         x_batch = self._validate_x(x_batch, model)
         y_batch = self._validate_y(y_batch, len(x_batch))

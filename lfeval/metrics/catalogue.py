@@ -1,14 +1,20 @@
 """The metric catalogue: every metric ``lfeval run`` (and anything else that loops over metrics) can
-score with, as one :class:`MetricEntry` each.
+score with, as one :class:`MetricEntry` each, in the :class:`~lfeval.registry.Registry` :data:`CATALOGUE`.
 
-An entry holds the kinds of explanation the metric scores (feature attributions, example importance),
-how to build it for one encoder (:class:`MetricContext` -> metric), its defaults (scaled to the number
-of input features, so 8x8 digits and 28x28 MNIST both get a sensible number of perturbation steps),
-a short text for the report, the constructor that ``metric_params`` are checked against and, if the
-metric exposes per-sample curves (:meth:`LabelFreeMetric.curve`), how the report titles them. The
-score direction is read from the built metric (:func:`lfeval.metrics.score_direction`), never restated.
+An entry holds how to build the metric for one encoder (:class:`MetricContext` -> metric), its defaults
+(scaled to the number of input features, so 8x8 digits and 28x28 MNIST both get a sensible number of
+perturbation steps), a short text for the report, the constructor that ``metric_params`` are checked
+against, whether it is a default of ``lfeval run`` and, if the metric exposes per-sample curves
+(:meth:`LabelFreeMetric.curve`), how the report titles them. The score direction is read from the built
+metric (:func:`lfeval.metrics.score_direction`), never restated; the kinds of explanation it scores and
+what it needs from a run (labels, training inputs, reference encoders, real-valued inputs) are read from
+the class's flags (:class:`~lfeval.metrics.LabelFreeMetric`).
 
-Adding a metric is one file: a class and :func:`register_metric`:
+lfeval's own metrics declare their entry beside their class with :func:`register_metric` as a class
+decorator. The stock Quantus metrics are the rows of :data:`STOCK`: how each one is used (adapted through
+:class:`~lfeval.metrics.LabelFree` on g_x, or as it is), its defaults, text and fitness for token ids.
+
+Adding a metric is one file: a class with the decorator, or a class and a :class:`MetricEntry`:
 
 >>> import quantus
 >>> entry = register_metric(MetricEntry("GiniSparseness", build=lambda ctx, kind, params: quantus.Sparseness(
@@ -20,17 +26,34 @@ True
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+import quantus
+import torch
 
 from ..errors import InvalidArgument
+from ..registry import Registry, closest
 from ..validation import check_choice
+from .base import EXAMPLES, FEATURES
 
-FEATURES, EXAMPLES = "features", "examples"
+#: the built-in metrics in the catalogue's order (that of the run's tables and the demo's CSVs); metrics
+#: registered by users follow, in the order they are registered
+ORDER = (
+    "RepresentationShift", "PretextCorrelation", "SimilarityRate", "SimilarityContrast", "PixelFlipping",
+    "FaithfulnessCorrelation", "FaithfulnessEstimate", "MonotonicityCorrelation", "Selectivity", "RegionPerturbation",
+    "ROAD", "Infidelity", "Sparseness", "Complexity", "MaxSensitivity", "AvgSensitivity", "RelativeInputStability",
+    "RelativeRepresentationStability", "RepresentationShiftInsertion", "RepresentationShiftLeRF", "CorpusInsertion",
+    "CorpusDeletion", "CorpusMajorityInsertion", "CorpusMajorityDeletion", "LabelFreeSimilarityRate",
+    "NeighbourhoodRate", "SimilarityShift", "SimilarityShiftInsertion", "PairCompleteness",
+)
+#: what a metric may need from a run, and the class flag (:class:`~lfeval.metrics.LabelFreeMetric`) that says so
+NEEDS = {"labels": "requires_labels", "training": "requires_training", "references": "requires_references",
+         "continuous": "requires_continuous", "pairs": "requires_partners"}
+#: the parameters of :class:`~lfeval.metrics.LabelFree` that ``metric_params`` of an adapted metric may set
+ADAPTER_PARAMS = ("similarity", "baseline")
 
 
 @dataclass
@@ -46,6 +69,7 @@ class MetricContext:
     example_explain_func: Optional[Callable] = None  # example-importance explain function
     patch_size: int = 2  # the modality's patch side for patch-based stock metrics
     encoder: Optional[object] = None  # the lfeval.Encoder the metric will score (for layer choices)
+    partners: Optional[np.ndarray] = None  # each explained input's partner b (a run's ``pairs``)
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,17 @@ class CurveSpec:
     ylabel: str
     text: str = ""
     ylim: Optional[tuple] = None
+
+
+def explanation_kinds(cls) -> tuple:
+    """The kinds of explanation a metric class scores, from its ``explanations`` flag (feature attributions for
+    classes without one, such as stock Quantus metrics)."""
+    return tuple(getattr(cls, "explanations", (FEATURES,)))
+
+
+def run_needs(cls) -> frozenset:
+    """What a metric class needs from a run (:data:`NEEDS`), from its flags (none for classes without them)."""
+    return frozenset(need for need, flag in NEEDS.items() if getattr(cls, flag, False))
 
 
 @dataclass(frozen=True)
@@ -74,7 +109,7 @@ class MetricEntry:
     text : str
         What it scores, for the report (the direction is appended from the metric).
     kinds : tuple
-        ``("features",)``, ``("examples",)`` or both.
+        ``("features",)``, ``("examples",)`` or both; by default the ``target`` class's (:func:`explanation_kinds`).
     target : type or None
         The constructor ``metric_params`` are checked against (and ``extra_params`` it also takes).
     label_free : bool
@@ -82,20 +117,33 @@ class MetricEntry:
     needs : frozenset
         Run data the metric needs: ``"references"`` (other encoders), ``"labels"`` (scores with labels),
         ``"training"`` (the training inputs, ``MetricContext.x_train``), ``"continuous"`` (real-valued inputs:
-        the metric adds noise to them or imputes values, which token ids (text) do not have).
+        the metric adds noise to them or imputes values, which token ids (text) do not have), ``"pairs"`` (each
+        explained input's partner, ``MetricContext.partners``); by default the ``target`` class's (:func:`run_needs`).
     curve : CurveSpec or None
         The report's plot of the metric's per-sample curves.
+    default, meta_default : bool
+        Among ``lfeval run``'s default ``metrics`` / ``meta_metrics`` (:func:`default_metrics`).
     """
 
     name: str
     build: Callable
     text: str
-    kinds: tuple = (FEATURES,)
+    kinds: Optional[tuple] = None
     target: Optional[type] = None
     extra_params: tuple = ()
     label_free: bool = True
-    needs: frozenset = frozenset()
+    needs: Optional[frozenset] = None
     curve: Optional[CurveSpec] = None
+    default: bool = False
+    meta_default: bool = False
+
+    def __post_init__(self):
+        if self.kinds is None:
+            object.__setattr__(self, "kinds", explanation_kinds(self.target))
+        if self.needs is None:
+            object.__setattr__(self, "needs", run_needs(self.target))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "needs", frozenset(self.needs))
 
     def check_params(self, params) -> None:
         """Refuse a parameter the metric's constructor does not take, naming the closest valid one."""
@@ -106,28 +154,128 @@ class MetricEntry:
         valid = (set(inspect.signature(self.target.__init__).parameters) - {"self", "args", "kwargs"}) | set(
             self.extra_params)
         for key in sorted(set(params) - valid):
-            close = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise InvalidArgument(f"metric_params[{self.name!r}] has unknown parameter {key!r}.{hint} "
-                                  f"{self.target.__name__} takes: {', '.join(sorted(valid))}.")
+            raise InvalidArgument(f"metric_params[{self.name!r}] has unknown parameter {key!r}."
+                                  f"{closest(key, sorted(valid))} {self.target.__name__} takes: "
+                                  f"{', '.join(sorted(valid))}.")
 
 
-#: name -> MetricEntry
-CATALOGUE: dict = {}
-
-
-def register_metric(entry: MetricEntry) -> MetricEntry:
-    """Add (or replace) a catalogue entry."""
+def _check_entry(name: str, entry) -> None:
     if not isinstance(entry, MetricEntry):
         raise InvalidArgument(f"register_metric needs a MetricEntry, got {type(entry).__name__}.")
     for kind in entry.kinds:
         check_choice(kind, (FEATURES, EXAMPLES), f"kind of metric {entry.name!r}")
-    CATALOGUE[entry.name] = entry
-    return entry
+
+
+class Catalogue(Registry):
+    """The metric :class:`~lfeval.registry.Registry`, kept in :data:`ORDER` (the built-in metrics first, whatever
+    order their modules were imported in; then the others in registration order)."""
+
+    def __init__(self):
+        super().__init__("metric", check=_check_entry)
+
+    def register(self, name: str, *obj):
+        """Add (or replace) an entry under ``name`` at its place in :data:`ORDER`; without one, a decorator."""
+        if not obj:
+            return lambda entry: self.register(name, entry)
+        registered = super().register(name, *obj)
+        rank = {n: i for i, n in enumerate(ORDER)}
+        self._items = dict(sorted(self._items.items(), key=lambda item: rank.get(item[0], len(rank))))
+        return registered
+
+
+#: name -> MetricEntry
+CATALOGUE = Catalogue()
+
+
+def run_arguments(cls, ctx: MetricContext, kind: str) -> dict:
+    """The constructor arguments a run supplies to a metric class, by its flags: the training inputs
+    (``requires_training``: ``x_train``, and ``y_train`` if it takes them), the labels (``requires_labels``:
+    ``y_train``), the reference encoders (``requires_references``: ``references``, and the run's explain
+    function of the kind scored, to explain them the same way), the pairs' partners (``requires_partners``:
+    ``partners``) and, for a class that scores several kinds, the kind (``explanations``)."""
+    takes = inspect.signature(cls.__init__).parameters
+    args = {}
+    if getattr(cls, "requires_training", False):
+        if ctx.x_train is None:
+            raise InvalidArgument(f"{cls.__name__} needs the training inputs: pass MetricContext(x_train=...).")
+        args["x_train"] = ctx.x_train
+    if "y_train" in takes and (getattr(cls, "requires_labels", False) or getattr(cls, "requires_training", False)):
+        args["y_train"] = ctx.y_train
+    if getattr(cls, "requires_references", False):
+        args["references"] = ctx.references
+        if "explain_func" in takes:
+            args["explain_func"] = ctx.explain_func if kind == FEATURES else ctx.example_explain_func
+    if getattr(cls, "requires_partners", False):
+        if ctx.partners is None:
+            raise InvalidArgument(f"{cls.__name__} scores pair explanations: it needs each explained input's partner "
+                                  "(a run's `pairs`, e.g. pairs = \"nearest\"; MetricContext(partners=...)).")
+        args["partners"] = ctx.partners
+    if len(explanation_kinds(cls)) > 1:
+        args["explanations"] = kind
+    return args
+
+
+def class_builder(cls: type, defaults: Optional[Callable] = None) -> Callable:
+    """``build(ctx, kind, params)`` of a metric class: the run's data (:func:`run_arguments`), then its
+    ``defaults(ctx)``, then the run's parameters."""
+
+    def build(ctx, kind, params):
+        return cls(**{**run_arguments(cls, ctx, kind), **(defaults(ctx) if defaults else {}), **params})
+
+    return build
+
+
+def register_metric(entry=None, *, text: Optional[str] = None, defaults: Optional[Callable] = None,
+                    curve: Optional[CurveSpec] = None, default: bool = False, meta_default: bool = False):
+    """Add (or replace) a catalogue entry: a :class:`MetricEntry`, or, as a class decorator, the entry of the
+    decorated metric class.
+
+    Parameters
+    ----------
+    entry : MetricEntry, str or None
+        An entry to register as it is; or, for the decorator, the catalogue name (default: the class's
+        ``name``; stack decorators to register one class under several names).
+    text, defaults, curve, default, meta_default
+        The decorated class's entry: :class:`MetricEntry`'s ``text``, ``curve``, ``default`` and
+        ``meta_default``, and ``defaults(ctx) -> dict`` of constructor arguments for a run. Its builder is
+        :func:`class_builder`; its kinds and needs come from the class's flags.
+
+    Returns
+    -------
+    MetricEntry or callable
+        The registered entry, or the decorator (which returns the class unchanged).
+
+    Examples
+    --------
+    >>> from lfeval.metrics import LabelFreeMetric
+    >>> @register_metric(text="The number of samples.", defaults=lambda ctx: {"seed": ctx.seed})
+    ... class Count(LabelFreeMetric):
+    ...     name = "Count"
+    ...     def __init__(self, seed=0, **kwargs):
+    ...         super().__init__(**kwargs)
+    >>> CATALOGUE["Count"].kinds, CATALOGUE["Count"].needs
+    (('features',), frozenset())
+    >>> _ = CATALOGUE.pop("Count")
+    """
+    if isinstance(entry, MetricEntry):
+        return CATALOGUE.register(entry.name, entry)
+    if entry is not None and not isinstance(entry, str):
+        raise InvalidArgument(f"register_metric needs a MetricEntry, got {type(entry).__name__}.")
+    if text is None:
+        raise InvalidArgument("register_metric as a class decorator needs `text`: what the metric scores.")
+
+    def decorate(cls: type) -> type:
+        CATALOGUE.register(entry or cls.name, MetricEntry(
+            entry or cls.name, class_builder(cls, defaults), text, target=cls, curve=curve, default=default,
+            meta_default=meta_default))
+        return cls
+
+    return decorate
 
 
 def get_entry(name: str) -> MetricEntry:
-    return CATALOGUE[check_choice(name, CATALOGUE, "metric")]
+    """The catalogue entry ``name`` (an unknown name raises :class:`~lfeval.errors.UnknownName`)."""
+    return CATALOGUE.get(name)
 
 
 def build_metric(name: str, ctx: MetricContext, kind: str, params: Optional[dict] = None):
@@ -140,8 +288,13 @@ def metric_names(kind: Optional[str] = None) -> tuple:
     return tuple(n for n, e in CATALOGUE.items() if kind is None or kind in e.kinds)
 
 
-# ---------------------------------------------------------------------------------------------- builders
-def _steps(ctx: MetricContext, n: int = 16) -> int:
+def default_metrics(meta: bool = False) -> tuple:
+    """The default ``metrics`` of ``lfeval run`` (``meta=True``: its default ``meta_metrics``), in catalogue order."""
+    return tuple(n for n, e in CATALOGUE.items() if (e.meta_default if meta else e.default))
+
+
+# ---------------------------------------------------------------------------------------------- stock metrics
+def feature_step(ctx: MetricContext, n: int = 16) -> int:
     """Features per perturbation step so that a curve has about ``n`` steps and F is a multiple."""
     step = max(1, ctx.n_features // n)
     while ctx.n_features % step:
@@ -149,261 +302,183 @@ def _steps(ctx: MetricContext, n: int = 16) -> int:
     return step
 
 
-def _own(cls: type, defaults: Callable = lambda ctx: {}) -> Callable:
-    """Builder of an lfeval metric class: its defaults for the context, then the run's parameters."""
-
-    def build(ctx, kind, params):
-        return cls(**{**defaults(ctx), **params})
-
-    return build
-
-
-def _pretext_correlation(ctx, kind, params):
-    from .pretext_correlation import PretextCorrelation
-
-    func = ctx.explain_func if kind == FEATURES else ctx.example_explain_func
-    return PretextCorrelation(references=ctx.references, **{"explain_func": func, "explanations": kind, **params})
-
-
-def _counts(n_train: int) -> list:
-    """SimilarityRate's M values (1, 5, 10, 20, 50) that a training set of ``n_train`` examples allows."""
-    return [m for m in (1, 5, 10, 20, 50) if m <= n_train]
-
-
-def _similarity_rate(contrast: bool) -> Callable:
-    def build(ctx, kind, params):
-        from .similarity_rate import SimilarityRate
-
-        return SimilarityRate(ctx.y_train, **{"contrast": contrast, "M": _counts(len(ctx.y_train)), **params})
-
-    return build
-
-
-def _training(cls: type, defaults: Callable = lambda ctx: {}) -> Callable:
-    """Builder of a metric that takes the run's training inputs (and labels, where it has ``y_train``)."""
-
-    def build(ctx, kind, params):
-        if ctx.x_train is None:
-            raise InvalidArgument(f"{cls.__name__} needs the training inputs: pass MetricContext(x_train=...).")
-        extra = {"y_train": ctx.y_train} if "y_train" in inspect.signature(cls.__init__).parameters else {}
-        return cls(ctx.x_train, **{**extra, **defaults(ctx), **params})
-
-    return build
-
-
-def _quantus(name: str):
-    import quantus
-
-    return getattr(quantus, name)
-
-
-def _adapted(name: str, defaults: Callable, text: str, quantus_name: Optional[str] = None,
-             needs: frozenset = frozenset()) -> MetricEntry:
-    """A stock Quantus faithfulness metric scored on g_x through :class:`lfeval.metrics.LabelFree`."""
-    quantus_name = quantus_name or name
-
-    def build(ctx, kind, params):
-        from .label_free_adapter import LabelFree
-
-        params = dict(params)
-        adapter = {k: params.pop(k) for k in ("similarity", "baseline") if k in params}
-        metric = _quantus(quantus_name)(**{"disable_warnings": True, **defaults(ctx), **params})
-        return LabelFree(metric, **adapter)
-
-    return MetricEntry(name, build, text, target=_quantus(quantus_name), extra_params=("similarity", "baseline"),
-                       needs=needs)
-
-
-def _stock(name: str, text: str, defaults: Optional[dict] = None, needs: frozenset = frozenset()) -> MetricEntry:
-    """A stock Quantus metric that never reads a label (used as it is)."""
-
-    def build(ctx, kind, params):
-        extra = {}
-        if name == "RelativeRepresentationStability" and ctx.encoder is not None and "layer_names" not in params:
-            extra = {"layer_names": _hidden_layers(ctx.encoder)}
-        return _quantus(name)(**{"disable_warnings": True, **(defaults or {}), **extra, **params})
-
-    return MetricEntry(name, build, text, label_free=False, target=_quantus(name), needs=needs)
-
-
-def _tiling_patch(ctx: MetricContext) -> int:
+def tiling_patch(ctx: MetricContext) -> int:
     """Quantus 0.6.0's Infidelity indexes unpadded inputs with padded patches, so its patches must tile both
     spatial axes: the modality's patch for images, single steps for time series (shown to Quantus as 1 x T)."""
     return ctx.patch_size if ctx.encoder is None or ctx.encoder.modality == "image" else 1
 
 
-def _hidden_layers(encoder) -> list:
+def hidden_layers(encoder) -> list:
     """The encoder's leaf layers whose output is one tensor: RelativeRepresentationStability's internal
     representation (Quantus hooks every layer, and a recurrent layer returns a tuple)."""
-    import torch
-
     return [n for n, m in encoder.named_modules()
             if n and not any(True for _ in m.children()) and not isinstance(m, torch.nn.RNNBase)]
 
 
-def _register_builtins() -> None:
-    from .pretext_correlation import PretextCorrelation
-    from .representation_shift import RepresentationShift
-    from .road import ROAD
-    from .similarity_rate import SimilarityRate
-
-    robust = {"nr_samples": 10}  # Quantus' 200 explanations per sample cost minutes on CPU
-    stability = {**robust, "return_nan_when_prediction_changes": False}  # an encoder has no prediction to keep
-    noisy = frozenset({"continuous"})  # adds noise to the inputs or imputes values: not for token ids
-    entries = [
-        MetricEntry("RepresentationShift", _own(RepresentationShift, lambda c: {"seed": c.seed}), (
-            "Label-free feature consistency (paper §4.1): mask the top-M features by |attribution| with the "
-            "baseline and measure ||f(x) - f(x_M)||²; the score is the normalised area under that curve over "
-            "the mask fractions."), target=RepresentationShift, curve=CurveSpec(
-            "Representation shift when the top features are masked (mean, 95% band)",
-            "% of features masked (most important first)", "representation shift",
-            "The paper's Fig. 2: a faithful method moves the representation most when its top features are "
-            "masked, far above Random.")),
-        MetricEntry("PretextCorrelation", _pretext_correlation, (
-            "Pretext sensitivity (paper §4.2): Pearson correlation of an explanation with the same method's "
-            "explanation of the encoders trained on the other pretext tasks, per sample; a high value means the "
-            "explanation reflects the input more than the pretext task. An explanation that ignores the model "
-            "(Random depends on the input only) scores 1, so read it next to the faithfulness metrics."),
-            kinds=(FEATURES, EXAMPLES), target=PretextCorrelation, needs=frozenset({"references"})),
-        MetricEntry("SimilarityRate", _similarity_rate(False), (
-            "Label-free example consistency (paper §4.1): share of the top-M training examples that have the "
-            "test example's label, averaged over M. Labels only score; they never explain."),
-            kinds=(EXAMPLES,), target=SimilarityRate, needs=frozenset({"labels"}), curve=CurveSpec(
-                "Same-label rate of the top-M (solid) and bottom-M (dashed) training examples",
-                "M (most / least important training examples)", "same-label rate",
-                "The paper's Fig. 3: the most important training examples should share the test example's label "
-                "(high solid curves) and the least important should not (low dashed curves).", ylim=(0, 1))),
-        MetricEntry("SimilarityContrast", _similarity_rate(True), (
-            "Top-M minus bottom-M similarity rate, the paper's contrast between the most and the least important "
-            "examples: how well the ranking separates same-class from other-class examples."),
-            kinds=(EXAMPLES,), target=SimilarityRate, needs=frozenset({"labels"})),
-        _adapted("PixelFlipping", lambda c: {"features_in_step": _steps(c)}, (
-            "Stock Quantus PixelFlipping scored label-free through lfeval.metrics.LabelFree: features are "
-            "removed most important first while g_x(x') = <f(x), f(x')> is tracked; the score is the mean of "
-            "that curve, and a faster drop is more faithful.")),
-        _adapted("FaithfulnessCorrelation", lambda c: {
-            "nr_runs": 50, "subset_size": max(1, c.n_features // 8), "return_aggregate": False}, (
-            "Stock Quantus FaithfulnessCorrelation on g_x: correlation between the attribution mass of random "
-            "feature subsets and the drop of g_x when they are masked.")),
-        _adapted("FaithfulnessEstimate", lambda c: {"features_in_step": _steps(c)}, (
-            "Stock Quantus FaithfulnessEstimate on g_x: correlation of the attributions with the drop of g_x as "
-            "features are removed step by step.")),
-        _adapted("MonotonicityCorrelation", lambda c: {"features_in_step": _steps(c), "nr_samples": 5}, (
-            "Stock Quantus MonotonicityCorrelation on g_x: Spearman correlation of |attribution| with the "
-            "variance of g_x when each step's features are perturbed."), needs=noisy),
-        _adapted("Selectivity", lambda c: {"patch_size": c.patch_size}, (
-            "Stock Quantus Selectivity on g_x: patches removed most important first; the score is the mean of "
-            "the curve, and a faster drop is more faithful.")),
-        _adapted("RegionPerturbation", lambda c: {"patch_size": c.patch_size, "regions_evaluation": 8}, (
-            "Stock Quantus RegionPerturbation (MoRF, AOPC) on g_x: the drop of g_x as regions are perturbed most "
-            "important first; lfeval corrects Quantus' direction (a bigger drop is better).")),
-        MetricEntry("ROAD", _own(ROAD, lambda c: {"percentages": [10, 30, 50, 70, 90], "seed": c.seed}), (
-            "Label-free ROAD (Rong et al. 2022): the most relevant features are removed by noisy linear imputation "
-            "(no mask shape leaks to the encoder) and the relative shift ||f(x) - f(x')||² / ||f(x)||² is tracked; "
-            "the score is the normalised area of that curve over the removed percentages."), target=ROAD,
-            curve=CurveSpec("ROAD: relative representation shift as the top features are imputed (mean, 95% band)",
-                            "% of features imputed (most relevant first)", "||f(x) - f(x')||² / ||f(x)||²",
-                            "A faithful attribution moves the representation fastest (high curves)."),
-            needs=noisy),
-        _adapted("Infidelity", lambda c: {"n_perturb_samples": 10, "perturb_patch_sizes": [_tiling_patch(c)]}, (
-            "Stock Quantus Infidelity on g_x: squared error between attribution-weighted perturbations and the "
-            "change of g_x."), needs=noisy),
-        _stock("Sparseness", "Stock Quantus Sparseness: the Gini index of |attribution|."),
-        _stock("Complexity", "Stock Quantus Complexity: the entropy of the attribution distribution."),
-        _stock("MaxSensitivity", (
-            "Stock Quantus MaxSensitivity: the largest change of the explanation under uniform input noise "
-            "(10 draws)."), robust, noisy),
-        _stock("AvgSensitivity", (
-            "Stock Quantus AvgSensitivity: the mean change of the explanation under uniform input noise "
-            "(10 draws)."), robust, noisy),
-        _stock("RelativeInputStability", (
-            "Stock Quantus RelativeInputStability: change of the explanation relative to the change of the input "
-            "(10 draws)."), stability, noisy),
-        _stock("RelativeRepresentationStability", (
-            "Stock Quantus RelativeRepresentationStability: change of the explanation relative to the change of "
-            "the encoder's internal representations (10 draws), with return_nan_when_prediction_changes=False "
-            "as an encoder has no prediction to keep."), stability, noisy),
-    ]
-    for entry in entries + _peer_entries():
-        register_metric(entry)
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
 
 
-def _peer_entries() -> list:
-    """The peers' metrics: the insertion and LeRF twins of RepresentationShift, COCOA's insertion and deletion
-    curves (Lin et al. 2023) and the fully label-free example consistency."""
-    from .corpus_curves import CorpusDeletion, CorpusInsertion
-    from .label_free_similarity import LabelFreeSimilarityRate
-    from .representation_orders import RepresentationShiftInsertion, RepresentationShiftLeRF
-
-    seed = lambda c: {"seed": c.seed}  # noqa: E731
-    corpus_text = ("COCOA's evaluation (Lin et al. 2023): the explicand's corpus is its k-means cluster of training "
-                   "latents (metric_params by='label' or 'index' for the other rules) and the foil a random sample of "
-                   "the other training examples; ")
-    similarity = "the contrastive corpus similarity (mean cosine to the corpus minus mean cosine to the foil)"
-    majority = ("the probability of the corpus' majority class under a linear probe on the training latents "
-                "(cluster ids as classes, or labels with by='label')")
-
-    def corpus_entry(name, cls, target, short, what):
-        inserting = cls is CorpusInsertion
-        how = (f"features are revealed on the baseline most important first while {what} is tracked; a faster rise "
-               "is better." if inserting else
-               f"features are deleted most important first while {what} is tracked; a faster fall is better.")
-        kind = "insertion" if inserting else "deletion"
-        return MetricEntry(name, _training(cls, lambda c: {**seed(c), "target": target,
-                                                           "steps": min(50, c.n_features)}),
-                           corpus_text + how + " 50 steps (one per feature for inputs of fewer), trapezoid area "
-                           "over the fraction of features.", target=cls,
-                           needs=frozenset({"training"}), curve=CurveSpec(
-                               f"{kind.capitalize()} curves of the {short} (mean, 95% band)",
-                               f"% of features {'inserted into the baseline' if inserting else 'deleted'} "
-                               "(most important first)", short,
-                               f"COCOA's {kind} curves: a faithful attribution makes the {short} "
-                               f"{'rise' if inserting else 'fall'} fast."))
-
-    rate_curve = CurveSpec("Pseudo-class rate of the top-M (solid) and bottom-M (dashed) training examples",
-                           "M (most / least important training examples)", "pseudo-class rate",
-                           "SimilarityRate's curves with k-means pseudo-labels of the encoder's own latents in place "
-                           "of labels.", ylim=(0, 1))
-    return [
-        MetricEntry("RepresentationShiftInsertion", _own(RepresentationShiftInsertion, seed), (
-            "The insertion twin of RepresentationShift: start from the baseline, reveal the top-M features by "
-            "|attribution| and measure ||f(x) - f(x^M)||²; the normalised area over the fractions is smaller when "
-            "the representation comes back faster."), target=RepresentationShiftInsertion, curve=CurveSpec(
-            "Representation shift as the top features are revealed on the baseline (mean, 95% band)",
-            "% of features revealed (most important first)", "representation shift",
-            "Insertion: a faithful method brings the representation back to f(x) with few features, far below "
-            "Random.")),
-        MetricEntry("RepresentationShiftLeRF", _own(RepresentationShiftLeRF, seed), (
-            "RepresentationShift in ROAD's least-relevant-first order: mask the M least important features and "
-            "measure ||f(x) - f(x_M)||²; a faithful attribution removes what the encoder ignores first, so the "
-            "area is small."), target=RepresentationShiftLeRF, curve=CurveSpec(
-            "Representation shift when the least important features are masked first (mean, 95% band)",
-            "% of features masked (least important first)", "representation shift",
-            "LeRF: a faithful method keeps the representation in place while the unimportant features go, below "
-            "Random.")),
-        corpus_entry("CorpusInsertion", CorpusInsertion, "similarity", "contrastive corpus similarity", similarity),
-        corpus_entry("CorpusDeletion", CorpusDeletion, "similarity", "contrastive corpus similarity", similarity),
-        corpus_entry("CorpusMajorityInsertion", CorpusInsertion, "majority_probability", "corpus majority probability",
-                     majority),
-        corpus_entry("CorpusMajorityDeletion", CorpusDeletion, "majority_probability", "corpus majority probability",
-                     majority),
-        MetricEntry("LabelFreeSimilarityRate", _training(LabelFreeSimilarityRate, lambda c: {
-            "rule": "kmeans", "M": _counts(len(c.x_train)), **seed(c)}), (
-            "Fully label-free example consistency: SimilarityRate with the labels replaced by k-means pseudo-labels "
-            "(10 clusters) of the encoder's latents: the share of the top-M training examples in the test "
-            "example's cluster, averaged over M. No label is read."), kinds=(EXAMPLES,),
-            target=LabelFreeSimilarityRate, needs=frozenset({"training"}), curve=rate_curve),
-        MetricEntry("NeighbourhoodRate", _training(LabelFreeSimilarityRate, lambda c: {
-            "rule": "knn", "M": _counts(len(c.x_train)), "k": min(20, len(c.x_train)), **seed(c)}), (
-            "Fully label-free example consistency: the share of the top-M training examples among the test "
-            "example's 20 nearest training examples in the encoder's latent space (precision@M against that "
-            "neighbourhood), averaged over M. No label is read. DkNN retrieves exactly these neighbours, so it "
-            "scores near the top by construction: use it to compare the other methods."), kinds=(EXAMPLES,),
-            target=LabelFreeSimilarityRate, needs=frozenset({"training"})),
-    ]
+def mean_curve(scores):
+    """Per-sample area under a curve on a uniform [0, 1] grid (trapezoid), for curve metrics."""
+    curves = np.asarray(scores, dtype=float)
+    if curves.ndim == 1:
+        return curves
+    return _trapezoid(curves, dx=1.0 / max(curves.shape[1] - 1, 1), axis=1)
 
 
-_register_builtins()
+def road_auc(scores):
+    """ROAD returns {percentage: accuracy over the batch}; its area over percentages (one number)."""
+    p = np.array(sorted(scores), dtype=float)
+    return [float(_trapezoid([scores[k] for k in sorted(scores)], p / 100.0))]
 
-__all__ = ["FEATURES", "EXAMPLES", "MetricContext", "CurveSpec", "MetricEntry", "CATALOGUE", "register_metric",
-           "get_entry", "build_metric", "metric_names"]
+
+def identity(scores):
+    """The scores as the metric returns them (one per sample)."""
+    return scores
+
+
+def nanmean(scores):
+    """SensitivityN: one correlation per n across the batch; n where no sample changed is NaN."""
+    return [float(np.nanmean(np.asarray(scores, dtype=float)))]
+
+
+def region_direction(metric) -> str:
+    """RegionPerturbation's curve is f(x) - f(x_perturbed): with MoRF order a bigger drop is better
+    (Samek et al. 2017, AOPC); Quantus 0.6.0 declares LOWER regardless of order."""
+    return "higher" if getattr(metric, "order", "morf") == "morf" else "lower"
+
+
+#: g_x's similarities s(f(x_j), f(x')) (:class:`~lfeval.metrics.LabelFree`)
+SIMILARITIES = ("inner", "negative_distance", "cosine")
+_NONZERO = ("inner", "cosine")  # for metrics that divide by the unperturbed score, which is 0 for -distance
+
+
+def _no_defaults(ctx: MetricContext) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class StockMetric:
+    """How lfeval uses one stock Quantus metric on an encoder (a row of :data:`STOCK`).
+
+    Attributes
+    ----------
+    adapted : bool
+        True: it reads the model's output at a label, so it is scored on g_x through
+        :class:`~lfeval.metrics.LabelFree`; False: it never reads a label and is used as it is.
+    text : str
+        What it scores, for the report; empty for a metric that ``LabelFree`` adapts but the catalogue leaves out.
+    defaults : callable
+        ``defaults(ctx) -> dict`` of constructor arguments for a run (``disable_warnings=True`` is added).
+    tokens : bool
+        Fit for token ids (text): the metric only removes features by baseline replacement. False for metrics
+        that add noise, impute values or segment images (the catalogue's ``needs`` "continuous").
+    summary : callable
+        The adapter's summary of the metric's output: one number per sample (an area for a curve metric).
+    similarities, similarity : tuple, str
+        The similarities s of g_x the adapted metric is well defined with, and its default.
+    direction : callable or None
+        ``direction(metric) -> "higher" | "lower"`` where Quantus 0.6.0 declares the wrong one.
+    raw : bool
+        The metric aggregates by default (np.mean): the adapter asks for the raw scores to summarise them.
+    whole_batch : bool
+        Quantus 0.6.0 keeps only its first batch's results: the adapter runs it on the whole batch at once.
+    default, meta_default : bool
+        Among ``lfeval run``'s default ``metrics`` / ``meta_metrics``.
+    """
+
+    adapted: bool = True
+    text: str = ""
+    defaults: Callable = _no_defaults
+    tokens: bool = True
+    summary: Callable = identity
+    similarities: tuple = SIMILARITIES
+    similarity: str = "inner"
+    direction: Optional[Callable] = None
+    raw: bool = False
+    whole_batch: bool = False
+    default: bool = False
+    meta_default: bool = False
+
+    def entry(self, name: str, adapter: type) -> MetricEntry:
+        """The catalogue entry of the Quantus metric ``name``, built through ``adapter`` (``LabelFree``) if adapted."""
+        cls = getattr(quantus, name)
+
+        def build(ctx, kind, params):
+            params = dict(params)
+            options = {k: params.pop(k) for k in ADAPTER_PARAMS if k in params} if self.adapted else {}
+            metric = cls(**{"disable_warnings": True, **self.defaults(ctx), **params})
+            return adapter(metric, **options) if self.adapted else metric
+
+        return MetricEntry(name, build, self.text, target=cls, extra_params=ADAPTER_PARAMS if self.adapted else (),
+                           label_free=self.adapted, needs=frozenset() if self.tokens else frozenset({"continuous"}),
+                           default=self.default, meta_default=self.meta_default)
+
+
+_ROBUST = {"nr_samples": 10}  # Quantus' 200 explanations per sample cost minutes on CPU
+_STABILITY = {**_ROBUST, "return_nan_when_prediction_changes": False}  # an encoder has no prediction to keep
+
+#: Quantus metric class name -> how lfeval uses it. The adapted ones: PixelFlipping, Selectivity and
+#: RegionPerturbation return one curve per sample (area per sample). ROAD asks whether f(x') is still most similar
+#: to f(x_i) among the batch (the label-free "prediction unchanged"), a batch-level curve (its area); argmax of an
+#: inner product is not self-retrieval, so it defaults to -distance (the catalogue's ROAD is lfeval's own,
+#: :class:`~lfeval.metrics.ROAD`). SensitivityN returns one correlation per n (their mean).
+STOCK = {
+    "PixelFlipping": StockMetric(summary=mean_curve, default=True, meta_default=True, defaults=lambda c: {
+        "features_in_step": feature_step(c)}, text=(
+        "Stock Quantus PixelFlipping scored label-free through lfeval.metrics.LabelFree: features are "
+        "removed most important first while g_x(x') = <f(x), f(x')> is tracked; the score is the mean of "
+        "that curve, and a faster drop is more faithful.")),
+    "FaithfulnessCorrelation": StockMetric(default=True, meta_default=True, defaults=lambda c: {
+        "nr_runs": 50, "subset_size": max(1, c.n_features // 8), "return_aggregate": False}, text=(
+        "Stock Quantus FaithfulnessCorrelation on g_x: correlation between the attribution mass of random "
+        "feature subsets and the drop of g_x when they are masked.")),
+    "FaithfulnessEstimate": StockMetric(defaults=lambda c: {"features_in_step": feature_step(c)}, text=(
+        "Stock Quantus FaithfulnessEstimate on g_x: correlation of the attributions with the drop of g_x as "
+        "features are removed step by step.")),
+    "MonotonicityCorrelation": StockMetric(similarities=_NONZERO, tokens=False, defaults=lambda c: {
+        "features_in_step": feature_step(c), "nr_samples": 5}, text=(
+        "Stock Quantus MonotonicityCorrelation on g_x: Spearman correlation of |attribution| with the "
+        "variance of g_x when each step's features are perturbed.")),
+    "RegionPerturbation": StockMetric(summary=mean_curve, direction=region_direction, defaults=lambda c: {
+        "patch_size": c.patch_size, "regions_evaluation": 8}, text=(
+        "Stock Quantus RegionPerturbation (MoRF, AOPC) on g_x: the drop of g_x as regions are perturbed most "
+        "important first; lfeval corrects Quantus' direction (a bigger drop is better).")),
+    "Selectivity": StockMetric(summary=mean_curve, defaults=lambda c: {"patch_size": c.patch_size}, text=(
+        "Stock Quantus Selectivity on g_x: patches removed most important first; the score is the mean of "
+        "the curve, and a faster drop is more faithful.")),
+    "SensitivityN": StockMetric(summary=nanmean, raw=True, whole_batch=True),
+    "IROF": StockMetric(similarities=_NONZERO, tokens=False),
+    "ROAD": StockMetric(summary=road_auc, similarities=("negative_distance", "cosine"),
+                        similarity="negative_distance", tokens=False, whole_batch=True),
+    "Infidelity": StockMetric(tokens=False, defaults=lambda c: {
+        "n_perturb_samples": 10, "perturb_patch_sizes": [tiling_patch(c)]}, text=(
+        "Stock Quantus Infidelity on g_x: squared error between attribution-weighted perturbations and the "
+        "change of g_x.")),
+    "Sparseness": StockMetric(adapted=False, default=True, text=(
+        "Stock Quantus Sparseness: the Gini index of |attribution|.")),
+    "Complexity": StockMetric(adapted=False, default=True, text=(
+        "Stock Quantus Complexity: the entropy of the attribution distribution.")),
+    "MaxSensitivity": StockMetric(adapted=False, tokens=False, default=True, defaults=lambda c: _ROBUST, text=(
+        "Stock Quantus MaxSensitivity: the largest change of the explanation under uniform input noise "
+        "(10 draws).")),
+    "AvgSensitivity": StockMetric(adapted=False, tokens=False, defaults=lambda c: _ROBUST, text=(
+        "Stock Quantus AvgSensitivity: the mean change of the explanation under uniform input noise "
+        "(10 draws).")),
+    "RelativeInputStability": StockMetric(adapted=False, tokens=False, defaults=lambda c: _STABILITY, text=(
+        "Stock Quantus RelativeInputStability: change of the explanation relative to the change of the input "
+        "(10 draws).")),
+    "RelativeRepresentationStability": StockMetric(adapted=False, tokens=False, default=True, defaults=lambda c: {
+        **_STABILITY, **({} if c.encoder is None else {"layer_names": hidden_layers(c.encoder)})}, text=(
+        "Stock Quantus RelativeRepresentationStability: change of the explanation relative to the change of "
+        "the encoder's internal representations (10 draws), with return_nan_when_prediction_changes=False "
+        "as an encoder has no prediction to keep.")),
+}
+
+#: metric class name -> its adaptation: the :data:`STOCK` rows that :class:`~lfeval.metrics.LabelFree` adapts
+ADAPTABLE = {name: row for name, row in STOCK.items() if row.adapted}
+
+__all__ = ["FEATURES", "EXAMPLES", "ORDER", "NEEDS", "MetricContext", "CurveSpec", "MetricEntry", "Catalogue",
+           "CATALOGUE", "register_metric", "class_builder", "run_arguments", "explanation_kinds", "run_needs",
+           "get_entry", "build_metric", "metric_names", "default_metrics", "StockMetric", "STOCK", "ADAPTABLE",
+           "SIMILARITIES", "ADAPTER_PARAMS"]

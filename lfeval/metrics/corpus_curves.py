@@ -28,20 +28,56 @@ import torch
 
 from ..errors import InvalidArgument
 from ..explain.corpus import Corpus
-from ..validation import as_tensor, check_choice
+from ..validation import as_tensor, check_choice, check_positive_int
 from . import functional as fn
 from .base import Curve, LabelFreeMetric
+from .catalogue import CurveSpec, register_metric
 
 TARGETS = ("similarity", "majority_probability")
 _DT = quantus.helpers.enums.DataType
+#: target -> (its short name, what it is), for the catalogue's texts
+_TARGET_TEXT = {
+    "similarity": ("contrastive corpus similarity", "the contrastive corpus similarity (mean cosine to the corpus "
+                   "minus mean cosine to the foil)"),
+    "majority_probability": ("corpus majority probability", "the probability of the corpus' majority class under a "
+                             "linear probe on the training latents (cluster ids as classes, or labels with "
+                             "by='label')"),
+}
 
 
+def _catalogued(name: str, target: str):
+    """Register the decorated class (its ``order`` says insertion or deletion) as the catalogue metric ``name``
+    of COCOA's ``target``, with 50 steps (one per feature for inputs of fewer)."""
+
+    def decorate(cls):
+        short, what = _TARGET_TEXT[target]
+        inserting = cls.order == "insertion"
+        how = (f"features are revealed on the baseline most important first while {what} is tracked; a faster rise "
+               "is better." if inserting else
+               f"features are deleted most important first while {what} is tracked; a faster fall is better.")
+        text = ("COCOA's evaluation (Lin et al. 2023): the explicand's corpus is its k-means cluster of training "
+                "latents (metric_params by='label' or 'index' for the other rules) and the foil a random sample of "
+                "the other training examples; " + how + " 50 steps (one per feature for inputs of fewer), trapezoid "
+                "area over the fraction of features.")
+        curve = CurveSpec(f"{cls.order.capitalize()} curves of the {short} (mean, 95% band)",
+                          f"% of features {'inserted into the baseline' if inserting else 'deleted'} "
+                          "(most important first)", short,
+                          f"COCOA's {cls.order} curves: a faithful attribution makes the {short} "
+                          f"{'rise' if inserting else 'fall'} fast.")
+        return register_metric(name, text=text, curve=curve, defaults=lambda ctx: {
+            "seed": ctx.seed, "target": target, "steps": min(50, ctx.n_features)})(cls)
+
+    return decorate
+
+
+@_catalogued("CorpusMajorityDeletion", "majority_probability")
+@_catalogued("CorpusDeletion", "similarity")
 class CorpusDeletion(LabelFreeMetric):
     """COCOA's deletion curve of the contrastive corpus similarity or the corpus majority probability.
 
     Parameters
     ----------
-    x_train : array (P, *input_shape)
+    x_train : array ``(P, *input_shape)``
         The pool the corpus and the foil are drawn from.
     target : {"similarity", "majority_probability"}
     steps : int
@@ -59,6 +95,8 @@ class CorpusDeletion(LabelFreeMetric):
     chunk_size : int
         Perturbed inputs per forward pass.
 
+    Notes
+    -----
     ``curves`` (N, steps + 1) and ``fractions`` hold the last call's curves (:meth:`curve`).
     """
 
@@ -67,6 +105,7 @@ class CorpusDeletion(LabelFreeMetric):
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.LOWER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
+    requires_training = True
 
     def __init__(self, x_train, target: str = "similarity", steps: int = 50, baseline=None, per_channel: bool = False,
                  by: str = "cluster", y_train=None, label: Optional[int] = None, corpus_index=None, foil_index=None,
@@ -80,10 +119,8 @@ class CorpusDeletion(LabelFreeMetric):
                          aggregate_func=aggregate_func, default_plot_func=default_plot_func,
                          disable_warnings=disable_warnings, display_progressbar=display_progressbar, **kwargs)
         self.target = check_choice(target, TARGETS, "COCOA evaluation target")
-        if not isinstance(steps, (int, np.integer)) or steps < 1 or int(chunk_size) < 1:
-            raise InvalidArgument(f"`steps` and `chunk_size` must be integers >= 1, got {steps!r}, {chunk_size!r}.")
-        self.steps, self.baseline, self.per_channel, self.chunk_size = int(steps), baseline, bool(per_channel), int(
-            chunk_size)
+        self.steps, self.chunk_size = check_positive_int(steps, "steps"), check_positive_int(chunk_size, "chunk_size")
+        self.baseline, self.per_channel = baseline, bool(per_channel)
         self.seed = int(seed)
         self.corpus = Corpus(x_train, by=by, y_train=y_train, label=label, corpus_index=corpus_index,
                              foil_index=foil_index, n_clusters=n_clusters, corpus_size=corpus_size,
@@ -124,6 +161,8 @@ class CorpusDeletion(LabelFreeMetric):
         return Curve(x=self.fractions * 100, series={self.target: self.curves})
 
 
+@_catalogued("CorpusMajorityInsertion", "majority_probability")
+@_catalogued("CorpusInsertion", "similarity")
 class CorpusInsertion(CorpusDeletion):
     """COCOA's insertion curve: units revealed on the baseline, most important first (higher AUC is better).
     Parameters are :class:`CorpusDeletion`'s."""

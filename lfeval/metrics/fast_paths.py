@@ -24,6 +24,8 @@ import threading
 import numpy as np
 import quantus
 
+from ..memory import rows_per_pass
+
 #: rows per prediction of the batched paths (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`)
 ROWS = 4096
 
@@ -61,8 +63,6 @@ def skip_silenced_checks(metric):
 def _predict_rows(model, inputs: list, y_batch) -> np.ndarray:
     """``model.predict`` of every array in ``inputs`` (each a batch of the same samples), read at ``y_batch``:
     (len(inputs), batch)."""
-    from ..memory import rows_per_pass
-
     batch = len(inputs[0])
     stacked = np.concatenate(inputs)
     step = rows_per_pass(stacked[0].size, ROWS, device=model.get_model())  # CPU: 4096 digits, 27 224x224 RGB

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidArgument, InvalidInput
+from ..memory import encode_chunks, pass_budget, rows_per_pass  # encode_chunks: re-exported (chunked f(x))
 from ..validation import check_finite
 
 DISTANCES = ("squared_l2", "normalised_l2", "cosine")
@@ -108,8 +109,6 @@ def chunk_rows(sample_shape: tuple, device=None, budget: Optional[int] = None) -
     CPU, 2**15 per torch thread, so a pass's activations stay in cache (1 thread: 512 8x8 digits or 41 28x28
     images; 2 threads: 1024 or 83); on a GPU, :func:`lfeval.memory.pass_budget` of the device; at most
     :func:`lfeval.memory.rows_per_pass`'s budget."""
-    from ..memory import pass_budget, rows_per_pass
-
     if budget is None:
         on_gpu = torch.device(device or "cpu").type == "cuda"
         budget = pass_budget(device) if on_gpu else 2 ** 15 * torch.get_num_threads()
@@ -140,7 +139,7 @@ def ordered_masks(importance: torch.Tensor, counts: torch.Tensor, order: str = "
 
 
 def perturbed_inputs(encoder, x: torch.Tensor, masks: torch.Tensor, baseline=None) -> torch.Tensor:
-    """The (N * K, *shape) inputs of masks (N, K, F) over the encoder's masking units (or every entry, when F is
+    """The ``(N * K, *shape)`` inputs of masks (N, K, F) over the encoder's masking units (or every entry, when F is
     the number of entries): masked units take the baseline's values."""
     n, k, n_feat = masks.shape
     shape = tuple(x.shape[1:])
@@ -148,16 +147,6 @@ def perturbed_inputs(encoder, x: torch.Tensor, masks: torch.Tensor, baseline=Non
     masks = masks.view(n, k, *units)
     base = encoder.baseline_for(x, baseline)
     return torch.where(masks, base.unsqueeze(1), x.unsqueeze(1)).reshape(n * k, *shape)
-
-
-def encode_chunks(encoder, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
-    """f(x) in forward passes of ``chunk_size`` rows (fewer for large inputs: :func:`lfeval.memory.rows_per_pass`;
-    halved on a GPU out-of-memory error: :func:`lfeval.memory.run_in_chunks`), on the encoder's device."""
-    from ..memory import rows_per_pass, run_in_chunks
-
-    device = encoder if isinstance(encoder, torch.nn.Module) else x.device  # a module: its parameters' device
-    step = rows_per_pass(x[0].numel(), chunk_size, device=device)
-    return run_in_chunks(lambda rows: encoder(x[rows]), len(x), step)
 
 
 def representation_distance(z: torch.Tensor, z_masked: torch.Tensor, distance: str = "squared_l2") -> torch.Tensor:
@@ -228,8 +217,6 @@ def representation_shift_curve(encoder, x: torch.Tensor, importance: torch.Tenso
     shares the passes of its masked copies. A fraction that replaces every unit gives the baseline itself: when
     the baseline is one input shared by the batch (a number or one input's tensor), f(baseline) is encoded once.
     """
-    from ..memory import rows_per_pass
-
     if order not in ORDERS:
         raise InvalidArgument(f"`order` must be one of {ORDERS}, got {order!r}.")
     check_finite(x, "x")
@@ -438,7 +425,7 @@ __all__ = ["DISTANCES", "MASK_COUNTS", "CORRELATIONS", "ORDERS", "feature_ranks"
 
 
 def _neighbour_sum(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Σ_k w_k v[s + k] over the unit axes of v (B, 1, *S), zero outside the sample (conv with padding)."""
+    """Σ_k w_k v[s + k] over the unit axes of v ``(B, 1, *S)``, zero outside the sample (conv with padding)."""
     pad = tuple(k // 2 for k in kernel.shape)
     conv = torch.nn.functional.conv2d if kernel.ndim == 2 else torch.nn.functional.conv1d
     return conv(v, kernel.view(1, 1, *kernel.shape), padding=pad)
@@ -448,7 +435,7 @@ def noisy_linear_imputation(x: torch.Tensor, mask: torch.Tensor, kernel, noise: 
                             generator=None, tol: float = 1e-7, max_iter: int = 2000) -> torch.Tensor:
     """ROAD's noisy linear imputation (Rong et al., ICML 2022), batched in torch.
 
-    Every removed value (``mask`` True, shape broadcastable to ``x`` (N, C, *S) with the unit axes S last)
+    Every removed value (``mask`` True, shape broadcastable to ``x`` ``(N, C, *S)`` with the unit axes S last)
     becomes the weighted mean of its in-bounds neighbours under ``kernel`` (the modality's: 1/6 for the 4
     direct and 1/12 for the 4 diagonal neighbours of a pixel; 1/2 for the two neighbours of a time step),
     removed neighbours included: one sparse linear system per sample and channel, solved jointly by conjugate

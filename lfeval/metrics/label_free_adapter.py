@@ -19,8 +19,10 @@ every metric that removes features by baseline replacement and was left at Quant
 
 Two Quantus 0.6.0 slips are corrected on the way: ROAD and SensitivityN keep only the first
 batch's results (``evaluation_scores[0]``), so the adapter runs them on the whole batch at once;
-and curve metrics are summarised per sample (see :data:`ADAPTABLE`) so ``quantus.evaluate``
-aggregates a number per sample.
+and curve metrics are summarised per sample so ``quantus.evaluate`` aggregates a number per sample. How each stock
+metric is adapted (its summary, similarities, direction fix, fitness for token ids) is its row of
+:data:`lfeval.metrics.catalogue.STOCK`; this module registers the stock metrics' catalogue entries, since they are
+built through :class:`LabelFree`.
 """
 
 from __future__ import annotations
@@ -28,87 +30,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
+import quantus
 import torch
 import torch.nn.functional as F
 
+from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput, NotAdaptable
+from ..explain.features import explain
 from ..precision import precise
-from ..validation import check_choice, check_inputs, check_model, check_positive_int, to_numpy
+from ..validation import check_choice, check_inputs, check_positive_int, to_numpy
+from .catalogue import ADAPTABLE, SIMILARITIES, STOCK, StockMetric, register_metric
 from .fast_paths import batched_evaluate, skip_silenced_checks
 
-SIMILARITIES = ("inner", "negative_distance", "cosine")
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
-
-
-def _mean_curve(scores):
-    """Per-sample area under a curve on a uniform [0, 1] grid (trapezoid), for curve metrics."""
-    curves = np.asarray(scores, dtype=float)
-    if curves.ndim == 1:
-        return curves
-    return _trapezoid(curves, dx=1.0 / max(curves.shape[1] - 1, 1), axis=1)
-
-
-def _road_auc(scores):
-    """ROAD returns {percentage: accuracy over the batch}; its area over percentages (one number)."""
-    p = np.array(sorted(scores), dtype=float)
-    return [float(_trapezoid([scores[k] for k in sorted(scores)], p / 100.0))]
-
-
-def _identity(scores):
-    return scores
-
-
-def _nanmean(scores):
-    """SensitivityN: one correlation per n across the batch; n where no sample changed is NaN."""
-    return [float(np.nanmean(np.asarray(scores, dtype=float)))]
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How one stock metric is adapted: its output summary, the similarities it supports and the
-    similarity used by default, and its score direction when Quantus' metadata is wrong."""
-
-    summary: Callable = _identity
-    similarities: tuple = SIMILARITIES
-    default: str = "inner"
-    direction: Optional[Callable] = None
-    #: the metric aggregates by default (np.mean); the adapter needs the raw scores to summarise
-    raw: bool = False
-    #: the metric only removes features (baseline replacement), so it also scores token ids (text); False for
-    #: metrics that add noise, impute values or segment images
-    tokens: bool = True
-
-
-_NONZERO = ("inner", "cosine")  # metrics that divide by the unperturbed score, which is 0 for -distance
-
-
-def _region_direction(metric):
-    """RegionPerturbation's curve is f(x) - f(x_perturbed): with MoRF order a bigger drop is better
-    (Samek et al. 2017, AOPC); Quantus 0.6.0 declares LOWER regardless of order."""
-    return "higher" if getattr(metric, "order", "morf") == "morf" else "lower"
-
-
-#: metric class name -> its adaptation. PixelFlipping, Selectivity and RegionPerturbation return one
-#: curve per sample (area per sample). ROAD asks whether f(x') is still most similar to f(x_i) among
-#: the batch (the label-free "prediction unchanged"), a batch-level curve (its area); argmax of an
-#: inner product is not self-retrieval, so it defaults to -distance. SensitivityN returns one
-#: correlation per n (their mean).
-ADAPTABLE = {
-    "PixelFlipping": Spec(_mean_curve),
-    "FaithfulnessCorrelation": Spec(),
-    "FaithfulnessEstimate": Spec(),
-    "MonotonicityCorrelation": Spec(similarities=_NONZERO, tokens=False),
-    "RegionPerturbation": Spec(_mean_curve, direction=_region_direction),
-    "Selectivity": Spec(_mean_curve),
-    "SensitivityN": Spec(_nanmean, raw=True),
-    "IROF": Spec(similarities=_NONZERO, tokens=False),
-    "ROAD": Spec(_road_auc, similarities=("negative_distance", "cosine"), default="negative_distance", tokens=False),
-    "Infidelity": Spec(tokens=False),
-}
 #: metrics that read only attributions and segmentation masks: label-free once s_batch is given
 #: (lfeval.evaluate refuses them without s_batch too)
 NEEDS_MASKS = frozenset({
@@ -116,7 +52,7 @@ NEEDS_MASKS = frozenset({
     "RelevanceMassAccuracy", "AUC", "Focus",
 })
 #: metrics that keep only the first batch's results in Quantus 0.6.0: run on the whole batch
-WHOLE_BATCH = frozenset({"ROAD", "SensitivityN"})
+WHOLE_BATCH = frozenset(name for name, row in ADAPTABLE.items() if row.whole_batch)
 
 
 def check_attribution_shape(a_shape: tuple, x_shape: tuple, name: str = "a_batch") -> None:
@@ -154,8 +90,10 @@ def check_features_in_step(metric, x_shape: tuple, name: str | None = None) -> N
     if step is None:
         return
     name = name or type(metric).__name__
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise InvalidArgument(f"{name}'s `features_in_step` must be an integer >= 1, got {step!r}.")
+    try:
+        step = check_positive_int(step, "features_in_step")
+    except InvalidArgument as error:
+        raise InvalidArgument(f"{name}'s {error}") from None
     if x_shape is None:
         return
     n = int(np.prod(x_shape[2:]))
@@ -168,10 +106,8 @@ def check_features_in_step(metric, x_shape: tuple, name: str | None = None) -> N
         )
 
 
-def _direction(metric, spec: Spec):
+def _direction(metric, spec: StockMetric):
     """The metric's score direction as a Quantus ScoreDirection (corrected where Quantus' is wrong)."""
-    import quantus
-
     if spec.direction is None:
         return metric.score_direction
     return quantus.helpers.enums.ScoreDirection(spec.direction(metric))
@@ -201,8 +137,6 @@ class BaselineReplacement:
         b = self.current
         if b[0].size == n_features:
             return b.reshape(len(b), -1)
-        import quantus
-
         for p in self.patch_sizes:
             pad_h, pad_w = (quantus.helpers.utils.get_padding_size(d, p) for d in b.shape[-2:])
             padded = np.pad(b, ((0, 0), (0, 0), pad_h, pad_w))
@@ -289,8 +223,9 @@ class LabelFree:
             )
         check_features_in_step(metric, None)
         self.metric = metric
-        spec = ADAPTABLE.get(cls, Spec())
-        self.similarity = spec.default if similarity is None else check_choice(similarity, SIMILARITIES, "similarity")
+        spec = ADAPTABLE.get(cls, StockMetric())
+        self.similarity = (spec.similarity if similarity is None
+                           else check_choice(similarity, SIMILARITIES, "similarity"))
         if self.similarity not in spec.similarities:
             raise InvalidArgument(
                 f"{cls} with similarity={self.similarity!r} is ill-defined on encoders (it divides by, or takes "
@@ -326,8 +261,6 @@ class LabelFree:
 
     def _replaces_with_black(self) -> bool:
         """The metric removes features by baseline replacement, at Quantus' default 'black'."""
-        import quantus
-
         func = getattr(self.metric, "perturb_func", None)  # stock metrics without a perturbation have none
         return (isinstance(func, functools.partial)
                 and func.func is quantus.functions.perturb_func.batch_baseline_replacement_by_indices
@@ -381,11 +314,11 @@ class LabelFree:
         model = check_model(model, x_batch)
         batch_size = check_positive_int(batch_size, "batch_size")
         x = model.canonical(check_inputs(x_batch, model, "x_batch"))
-        if not model.modality.continuous and not ADAPTABLE.get(cls, Spec()).tokens:
+        if not model.modality.continuous and not ADAPTABLE.get(cls, StockMetric()).tokens:
             raise NotAdaptable(f"{cls} perturbs inputs with noise, imputed values or image segments; "
                                f"{model.modality.name} inputs are token ids, which have none. Use a metric that "
-                               "removes tokens: RepresentationShift, PixelFlipping, FaithfulnessCorrelation, "
-                               "FaithfulnessEstimate, Selectivity or RegionPerturbation.")
+                               "removes tokens: RepresentationShift or LabelFree of "
+                               f"{', '.join(n for n, row in ADAPTABLE.items() if row.tokens and row.text)}.")
         if cls == "ROAD" and len(x) < 2:
             raise InvalidInput("LabelFree(ROAD) asks whether f(x') stays closest to f(x) among the batch: pass at "
                                "least 2 samples (tens for a meaningful rate); one sample is trivially 'unchanged'.")
@@ -398,7 +331,7 @@ class LabelFree:
                           stacklevel=2)
         if a_batch is None:
             if explain_func is None:
-                from ..explain.features import explain as explain_func
+                explain_func = explain
             a_batch = explain_func(model=model, inputs=to_numpy(x), targets=None, **(explain_func_kwargs or {}))
         a = to_numpy(a_batch)
         if a.shape[0] != len(x):
@@ -425,3 +358,8 @@ class LabelFree:
             self.metric.return_aggregate = aggregate
         summary = self.summary(scores)
         return summary if isinstance(summary, list) else np.asarray(summary).tolist()
+
+
+for _name, _row in STOCK.items():  # the stock metrics' catalogue entries, built here where LabelFree is
+    if _row.text:
+        register_metric(_row.entry(_name, LabelFree))

@@ -24,22 +24,38 @@ import numpy as np
 import quantus
 import torch
 
+from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
-from ..validation import as_tensor, check_batch, check_choice, check_finite, check_model, check_module
-from .base import Curve, LabelFreeMetric
+from ..validation import as_tensor, check_batch, check_choice, check_finite, check_module, check_positive_int
+from .base import EXAMPLES, Curve, LabelFreeMetric
+from .catalogue import CurveSpec, register_metric
 from .functional import encode_chunks, membership_rates
-from .similarity_rate import example_counts
+from .similarity_rate import example_counts, run_counts
 
 RULES = ("kmeans", "knn")
 _DT = quantus.helpers.enums.DataType
 
 
+@register_metric("NeighbourhoodRate", defaults=lambda ctx: {
+    "rule": "knn", "M": run_counts(len(ctx.x_train)), "k": min(20, len(ctx.x_train)), "seed": ctx.seed}, text=(
+    "Fully label-free example consistency: the share of the top-M training examples among the test "
+    "example's 20 nearest training examples in the encoder's latent space (precision@M against that "
+    "neighbourhood), averaged over M. No label is read. DkNN retrieves exactly these neighbours, so it "
+    "scores near the top by construction: use it to compare the other methods."))
+@register_metric(defaults=lambda ctx: {"rule": "kmeans", "M": run_counts(len(ctx.x_train)), "seed": ctx.seed}, text=(
+    "Fully label-free example consistency: SimilarityRate with the labels replaced by k-means pseudo-labels "
+    "(10 clusters) of the encoder's latents: the share of the top-M training examples in the test "
+    "example's cluster, averaged over M. No label is read."), curve=CurveSpec(
+    "Pseudo-class rate of the top-M (solid) and bottom-M (dashed) training examples",
+    "M (most / least important training examples)", "pseudo-class rate",
+    "SimilarityRate's curves with k-means pseudo-labels of the encoder's own latents in place of labels.",
+    ylim=(0, 1)))
 class LabelFreeSimilarityRate(LabelFreeMetric):
     """Share of the top-M training examples in the test example's pseudo-class or latent neighbourhood.
 
     Parameters
     ----------
-    x_train : array (n_train, *input_shape)
+    x_train : array ``(n_train, *input_shape)``
         The training examples (columns of the importance matrix).
     rule : {"kmeans", "knn"}
         Pseudo-labels from k-means, or the k-NN neighbourhood.
@@ -56,6 +72,8 @@ class LabelFreeSimilarityRate(LabelFreeMetric):
     seed : int
         Seed of k-means.
 
+    Examples
+    --------
     >>> import numpy as np, torch
     >>> x_train = np.array([[[0.0]], [[0.1]], [[5.0]], [[5.1]]], dtype=np.float32)
     >>> metric = LabelFreeSimilarityRate(x_train, rule="kmeans", reference="input", n_clusters=2, M=[1, 2])
@@ -69,7 +87,8 @@ class LabelFreeSimilarityRate(LabelFreeMetric):
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
-    example_attributions = True
+    explanations = (EXAMPLES,)
+    requires_training = True
 
     def __init__(self, x_train, rule: str = "kmeans", reference=None, n_clusters: int = 10, k: int = 20,
                  M=(1, 5, 10, 20, 50), contrast: bool = False, seed: int = 0, abs: bool = False,
@@ -89,9 +108,7 @@ class LabelFreeSimilarityRate(LabelFreeMetric):
         if reference is not None and not (isinstance(reference, str) and reference == "input"):
             check_module(reference, "reference")
         self.reference = reference
-        for name, value in (("n_clusters", n_clusters), ("k", k)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise InvalidArgument(f"`{name}` must be an integer >= 1, got {value!r}.")
+        n_clusters, k = check_positive_int(n_clusters, "n_clusters"), check_positive_int(k, "k")
         for name, value, high in ((("n_clusters", n_clusters, n_train),) if self.rule == "kmeans" else
                                   (("k", k, n_train),)):
             if value > high:

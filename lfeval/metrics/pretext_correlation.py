@@ -19,8 +19,11 @@ import torch
 
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..explain.examples import importance
+from ..explain.features import explain
 from ..validation import as_tensor, check_batch, check_choice, check_module
-from .base import LabelFreeMetric
+from .base import EXAMPLES, FEATURES, LabelFreeMetric
+from .catalogue import register_metric
 from .functional import CORRELATIONS, pooled_correlation, rowwise_correlation
 
 
@@ -36,8 +39,13 @@ def _check_encoders(encoders: Sequence[torch.nn.Module], x: torch.Tensor, what: 
         raise InvalidInput(f"x has sample shape {tuple(x.shape[1:])}, the encoders expect {shapes.pop()}.")
 
 
+@register_metric(default=True, text=(
+    "Pretext sensitivity (paper §4.2): Pearson correlation of an explanation with the same method's "
+    "explanation of the encoders trained on the other pretext tasks, per sample; a high value means the "
+    "explanation reflects the input more than the pretext task. An explanation that ignores the model "
+    "(Random depends on the input only) scores 1, so read it next to the faithfulness metrics."))
 class PretextCorrelation(LabelFreeMetric):
-    """Per-sample correlation of |a(x; f)| with |a(x; f_ref)|, averaged over reference encoders f_ref.
+    """Per-sample correlation of ``|a(x; f)|`` with ``|a(x; f_ref)|``, averaged over reference encoders f_ref.
 
     Parameters
     ----------
@@ -62,11 +70,13 @@ class PretextCorrelation(LabelFreeMetric):
                           quantus.helpers.enums.DataType.TABULAR}
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.ROBUSTNESS
+    explanations = (FEATURES, EXAMPLES)  # one per instance: its `explanations` argument
+    requires_references = True
 
     def __init__(self, references, explain_func: Optional[Callable] = None, explain_func_kwargs: Optional[dict] = None,
                  correlation: str = "pearson", explanations: str = "features", **kwargs):
         super().__init__(**kwargs)
-        self.example_attributions = check_choice(explanations, ("features", "examples"), "explanations") == "examples"
+        self.explanations = (check_choice(explanations, (FEATURES, EXAMPLES), "explanations"),)
         refs = list(references.values()) if isinstance(references, dict) else list(references or [])
         if not refs:
             raise InvalidArgument("PretextCorrelation needs reference encoders trained on other pretext tasks.")
@@ -80,9 +90,7 @@ class PretextCorrelation(LabelFreeMetric):
     def evaluate_batch(self, model, x_batch, y_batch=None, a_batch=None, s_batch=None, **kwargs) -> np.ndarray:
         x = as_tensor(x_batch, "x_batch")
         _check_encoders(self.references, x, "references")
-        explain_func = self.reference_explain_func or self.explain_func
-        if explain_func is None:
-            from ..explain.features import explain as explain_func
+        explain_func = self.reference_explain_func or self.explain_func or explain
         call_kwargs = {**(self.explain_func_kwargs or {}), **self.reference_kwargs}
         a = torch.as_tensor(np.asarray(a_batch), dtype=torch.float32).abs().flatten(1)
         scores = []
@@ -107,7 +115,7 @@ def pretext_correlation_table(encoders: dict, x, kind: str = "features", method:
     x : array (N, ...)
         Test inputs in [0, 1].
     kind : {"features", "examples"}
-        features: |label-free attributions| (default GradientShap, as the paper), pooled over all
+        features: ``|label-free attributions|`` (default GradientShap, as the paper), pooled over all
         test pixels. examples: the DkNN matrix (test x ``x_train``), pooled over the whole matrix.
     method : str, optional
         Feature method for :func:`lfeval.explain` or example method for
@@ -137,8 +145,6 @@ def pretext_correlation_table(encoders: dict, x, kind: str = "features", method:
     _check_encoders([e for v in runs.values() for e in v], xt, "encoders")
     if kind == "examples" and x_train is None:
         raise InvalidArgument("kind='examples' needs `x_train`: the training examples the DkNN scores rank.")
-    from ..explain.examples import importance
-    from ..explain.features import explain
 
     corr = {pair: [] for pair in itertools.combinations(runs, 2)}
     for r, seed in enumerate(seeds):

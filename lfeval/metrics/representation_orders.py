@@ -19,11 +19,24 @@ from __future__ import annotations
 
 import quantus
 
+from .catalogue import CurveSpec, register_metric
 from .representation_shift import RepresentationShift
 
 _LOWER = quantus.helpers.enums.ScoreDirection.LOWER
 
 
+def _seed(ctx) -> dict:
+    return {"seed": ctx.seed}
+
+
+@register_metric(defaults=_seed, text=(
+    "The insertion twin of RepresentationShift: start from the baseline, reveal the top-M features by "
+    "|attribution| and measure ||f(x) - f(x^M)||²; the normalised area over the fractions is smaller when "
+    "the representation comes back faster."), curve=CurveSpec(
+    "Representation shift as the top features are revealed on the baseline (mean, 95% band)",
+    "% of features revealed (most important first)", "representation shift",
+    "Insertion: a faithful method brings the representation back to f(x) with few features, far below "
+    "Random."))
 class RepresentationShiftInsertion(RepresentationShift):
     """Shift of f(x) from the representation of the baseline with the top-M units revealed (lower AUC is better).
 
@@ -44,6 +57,14 @@ class RepresentationShiftInsertion(RepresentationShift):
     score_direction = _LOWER
 
 
+@register_metric(defaults=_seed, text=(
+    "RepresentationShift in ROAD's least-relevant-first order: mask the M least important features and "
+    "measure ||f(x) - f(x_M)||²; a faithful attribution removes what the encoder ignores first, so the "
+    "area is small."), curve=CurveSpec(
+    "Representation shift when the least important features are masked first (mean, 95% band)",
+    "% of features masked (least important first)", "representation shift",
+    "LeRF: a faithful method keeps the representation in place while the unimportant features go, below "
+    "Random."))
 class RepresentationShiftLeRF(RepresentationShift):
     """Shift of the representation when the M *least* important units are masked (lower AUC is better).
 

@@ -26,11 +26,20 @@ from ..errors import InvalidArgument
 from ..explain.stochastic import random_attribution
 from ..validation import as_tensor, check_choice, check_positive_int
 from .base import Curve, LabelFreeMetric
+from .catalogue import CurveSpec, register_metric
 from .functional import DISTANCES, MASK_COUNTS, mask_counts, normalised_auc, representation_shift_curve, unit_importance
 
 _DT = quantus.helpers.enums.DataType
 
 
+@register_metric(default=True, meta_default=True, defaults=lambda ctx: {"seed": ctx.seed}, text=(
+    "Label-free feature consistency (paper §4.1): mask the top-M features by |attribution| with the "
+    "baseline and measure ||f(x) - f(x_M)||²; the score is the normalised area under that curve over "
+    "the mask fractions."), curve=CurveSpec(
+    "Representation shift when the top features are masked (mean, 95% band)",
+    "% of features masked (most important first)", "representation shift",
+    "The paper's Fig. 2: a faithful method moves the representation most when its top features are "
+    "masked, far above Random."))
 class RepresentationShift(LabelFreeMetric):
     """Shift of the representation when the top-M features by attribution are masked (paper §4.1).
 

@@ -36,9 +36,10 @@ import quantus
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidArgument, NotAdaptable
+from ..errors import InvalidArgument
 from ..validation import as_tensor, check_choice, check_number, check_positive_int
 from .base import Curve, LabelFreeMetric
+from .catalogue import CurveSpec, register_metric
 from .functional import (
     encode_chunks,
     feature_ranks,
@@ -49,10 +50,18 @@ from .functional import (
 )
 
 _DT = quantus.helpers.enums.DataType
-ORDERS = ("morf", "lerf")
+#: ROAD's removal orders: most relevant first, least relevant first
+ROAD_ORDERS = ("morf", "lerf")
 MEASURES = ("shift", "cosine", "retrieval")
 
 
+@register_metric(defaults=lambda ctx: {"percentages": [10, 30, 50, 70, 90], "seed": ctx.seed}, text=(
+    "Label-free ROAD (Rong et al. 2022): the most relevant features are removed by noisy linear imputation "
+    "(no mask shape leaks to the encoder) and the relative shift ||f(x) - f(x')||² / ||f(x)||² is tracked; "
+    "the score is the normalised area of that curve over the removed percentages."), curve=CurveSpec(
+    "ROAD: relative representation shift as the top features are imputed (mean, 95% band)",
+    "% of features imputed (most relevant first)", "||f(x) - f(x')||² / ||f(x)||²",
+    "A faithful attribution moves the representation fastest (high curves)."))
 class ROAD(LabelFreeMetric):
     """Label-free ROAD: how far f(x') moves from f(x) as the top (MoRF) or bottom (LeRF) features are imputed.
 
@@ -76,6 +85,7 @@ class ROAD(LabelFreeMetric):
     name = "ROAD"
     data_applicability = {_DT.IMAGE, _DT.TIMESERIES, _DT.TABULAR}
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
+    requires_continuous = True  # imputes removed values from their neighbours: token ids have none
 
     def __init__(self, percentages=tuple(range(10, 100, 10)), order: str = "morf", noise: float = 0.01,
                  measure: str = "shift", seed: int = 0, chunk_size: int = 512, abs: bool = True,
@@ -94,7 +104,7 @@ class ROAD(LabelFreeMetric):
         if p.ndim != 1 or len(p) < 2 or np.any(p <= 0) or np.any(p >= 100) or np.any(np.diff(p) <= 0):
             raise InvalidArgument(f"`percentages` must be >= 2 increasing values in (0, 100), got {percentages!r}.")
         self.percentages = p
-        self.order = check_choice(order, ORDERS, "ROAD order")
+        self.order = check_choice(order, ROAD_ORDERS, "ROAD order")
         self.measure = check_choice(measure, MEASURES, "ROAD measure")
         self.noise = check_number(noise, "noise")
         self.seed = check_positive_int(seed, "seed", minimum=0)
@@ -114,9 +124,6 @@ class ROAD(LabelFreeMetric):
         device = encoder.device
         x = as_tensor(x_batch, "x_batch", device=device)
         n, shape, modality = len(x), tuple(x.shape[1:]), encoder.modality
-        if not modality.continuous:
-            raise NotAdaptable(f"ROAD imputes removed values from their neighbours; {modality.name} inputs are token "
-                               "ids, which have no values to impute. Use RepresentationShift (token deletion).")
         if self.measure == "retrieval" and n < 2:
             raise InvalidArgument("ROAD(measure='retrieval') compares each sample with the others of its batch: "
                                   "pass at least 2 samples (and batch_size >= 2).")
@@ -150,3 +157,6 @@ class ROAD(LabelFreeMetric):
         """The last call's per-sample curves over the % of features imputed."""
         label = {"shift": "shift", "cosine": "similarity", "retrieval": "retrieved"}[self.measure]
         return Curve(x=self.percentages, series={label: self.curves})
+
+
+__all__ = ["ROAD", "ROAD_ORDERS", "MEASURES"]

@@ -26,7 +26,8 @@ import torch
 
 from ..errors import InvalidArgument, InvalidInput
 from ..validation import as_tensor, check_batch, check_labels
-from .base import Curve, LabelFreeMetric
+from .base import EXAMPLES, Curve, LabelFreeMetric
+from .catalogue import CurveSpec, register_metric
 from .functional import similarity_rates
 
 _DT = quantus.helpers.enums.DataType
@@ -50,6 +51,22 @@ def example_counts(M, n_train: int) -> np.ndarray:
     return counts
 
 
+def run_counts(n_train: int) -> list:
+    """The values of M (1, 5, 10, 20, 50) that a training set of ``n_train`` examples allows: the run's default."""
+    return [m for m in (1, 5, 10, 20, 50) if m <= n_train]
+
+
+@register_metric("SimilarityContrast", defaults=lambda ctx: {"contrast": True, "M": run_counts(len(ctx.y_train))},
+                 default=True, text=(
+    "Top-M minus bottom-M similarity rate, the paper's contrast between the most and the least important "
+    "examples: how well the ranking separates same-class from other-class examples."))
+@register_metric(defaults=lambda ctx: {"contrast": False, "M": run_counts(len(ctx.y_train))}, default=True, text=(
+    "Label-free example consistency (paper §4.1): share of the top-M training examples that have the "
+    "test example's label, averaged over M. Labels only score; they never explain."), curve=CurveSpec(
+    "Same-label rate of the top-M (solid) and bottom-M (dashed) training examples",
+    "M (most / least important training examples)", "same-label rate",
+    "The paper's Fig. 3: the most important training examples should share the test example's label "
+    "(high solid curves) and the least important should not (low dashed curves).", ylim=(0, 1)))
 class SimilarityRate(LabelFreeMetric):
     """Same-label rate of the top-M (and bottom-M) training examples per test example.
 
@@ -62,6 +79,8 @@ class SimilarityRate(LabelFreeMetric):
     contrast : bool
         Score top-M rate minus bottom-M rate instead of the top-M rate alone.
 
+    Notes
+    -----
     The per-sample score is the top-M rate averaged over the values of M (minus the bottom-M
     rate when ``contrast``). ``rates`` holds the last call's per-sample curves:
     ``{"M": counts, "top": (N, len(M)), "bottom": (N, len(M))}``.
@@ -79,7 +98,7 @@ class SimilarityRate(LabelFreeMetric):
     score_direction = quantus.helpers.enums.ScoreDirection.HIGHER
     evaluation_category = quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
     requires_labels = True
-    example_attributions = True
+    explanations = (EXAMPLES,)
 
     def __init__(self, y_train, M=(1, 5, 10, 20, 50), contrast: bool = False, abs: bool = False,
                  normalise: bool = False, normalise_func: Optional[Callable] = None, normalise_func_kwargs=None,

@@ -1,7 +1,7 @@
 """Correlation of the saliency maps of an encoder's latent units (Crabbé & van der Schaar 2022, §4.3).
 
 For a disentangled representation one expects each unit to be explained by different features. The
-paper measures, per example, the Pearson correlation between the saliency maps |a_j(x)| of the d
+paper measures, per example, the Pearson correlation between the saliency maps ``|a_j(x)|`` of the d
 units (:func:`lfeval.explain_units`) and averages the off-diagonal entries; it finds that it does
 not fall as β grows. Like the paper's code it also reports the entropy of the saliency mass over
 units and the number of units that carry saliency.
@@ -14,12 +14,13 @@ import quantus
 import torch
 
 from ..errors import InvalidArgument, InvalidInput
+from ..explain.features import CAPTUM_METHODS, OWN_METHODS, explain_units
 from ..validation import check_choice
 from .base import LabelFreeMetric
 
 
 def _checked_units(units) -> torch.Tensor:
-    """|units| as float64, (N, d >= 2, features...), finite; else an lfeval error."""
+    """``|units|`` as float64, (N, d >= 2, features...), finite; else an lfeval error."""
     a = torch.as_tensor(np.asarray(units) if not torch.is_tensor(units) else units)
     if a.dim() < 3:
         raise InvalidArgument(f"`units` must be unit attributions (N, d, *input_shape) from lfeval.explain_units, "
@@ -37,7 +38,7 @@ def unit_saliency_stats(units: torch.Tensor, active_share: float = 0.01) -> dict
     """Per-example statistics of unit attributions ``units`` (N, d, ...).
 
     Returns ``{"correlation", "entropy", "active_units"}``, each (N,):
-    mean off-diagonal Pearson correlation of the |maps| (units with a constant map are left out;
+    mean off-diagonal Pearson correlation of the ``|maps|`` (units with a constant map are left out;
     NaN if fewer than two remain); entropy of p_j = sum|a_j| / sum|a| (nats); number of units with
     p_j >= ``active_share``.
     """
@@ -62,7 +63,7 @@ def pooled_unit_correlation(units, latents=None) -> float:
     pooled over all examples and features (lfxai's ``pearson_saliency`` of ``attribute_individual_dim``).
 
     ``units`` (N, d, ...) from :func:`lfeval.explain_units`; with ``latents`` (N, d) the saliency is
-    |z_j(x) a_j(x)|, as the paper's code weights it, else |a_j(x)|. The per-example correlation of
+    ``|z_j(x) a_j(x)|``, as the paper's code weights it, else ``|a_j(x)|``. The per-example correlation of
     :func:`unit_saliency_stats` ignores that weight (a scale per example and unit); pooling does not, and it also
     counts where on the input each unit looks across examples. NaN when a unit's pooled map is constant.
 
@@ -109,8 +110,6 @@ class UnitSaliencyCorrelation(LabelFreeMetric):
 
     def __init__(self, method: str = "GradientShap", active_share: float = 0.01, explain_kwargs=None, **kwargs):
         super().__init__(**kwargs)
-        from ..explain.features import CAPTUM_METHODS, OWN_METHODS
-
         self.method = check_choice(method, tuple(CAPTUM_METHODS) + OWN_METHODS, "explanation method")
         if not 0 < active_share < 1:
             raise InvalidArgument(f"`active_share` must be in (0, 1), got {active_share}.")
@@ -132,8 +131,6 @@ class UnitSaliencyCorrelation(LabelFreeMetric):
         return data_batch
 
     def evaluate_batch(self, model, x_batch, y_batch=None, a_batch=None, s_batch=None, **kwargs) -> np.ndarray:
-        from ..explain.features import explain_units
-
         units = explain_units(self.torch_model(model), x_batch, method=self.method, **self.explain_kwargs)
         stats = unit_saliency_stats(torch.as_tensor(units), self.active_share)
         self._stats.append(stats)

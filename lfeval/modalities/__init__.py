@@ -15,29 +15,34 @@ the data set's modality instead of looking at ``ndim``.
 from __future__ import annotations
 
 from ..errors import InvalidArgument
-from ..validation import check_choice
+from ..registry import Registry
 from .base import Modality
 from .image import Image
 from .tabular import Tabular
 from .text import Text
 from .time_series import TimeSeries
 
-MODALITIES: dict = {}
+
+def _check(name, modality) -> None:
+    if not isinstance(modality, Modality):
+        raise InvalidArgument(f"register_modality needs a Modality instance, got {type(modality).__name__}.")
+
+
+#: name -> :class:`Modality` instance (a :class:`lfeval.registry.Registry`)
+MODALITIES = Registry("modality", check=_check)
 
 
 def register_modality(modality: Modality) -> Modality:
     """Add a :class:`Modality` instance under its ``name`` (a new modality is one file plus this call)."""
-    if not isinstance(modality, Modality):
-        raise InvalidArgument(f"register_modality needs a Modality instance, got {type(modality).__name__}.")
-    MODALITIES[modality.name] = modality
-    return modality
+    _check(None, modality)  # before reading ``modality.name``
+    return MODALITIES.register(modality.name, modality)
 
 
 def get_modality(modality) -> Modality:
     """The registered :class:`Modality` for a name (or the modality itself)."""
     if isinstance(modality, Modality):
         return modality
-    return MODALITIES[check_choice(modality, MODALITIES, "modality")]
+    return MODALITIES.get(modality)
 
 
 def default_modality(sample_shape: tuple) -> Modality:

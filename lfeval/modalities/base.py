@@ -102,7 +102,7 @@ class Modality:
 
     def unit_importance(self, a: torch.Tensor, shape: tuple) -> torch.Tensor:
         """Importance (N, F) of each masking unit from attributions ``a`` (N, ...) of samples of ``shape``:
-        |a| summed over the axes a unit spans. Attributions already reduced to the units' shape are
+        ``|a|`` summed over the axes a unit spans. Attributions already reduced to the units' shape are
         used as they are."""
         a = a.abs()
         units = self.unit_shape(shape)
@@ -113,7 +113,7 @@ class Modality:
         return a.reshape(len(a), -1)
 
     def unit_mask(self, mask: torch.Tensor, shape: tuple) -> torch.Tensor:
-        """A mask (..., F) over units as a tensor (..., *unit_shape) that broadcasts to samples of ``shape``."""
+        """A mask (..., F) over units as a tensor ``(..., *unit_shape)`` that broadcasts to samples of ``shape``."""
         return mask.reshape(*mask.shape[:-1], *self.unit_shape(shape))
 
     def occlusion_window(self, shape: tuple) -> tuple:
@@ -158,6 +158,6 @@ class Modality:
         ax.imshow(np.asarray(x, dtype=float).reshape(1, -1), cmap="gray", aspect="auto")
 
     def draw_attribution(self, ax, a, x=None) -> None:
-        """Draw |attribution| of one sample, per masking unit, on a matplotlib axis (``x``: the sample, for
+        """Draw ``|attribution|`` of one sample, per masking unit, on a matplotlib axis (``x``: the sample, for
         modalities that draw the attribution on it)."""
         ax.imshow(np.abs(np.asarray(a, dtype=float)).reshape(1, -1), cmap="hot", aspect="auto")

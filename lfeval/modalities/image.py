@@ -14,7 +14,7 @@ from .base import Modality
 
 class Image(Modality):
     """Images laid out (C, H, W). The masking unit is a pixel, removed in every channel at once (paper
-    §4.1 ranks pixels by |attribution| summed over channels); the default baseline is black (zeros)."""
+    §4.1 ranks pixels by ``|attribution|`` summed over channels); the default baseline is black (zeros)."""
 
     name = "image"
     layout = "(C, H, W)"

@@ -81,8 +81,9 @@ def train_ensemble(
         One dict per encoder: ``{"pretext": ..., "seed": ...}`` plus that task's options (``sigma``, ``p``,
         ``beta``, ...). Members whose tasks share their loss code and architecture train in one vmapped step:
         reconstruction, denoising and inpainting together, a VAE kind over several β, any task over seeds.
-    latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, cache_dir, checkpoints, val_fraction,
-    device, display_progressbar, threads :
+    latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps :
+        The training settings of :func:`~lfeval.models.train_encoder`.
+    cache_dir, checkpoints, val_fraction, device, display_progressbar, threads :
         :func:`~lfeval.models.train_encoder`'s, shared by the members. Each member is what a lone run with its
         pretext, seed and options computes, up to float rounding (module docstring). Members found in
         ``cache_dir`` are loaded; the others are trained.

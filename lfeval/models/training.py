@@ -48,7 +48,7 @@ def train_encoder(
     val_fraction: float = 0.1,
     device=None,
     display_progressbar: bool = True,
-    threads="auto",
+    threads=None,
     **task_kwargs,
 ) -> Encoder:
     """Train an encoder on ``ds.x_train`` with a pretext task and return it in eval mode.
@@ -84,10 +84,11 @@ def train_encoder(
         there, so a seed gives the same draws on the CPU and a GPU. On CUDA the optimizer is Adam's fused kernel
         (``fused=True``: the same update, rounded differently within float32), TF32 is off unless asked for with
         :func:`lfeval.precision.use`, and the host reads the device once per epoch.
-    threads : "auto" or int
+    threads : "auto", int or None
         torch's intra-op threads while training (:func:`lfeval.threads.limit`; the caller's setting is
-        restored on return). "auto" (or ``LFEVAL_THREADS``) picks them from the model's size and this
-        process's cores, never from the machine's load: oneDNN's convolution gradients depend on the
+        restored on return). None (the default) is the enclosing :func:`lfeval.threads.scope`'s setting
+        (``lfeval run``'s), else "auto". "auto" (or ``LFEVAL_THREADS``) picks them from the model's size and
+        this process's cores, never from the machine's load: oneDNN's convolution gradients depend on the
         thread count, and the same seed must give the same weights on a busy machine. A small model
         (the digits encoders) trains on one thread.
     **task_kwargs
@@ -104,7 +105,7 @@ def train_encoder(
     Returns
     -------
     lfeval.Encoder
-        (N, *input_shape) -> (N, latent_dim), in eval mode, carrying the data set's modality and
+        ``(N, *input_shape) -> (N, latent_dim)``, in eval mode, carrying the data set's modality and
         masking baseline, ``pretext``, ``pretext_model`` (the full model, whose per-example loss the
         loss-based example methods use), ``checkpoints`` (list of ``{"epoch", "lr", "state_dict"}``
         of the full model) and ``history``.
@@ -166,7 +167,7 @@ def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patienc
     return dict(pretext=pretext, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, patience=patience, min_steps=min_steps, checkpoints=checkpoints,
                 val_fraction=val_fraction, task=task_kwargs, device=check_device(device),
-                threads=threads_mod.check_threads(threads), x=x_all, n_val=n_val)
+                threads=None if threads is None else threads_mod.check_threads(threads), x=x_all, n_val=n_val)
 
 
 def _config(ds: Dataset, plan: dict, seed: int, **extra) -> dict:
@@ -234,6 +235,39 @@ def _adam(params, lr: float, weight_decay: float, device: torch.device) -> torch
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+def _split(x_all, y_all, n_val: int, gen: torch.Generator, device: torch.device) -> tuple:
+    """``(x_train, y_train, x_val, y_val)`` on ``device``: a seeded permutation's first ``n_val`` examples
+    validate (drawn from ``gen`` on the CPU; gathered on the device, one copy of the data there)."""
+    perm = torch.randperm(len(x_all), generator=gen)
+    if y_all is None:  # unlabelled data: placeholder labels, which the self-supervised tasks ignore
+        y_all = torch.zeros(len(x_all), dtype=torch.long)
+    if device.type != "cpu":  # split on the device: one copy of the data, gathered there
+        x_all, y_all, perm = x_all.to(device), y_all.to(device), perm.to(device)
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    return (x_all[train_idx].to(device), y_all[train_idx].to(device), x_all[val_idx].to(device),
+            y_all[val_idx].to(device))
+
+
+def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: torch.dtype) -> tuple:
+    """One pass over the training split in a fresh order from ``gen``: ``(summed loss on the device, steps)``."""
+    model.train()
+    device = x_tr.device
+    order = torch.randperm(len(x_tr), generator=gen).to(device, non_blocking=True)  # batches are views of it
+    total = torch.zeros((), dtype=acc, device=device)
+    steps = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
+            continue
+        loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+        total += loss.detach().to(acc) * len(idx)
+    return total, steps
+
+
 def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
          checkpoints, device, display_progressbar):
     """Adam with early stopping: (history, checkpoint states, best state, best epoch).
@@ -242,14 +276,7 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     running loss live on ``device``, and the host reads the device once per epoch (train and validation loss
     together), never per batch."""
     gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(x_all), generator=gen)
-    if y_all is None:  # unlabelled data: placeholder labels, which the self-supervised tasks ignore
-        y_all = torch.zeros(len(x_all), dtype=torch.long)
-    if device.type != "cpu":  # split on the device: one copy of the data, gathered there
-        x_all, y_all, perm = x_all.to(device), y_all.to(device), perm.to(device)
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    x_tr, y_tr = x_all[train_idx].to(device), y_all[train_idx].to(device)
-    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
+    x_tr, y_tr, x_val, y_val = _split(x_all, y_all, n_val, gen, device)
     del x_all, y_all
     # the epoch's summed loss, in float64 as the Python float it replaces (MPS has no float64)
     acc = torch.float32 if device.type == "mps" else torch.float64
@@ -261,19 +288,8 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     states = []
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
-        model.train()
-        order = torch.randperm(len(x_tr), generator=gen).to(device, non_blocking=True)  # batches are views of it
-        total = torch.zeros((), dtype=acc, device=device)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
-                continue
-            loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            total += loss.detach().to(acc) * len(idx)
+        total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc)
+        steps += epoch_steps
         model.eval()
         with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
             val = model.loss(x_val, y_val, generator=torch.Generator().manual_seed(seed + 1))

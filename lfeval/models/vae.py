@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..draws import draw
 from ..validation import check_number, check_positive_int
 from .architectures import EncoderNet
-from .pretext import PretextTask
+from .task import PretextTask
 
 VAE_PRETEXTS = ("beta-vae", "tc-vae")
 

@@ -8,14 +8,7 @@ the label-free metrics with MetaQuantus, ranks the explainers (rank 1 = best) an
 
 from __future__ import annotations
 
-import importlib
-
+from .job import report, run
 from .store import StageStore
 
 __all__ = ["StageStore", "run", "report"]
-
-
-def __getattr__(name: str):  # the job imports Quantus and MetaQuantus: load it on first use
-    if name in ("run", "report"):
-        return getattr(importlib.import_module(f"{__name__}.job"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from ..errors import InvalidArgument
+from ..metrics.curve import Curve
 
 
 def encode(tree) -> tuple:
@@ -51,8 +52,6 @@ def encode(tree) -> tuple:
             return array(v)
         if isinstance(v, pd.DataFrame):
             return {"__frame__": _frame(v, walk, array)}
-        from ..metrics.curve import Curve
-
         if isinstance(v, Curve):
             return {"__curve__": {"x": array(v.x), "series": {str(k): array(s) for k, s in v.series.items()}}}
         if isinstance(v, dict):
@@ -115,8 +114,6 @@ def decode(document, arrays: dict):
             df = pd.DataFrame(data, columns=f["columns"], index=index)
             return df.astype(dict(zip(f["columns"], f["dtypes"])))
         if "__curve__" in v:
-            from ..metrics.curve import Curve
-
             c = v["__curve__"]
             return Curve(get(c["x"]), {k: get(s) for k, s in c["series"].items()})
         raise ValueError(f"Unknown entry in a stage document: {sorted(v)[:3]}")

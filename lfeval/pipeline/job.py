@@ -23,10 +23,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from .. import precision, threads
-from ..config import RunConfig
+from ..config import RunConfig, load_plugins
 from ..errors import InvalidArgument, RunIncomplete
 from ..execution import Cell, cell_device, cells_failed, get_executor, gpus_for
 from . import stages
@@ -47,7 +48,10 @@ def _limited(fn, rd: stages.RunData, *args, **kwargs):
 
 
 def _in_worker(fn, rd: stages.RunData, *args, **kwargs):
-    """:func:`_silenced` in a worker process: on the device it was given, with the run's precision."""
+    """:func:`_silenced` in a worker process: the run's plugins loaded first (a worker unpickled ``rd`` without
+    importing them, so the explainers and metrics they register were unknown there), on the device it was given,
+    with the run's precision."""
+    load_plugins(rd.plugins)
     rd.to(cell_device(rd.config.device))
     with precision.use(rd.config.precision):
         return _silenced(fn, rd, *args, **kwargs)
@@ -70,6 +74,8 @@ def plan(c: RunConfig) -> list:
         steps += [(f"examples-{p}", stages.example_importance, (p,), ()) for p in c.encoder_names]
     needs = tuple(name for name, *_ in steps)
     steps += [(f"scores-{p}", _score, (p,), needs) for p in c.encoder_names]
+    if c.pairs is not None:  # pair explanations (config `pairs`): independent of the other stages
+        steps += [(f"pairs-{p}", stages.pair_explanations, (p,), ()) for p in c.encoder_names]
     if len(c.encoder_names) > 1:
         steps.append(("pretext", stages.pretext_tables, (), ()))
     steps += [(f"meta-{m}", stages.meta_evaluation, (m,), ()) for m in c.meta_metrics]
@@ -80,12 +86,16 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: flo
     """Run the main job described by ``config`` and return the path of its ``report.html``.
 
     Stages: encoders -> attributions (per pretext) -> example importance (per pretext) -> scores
-    (per pretext) -> pretext tables -> meta-evaluation (per metric) -> CSVs, plots, report. A rerun
-    loads finished stages (recomputing those whose files fail their check or whose data changed);
+    (per pretext) -> pair explanations (per pretext, with config ``pairs`` only) -> pretext tables ->
+    meta-evaluation (per metric) -> CSVs, plots, report. A rerun loads finished stages (recomputing those
+    whose files fail their check or whose data changed, and pair stages of a changed ``pairs`` file);
     ``fresh=True`` first deletes the run folder, which must be one lfeval created. With
     ``config.backend == "ray"``, stages that fail after their retries are reported together
     (:class:`lfeval.errors.CellsFailed`) once the others are stored. Every stage computes on ``config.device``
-    under ``config.precision``, and records both (:class:`StageStore`).
+    under ``config.precision``, and records both (:class:`StageStore`). The config's resolved settings reach the
+    stages one way each: ``device`` and ``precision`` as values, ``threads`` through the run's
+    :func:`lfeval.threads.scope`; its ``plugins`` are loaded here (:class:`lfeval.pipeline.stages.RunData`) and
+    in each worker process before a cell runs.
 
     One process at a time writes a run folder: while another holds it, this raises
     :class:`lfeval.errors.RunLocked` naming it, or first waits up to ``wait`` seconds (``math.inf``: until it is
@@ -109,7 +119,10 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: flo
         results = {}
         for name, *_ in steps:
             found, result = store.try_load(name, log)
-            if found:
+            if found and stale_pairs(rd, name, result):
+                log(f"[lfeval] stage {name!r} was computed for other index pairs than config `pairs` "
+                    f"{c.pairs!r} holds now; recomputing it")
+            elif found:
                 results[name] = result
         todo = [s for s in steps if s[0] not in results]
         if todo:
@@ -131,15 +144,26 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: flo
                 raise cells_failed(failures, len(steps), str(store.dir))
         attributions = {p: results[f"attributions-{p}"] for p in c.encoder_names} if c.explainers else {}
         scored = {p: results[f"scores-{p}"] for p in c.encoder_names}
+        pairs = {p: results[f"pairs-{p}"] for p in c.encoder_names} if c.pairs is not None else {}
         pretext = results.get("pretext", pd.DataFrame())
         metas = [results[f"meta-{m}"] for m in c.meta_metrics]
         meta = pd.concat(metas) if metas else pd.DataFrame()
         report = c.run_dir / "report.html"
         if store.computed or not report.exists():  # else every stage was loaded and the report is up to date
             report = rd.limited(lambda: write_outputs(c.run_dir, c, rd, encoders, attributions, scored, pretext,
-                                                       meta))
+                                                       meta, pairs))
     log(f"[lfeval] {len(store.computed)} stage(s) computed, {len(store.loaded)} loaded from {store.dir}")
     return report
+
+
+def stale_pairs(rd: stages.RunData, name: str, result) -> bool:
+    """Whether the stored stage ``name`` is a pair stage computed for other index pairs than the config's ``pairs``
+    file holds now (the file is named by its path, so its content may have changed since)."""
+    if not name.startswith("pairs-") or rd.pair_index is None:
+        return False
+    index = rd.pair_index
+    return not (result.get("b_split") == "test" and np.array_equal(result.get("a_index"), index[:, 0])
+                and np.array_equal(result.get("b_index"), index[:, 1]))
 
 
 def stage_names(config: RunConfig) -> list:
@@ -179,4 +203,5 @@ def _report(run_dir: Path, config: RunConfig) -> Path:
         attributions = ({p: store.load(f"attributions-{p}") for p in config.encoder_names} if config.explainers
                         else {})
         scored = {p: store.load(f"scores-{p}") for p in config.encoder_names}
-        return render(run_dir, config, rd, attributions, scored)
+        pairs = {p: store.load(f"pairs-{p}") for p in config.encoder_names} if config.pairs is not None else {}
+        return render(run_dir, config, rd, attributions, scored, pairs)

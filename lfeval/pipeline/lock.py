@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import RunLocked
+from ..errors import InvalidArgument, RunLocked
 
 try:  # POSIX; elsewhere the JSON document alone decides (see the module docstring)
     import fcntl
@@ -97,8 +97,6 @@ class RunLock:
 
     def __init__(self, run_dir, wait: float = 0.0, log: Callable = _warn, command: str = "lfeval run"):
         if wait is None or not (isinstance(wait, (int, float)) and wait >= 0):
-            from ..errors import InvalidArgument
-
             raise InvalidArgument(f"`wait` (--wait) must be a number of seconds >= 0, got {wait!r}.")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE

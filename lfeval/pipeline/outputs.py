@@ -1,26 +1,31 @@
 """What ``lfeval run`` writes: the CSV tables, the PNG plots and the self-contained ``report.html``.
 
-:func:`write_tables` writes the CSVs from the stage results; :func:`render` draws the plots and
-writes ``report.html`` from the CSVs and the stored stages, for ``lfeval run`` and ``lfeval report``
-alike. Ranks follow lfeval's one convention: 1 = best.
+:func:`write_tables` writes the CSVs from the stage results; :func:`render` gathers the CSVs and the stored
+stages into a :class:`lfeval.report.page.RunPage` and has :mod:`lfeval.report.page` draw the plots and write
+``report.html``, for ``lfeval run`` and ``lfeval report`` alike. With config ``pairs``, :func:`write_pair_tables`
+adds ``pairs.csv`` and ``pair_ranks.csv`` and :func:`pair_page` gathers the report's pair section. Ranks follow
+lfeval's one convention: 1 = best.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+from typing import Optional
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
+from ..config import NEAREST
 from ..errors import RunIncomplete
-from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES
-from ..report import Section, normalise_scores, plots, rank_explainers, write_report
+from ..explain.base import EXPLAINERS
+from ..explain.examples import EXAMPLE_METHODS
+from ..metrics import correlation_matrix
+from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, get_entry
+from ..report import normalise_scores, rank_explainers
+from ..report.page import OVERALL, RunPage, control_table, wide, write_run_page
+from ..report.pairs import PairMaps, PairPage
 from ..report.ranking import control_wins, mean_rank_metrics
-from .summary import RANK_CONVENTION, control_flags, control_names, left_out_sentence, summary_sentences
+from . import stages
 
-OVERALL = "all"
 #: the tables of a run: name -> keyword arguments of pandas.read_csv
 TABLES = {"encoders": {"index_col": 0}, "scores": {}, "ranks": {}, "meta": {}, "pretext": {}}
 
@@ -28,14 +33,10 @@ TABLES = {"encoders": {"index_col": 0}, "scores": {}, "ranks": {}, "meta": {}, "
 def control_methods(scores: pd.DataFrame) -> list:
     """The methods of a long scores table that are controls, read from the explainer registries: a feature
     explainer or example method whose class sets ``control = True`` (the Random explainer; a user's may too)."""
-    from ..explain.base import EXPLAINERS, explainer_names
-    from ..explain.examples import EXAMPLE_METHODS
-
-    explainer_names()  # registers the built-in explainers
     registry = {FEATURES: EXPLAINERS, EXAMPLES: EXAMPLE_METHODS}
     pairs = scores[["kind", "method"]].drop_duplicates().itertuples(index=False) if len(scores) else ()
     return list(dict.fromkeys(m for kind, m in pairs
-                              if getattr(registry.get(kind, {}).get(m), "control", False) is True))
+                              if m in registry.get(kind, {}) and getattr(registry[kind][m], "control", False) is True))
 
 
 def rank_table(scores: pd.DataFrame, directions: dict, controls=()) -> pd.DataFrame:
@@ -80,43 +81,9 @@ def rank_table(scores: pd.DataFrame, directions: dict, controls=()) -> pd.DataFr
                                        "control_wins"])
 
 
-def wide(table: pd.DataFrame, kind: str, pretext: str, value: str) -> pd.DataFrame:
-    """methods x metrics of one kind and encoder, from a long scores or ranks table."""
-    t = table[(table["kind"] == kind) & (table["pretext"] == pretext)]
-    out = t.pivot(index="method", columns="metric", values=value)
-    return out.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["metric"]))]
-
-
-def control_table(ranks: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Per encoder (and overall) where a control wins a metric: the metrics it ties or beats and what the
-    mean rank is over, from ``ranks.csv`` (:func:`lfeval.pipeline.summary.control_flags`)."""
-    n = ranks.loc[(ranks["kind"] == kind) & (ranks["metric"] != "mean_rank"), "metric"].nunique()
-    names = control_names(ranks, kind)
-    rows = {}
-    for p, f in control_flags(ranks, kind).items():
-        rows["overall" if p == OVERALL else p] = {
-            "control": ", ".join(names), "control ties or beats every other method on": ", ".join(f["won"]),
-            "mean rank over": (f"all {n} metrics (the control wins every one; nothing left out)" if f["all"]
-                               else f"the other {n - len(f['won'])} of {n} metrics")}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("encoder")
-
-
-def _save(fig, path: Path, caption: str, figures: list) -> None:
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    figures.append((path, caption))
-
-
-def _metric_notes(names, directions: dict) -> str:
-    """Each metric's catalogue text and its direction (read from the built metric)."""
-    items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(CATALOGUE[n].text)} "
-                    f"{'Higher' if directions[n] == 'higher' else 'Lower'} is better.</li>" for n in names)
-    return f"<ul>{items}</ul>"
-
-
 def metric_kind(name: str) -> str:
     """The kind a metric is meta-evaluated on (as :func:`lfeval.pipeline.stages.meta_evaluation` picks it)."""
-    return FEATURES if FEATURES in CATALOGUE[name].kinds else EXAMPLES
+    return FEATURES if FEATURES in get_entry(name).kinds else EXAMPLES
 
 
 def write_tables(run_dir: Path, encoders: pd.DataFrame, scored: dict, pretext: pd.DataFrame,
@@ -133,10 +100,11 @@ def write_tables(run_dir: Path, encoders: pd.DataFrame, scored: dict, pretext: p
     pretext.to_csv(run_dir / "pretext.csv", index=False)
 
 
-def read_tables(run_dir: Path) -> dict:
-    """``{name: DataFrame}`` of the run's CSVs (an empty table for an empty file)."""
+def read_tables(run_dir: Path, pairs: bool = False) -> dict:
+    """``{name: DataFrame}`` of the run's CSVs (an empty table for an empty file); ``pairs``: with the pair
+    tables (:data:`PAIR_TABLES`)."""
     run_dir, tables = Path(run_dir), {}
-    for name, kwargs in TABLES.items():
+    for name, kwargs in {**TABLES, **(PAIR_TABLES if pairs else {})}.items():
         path = run_dir / f"{name}.csv"
         if not path.is_file():
             raise RunIncomplete(f"{run_dir} has no {path.name}: the run did not finish writing its tables. Run "
@@ -148,121 +116,100 @@ def read_tables(run_dir: Path) -> dict:
     return tables
 
 
-def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attributions: dict, scored: dict,
-                  pretext: pd.DataFrame, meta: pd.DataFrame) -> Path:
-    """``lfeval run``'s outputs: the CSVs, then the plots and report.html (:func:`render`); returns its path."""
-    write_tables(run_dir, encoders, scored, pretext, meta)
-    return render(run_dir, config, rd, attributions, scored)
+#: the tables of a run with config ``pairs`` (:func:`write_pair_tables`)
+PAIR_TABLES = {"pairs": {}, "pair_ranks": {}}
+#: the rows of ``pairs.csv`` that are not a pair explainer's (the interactions' completeness errors): not ranked
+INTERACTIONS = "IntegratedJacobians"
 
 
-def render(run_dir: Path, config, rd, attributions: dict, scored: dict) -> Path:
-    """Draw the plots and write report.html from the run's CSVs (:func:`read_tables`) and the stored
-    attributions and scores stages (directions, curves); return the report's path. Recomputes nothing."""
+def pair_rank_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The ranks of the pair explainers (``pair_ranks.csv``): :func:`rank_table` of the pair metrics' means in
+    ``pairs.csv`` (kind ``"pairs"``), per encoder and overall, the control methods read from the explainer
+    registry (the Random explainer); the interactions' completeness rows are not ranked."""
+    rows = pairs[pairs["method"] != INTERACTIONS] if len(pairs) else pairs
+    if not len(rows):
+        return pd.DataFrame()
+    scores = rows.assign(kind="pairs", score=rows["mean"])[["pretext", "kind", "method", "metric", "score"]]
+    directions = dict(zip(rows["metric"], rows["direction"]))
+    controls = [m for m in dict.fromkeys(rows["method"])
+                if m in EXPLAINERS and getattr(EXPLAINERS[m], "control", False) is True]
+    return rank_table(scores, directions, controls=controls)
+
+
+def write_pair_tables(run_dir: Path, pairs: dict) -> None:
+    """Write ``pairs.csv`` (per encoder x method x metric: mean, std, 95% CI half-width, n, direction; the
+    interactions' completeness errors as method ``IntegratedJacobians``) and ``pair_ranks.csv`` from the pair
+    stages ``{encoder: result}`` (:func:`lfeval.pipeline.stages.pair_explanations`)."""
     run_dir = Path(run_dir)
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    t = read_tables(run_dir)
-    encoders, scores, ranks, meta, pretext = (t[k] for k in ("encoders", "scores", "ranks", "meta", "pretext"))
-    directions = {k: v for r in scored.values() for k, v in r["directions"].items()}
+    table = pd.concat([r["scores"] for r in pairs.values()], ignore_index=True)
+    table.to_csv(run_dir / "pairs.csv", index=False)
+    pair_rank_table(table).to_csv(run_dir / "pair_ranks.csv", index=False)
 
-    sections = []
-    intro = (f"Data set <b>{html.escape(rd.ds.name)}</b> ({len(rd.x)} explained test inputs, {len(rd.x_train)} "
-             f"training examples for example importance), latent size {config.latent_dim}, seed {config.seed}. "
-             "Explanations are label-free: feature attributions explain g<sub>x</sub>(x') = &lt;f(x), f(x')&gt; "
-             "(Crabbé &amp; van der Schaar 2022, Eq. 3); labels only score. Tables: scores.csv, ranks.csv, "
-             "meta.csv, pretext.csv.")
-    text = ("One encoder per pretext task; the probe accuracy is a logistic regression on the latents (a sanity "
-            "check of the representation, never used to explain; probe_split says which data it used). "
-            "latent_spread is the latents' spread over inputs relative to their size and reconstruction_ratio the "
-            "reconstruction error over that of the mean input: near 0 and near or above 1 mean a collapsed encoder.")
-    collapsed = encoders[encoders["collapsed"].astype(bool)] if "collapsed" in encoders else encoders.iloc[:0]
-    for name, row in collapsed.iterrows():
-        text += (f"<p class='warning'><b>Warning: the {html.escape(str(name))} encoder looks collapsed</b>: "
-                 f"{html.escape(str(row['diagnosis']))}. Its explanations and scores say little.</p>")
-    sections.append(Section("Encoders", text, {"encoders": encoders}))
 
-    kinds = [k for k in (FEATURES, EXAMPLES) if len(scores) and k in set(scores["kind"])]
-    for kind in kinds:
-        metric_names = list(dict.fromkeys(scores.loc[scores["kind"] == kind, "metric"]))
-        figures = []
-        overall_ranks = wide(ranks, kind, OVERALL, "rank")
-        flags = control_flags(ranks, kind)
-        overall_won = flags[OVERALL]["won"] if OVERALL in flags and not flags[OVERALL]["all"] else []
-        if overall_ranks.shape[1] > 2:
-            fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers",
-                                    control_wins=overall_won)
-            _save(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind}; rank 1 = best, "
-                  "drawn outermost)" + ("; metrics marked (control wins) are left out of the mean rank"
-                                        if overall_won else ""), figures)
-        tables = {"overall rank (normalised scores averaged over encoders; 1 = best)": overall_ranks.sort_values(
-            "mean_rank", ascending=True, kind="stable")}
-        if flags:
-            tables["metrics a control ties or beats (left out of the mean rank)"] = control_table(ranks, kind)
-        for p in config.encoder_names:
-            tables[f"mean scores, {p} encoder"] = wide(scores, kind, p, "score")
-        title = "Feature attributions" if kind == FEATURES else "Example importance"
-        left_out = left_out_sentence(ranks, kind, OVERALL)
-        text = ("Scores are means over the explained inputs (per-sample values and their standard errors are in "
-                f"scores.csv). {RANK_CONVENTION}" + (f"<p>{left_out}</p>" if left_out else "")
-                + _metric_notes(metric_names, directions))
-        sections.append(Section(f"{title}: scores and ranking", text, tables, figures))
+def write_outputs(run_dir: Path, config, rd, encoders: pd.DataFrame, attributions: dict, scored: dict,
+                  pretext: pd.DataFrame, meta: pd.DataFrame, pairs: Optional[dict] = None) -> Path:
+    """``lfeval run``'s outputs: the CSVs (with ``pairs``, the pair stages, also :func:`write_pair_tables`), then
+    the plots and report.html (:func:`render`); returns its path."""
+    write_tables(run_dir, encoders, scored, pretext, meta)
+    if pairs:
+        write_pair_tables(run_dir, pairs)
+    return render(run_dir, config, rd, attributions, scored, pairs)
 
-    figures, feature_tables = [], {}
-    if attributions:
-        for p, per_method in attributions.items():
-            fig = plots.attribution_maps(rd.x_np, per_method, n=4, title=f"Label-free attributions, {p} encoder",
-                                         modality=rd.ds.modality)
-            _save(fig, plot_dir / f"attributions_{p}.png", f"Example attribution maps per method ({p} encoder)",
-                  figures)
-            if rd.ds.feature_names:  # named tabular features (a CSV's columns): mean |a| per feature and method
-                feature_tables[f"mean |attribution| per feature, {p} encoder"] = pd.DataFrame(
-                    {m: np.abs(np.asarray(a)).reshape(len(a), -1).mean(0) for m, a in per_method.items()},
-                    index=pd.Index(rd.ds.feature_names, name="feature"))
-    if figures:
-        sections.append(Section("Feature attributions: maps", "Attribution maps show |a| of the first explained "
-                                "inputs, per method.", feature_tables, figures=figures))
 
-    curve_metrics = list(dict.fromkeys(m for r in scored.values() for m in r["curves"]))
-    for metric in curve_metrics:  # every catalogue entry with a curve: one panel per encoder
-        spec, figures = CATALOGUE[metric].curve, []
-        per_encoder = {p: r["curves"][metric] for p, r in scored.items() if metric in r["curves"]}
-        fig, axes = plots.panels(len(per_encoder))
-        for i, (ax, (p, by_method)) in enumerate(zip(axes, per_encoder.items())):
-            plots.metric_curves(by_method, title=p, xlabel=spec.xlabel, ylabel=spec.ylabel, ylim=spec.ylim, ax=ax,
-                                legend=i == 0)
-        fig.suptitle(spec.title, y=1.03)
-        _save(fig, plot_dir / f"curves_{metric}.png", f"{metric} curves per encoder", figures)
-        sections.append(Section(f"{metric}: curves", html.escape(spec.text), figures=figures))
+def pair_page(config, rd, pairs: dict, tables: dict) -> PairPage:
+    """The data of the report's pair section (:class:`lfeval.report.pairs.PairPage`) from the pair stages
+    ``{encoder: result}`` and the ``pairs.csv``/``pair_ranks.csv`` tables: for each encoder the first
+    ``pair_maps`` pairs' inputs, attributions and interaction maps."""
+    drawn = {}
+    for p, r in pairs.items():
+        k = len(r["interactions"]["error"]) or min(config.pair_maps, len(r["a_index"]))
+        head = {key: r[key][:k] for key in ("a_index", "b_index")}
+        a, b = stages.pair_inputs_of(rd, {**head, "b_split": r["b_split"]})
+        drawn[p] = PairMaps(a=a, b=b, a_index=head["a_index"], b_index=head["b_index"], b_split=r["b_split"],
+                            similarity=r["similarity"][:k],
+                            attributions={m: v[:k] for m, v in r["attributions"].items()},
+                            row_sums=r["interactions"]["row_sums"], col_sums=r["interactions"]["col_sums"],
+                            top=r["interactions"]["top"])
+    curves = {}  # {metric: {encoder: {method: Curve}}}
+    for p, r in pairs.items():
+        for metric, by_method in r["curves"].items():
+            curves.setdefault(metric, {})[p] = by_method
+    metrics = [m for m in dict.fromkeys(tables["pairs"]["metric"]) if m in CATALOGUE]
+    return PairPage(
+        mode="nearest" if config.pairs == NEAREST else f"the index pairs of {Path(config.pairs).name}",
+        similarity=config.pair_similarity, n_steps=config.pair_steps, scores=tables["pairs"],
+        ranks=tables["pair_ranks"], maps=drawn, modality=rd.ds.modality, curves=curves,
+        curve_specs={m: get_entry(m).curve for m in curves}, metric_texts={m: get_entry(m).text for m in metrics},
+        directions={m: d for r in pairs.values() for m, d in r["directions"].items()})
 
-    if len(pretext):
-        figures = []
-        mats = {}
-        from ..metrics import correlation_matrix
 
-        for kind, t in pretext.groupby("kind", sort=False):
-            mats[f"{kind} ({t['method'].iloc[0]})"] = correlation_matrix(t)
-        fig = plots.pretext_heatmaps(mats)
-        _save(fig, plot_dir / "pretext_heatmaps.png", "Pearson correlation of explanations between pretext tasks",
-              figures)
-        runs = int(pretext["runs"].max())
-        title = "Encoder agreement" if config.encoders else "Pretext sensitivity (paper §4.2)"
-        sections.append(Section(title, (
-            "Correlation of explanations of the same inputs by the run's encoders (trained on different pretext "
-            "tasks, or yours), pooled over all test features (features) or the whole example-importance matrix "
-            f"(examples), mean over {runs} run(s). Low values mean the explanation depends on the encoder."),
-            {"encoder correlations" if config.encoders else "pretext correlations": pretext}, figures))
+def render(run_dir: Path, config, rd, attributions: dict, scored: dict, pairs: Optional[dict] = None) -> Path:
+    """Draw the plots and write report.html from the run's CSVs (:func:`read_tables`) and the stored
+    attributions and scores stages (directions, curves), and the pair stages ``pairs`` (with config ``pairs``);
+    return the report's path. Recomputes nothing: the page is :mod:`lfeval.report.page`'s, from the data gathered
+    here."""
+    t = read_tables(run_dir, pairs=bool(pairs))
+    scores, pretext, meta = t["scores"], t["pretext"], t["meta"]
+    curves = {}  # {metric: {encoder: {method: Curve}}}, every catalogue entry with a curve
+    for p, r in scored.items():
+        for metric, by_method in r["curves"].items():
+            curves.setdefault(metric, {})[p] = by_method
+    metrics = dict.fromkeys(scores["metric"]) if len(scores) else {}
+    page = RunPage(
+        name=config.name, data_name=rd.ds.name, n_explained=len(rd.x), n_train_examples=len(rd.x_train),
+        latent_dim=config.latent_dim, seed=config.seed, encoder_names=config.encoder_names,
+        user_encoders=bool(config.encoders), encoders=t["encoders"], scores=scores, ranks=t["ranks"], meta=meta,
+        pretext=pretext, directions={k: v for r in scored.values() for k, v in r["directions"].items()},
+        metric_texts={n: get_entry(n).text for n in metrics}, curves=curves,
+        curve_specs={m: get_entry(m).curve for m in curves}, inputs=rd.x_np, attributions=attributions,
+        modality=rd.ds.modality, feature_names=rd.ds.feature_names,
+        correlations={f"{kind} ({g['method'].iloc[0]})": correlation_matrix(g)
+                      for kind, g in pretext.groupby("kind", sort=False)} if len(pretext) else {},
+        meta_kinds={m: metric_kind(m) for m in dict.fromkeys(meta.get("metric", []))},
+        pairs=pair_page(config, rd, pairs, t) if pairs else None)
+    return write_run_page(page, run_dir)
 
-    if len(meta):
-        figures = []
-        for test, t in meta.groupby("test", sort=False):
-            fig = plots.meta_area(t.set_index("metric"), title=f"MetaQuantus, {test} perturbation tests")
-            _save(fig, plot_dir / f"meta_{test.lower()}.png", f"Meta-consistency areas ({test} tests)", figures)
-        sections.append(Section("Meta-evaluation (MetaQuantus)", (
-            "Each metric is scored again after perturbations of the encoder's parameters (Model) or of the inputs "
-            "(Input) that keep the representation (Resilience: the metric should not change) or change it "
-            "(Adversary: it should). IAC = intra-consistency (per-sample Wilcoxon), IEC = inter-consistency "
-            "(ranking of explainers); MC is their mean, 1 = ideal (the grey square). Hedström et al. 2023."),
-            {"meta-consistency": meta.set_index(["metric", "test"])}, figures))
 
-    summary = summary_sentences(ranks, meta, kinds, {m: metric_kind(m) for m in dict.fromkeys(meta.get("metric", []))})
-    return write_report(run_dir / "report.html", f"lfeval run: {config.name}", sections, intro=intro, summary=summary)
+__all__ = ["OVERALL", "TABLES", "PAIR_TABLES", "control_methods", "rank_table", "wide", "control_table",
+           "metric_kind", "write_tables", "read_tables", "write_outputs", "render", "pair_rank_table",
+           "write_pair_tables", "pair_page"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import warnings
 
 import numpy as np
@@ -23,16 +24,23 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from .. import threads as threads_mod
-from ..config import check_modality
+from ..config import NEAREST, check_modality, check_pair_range, load_pair_indices, load_plugins
 from ..encoder import Encoder
-from ..errors import LabelsRequired
+from ..errors import InvalidInput, LabelsRequired
 from ..evaluation import evaluate
 from ..execution import portable
 from ..explain import examples as example_mod
 from ..explain.base import get_explainer
+from ..explain.interactions import completeness_target, interactions
+from ..explain.pairs import explain_pairs, similarity
 from ..explain.precomputed import PrecomputedExplanations
-from ..metrics import score_direction
-from ..metrics.catalogue import CATALOGUE, EXAMPLES, FEATURES, MetricContext, build_metric
+from ..memory import encode_chunks
+from ..meta import LabelFreeMetaEvaluation, default_test_suite
+from ..metrics import pretext_correlation_table, score_direction
+from ..metrics.catalogue import EXAMPLES, FEATURES, MetricContext, build_metric, get_entry
+from ..metrics.fast_paths import skip_silenced_checks
+from ..metrics.label_free_adapter import check_features_in_step
+from ..metrics.similarity_shift import PairExplainFunc
 from ..models import PretextModel, build_encoder, probe_accuracy, train_encoder
 from ..models.probe import latent_spread
 from ..models.user_encoders import load_encoder
@@ -61,6 +69,9 @@ class RunData:
 
     def __init__(self, config):
         self.config = c = config
+        #: the config's plugins, as every process loads them (:func:`lfeval.config.load_plugins`): this one now,
+        #: a worker before each cell it runs (:mod:`lfeval.pipeline.job`)
+        self.plugins = load_plugins(c.plugins)
         self.ds = data_mod.load(c.data, root=c.data_root, seed=c.seed, **c.data_options)
         self.names = c.encoder_names
         n, m = min(c.n_explain, len(self.ds.x_test)), min(c.n_train_examples, len(self.ds.x_train))
@@ -72,6 +83,10 @@ class RunData:
         self._encoders = {}
         self._resident = {}  # (device, dtype) -> x_train there
         self._work = None
+        #: the index pairs of a ``pairs`` file (a, b rows into the test split), checked against the data; else None
+        self.pair_index = None
+        if c.pairs is not None and c.pairs != NEAREST:
+            self.pair_index = check_pair_range(load_pair_indices(c.pairs), len(self.ds.x_test), c.pairs)
         self.check_labels()
         self.check_metric_params()
         check_modality(c, self.ds.modality)  # a data set whose name did not tell its modality (a plugin's)
@@ -84,7 +99,7 @@ class RunData:
         if self.ds.has_labels:
             return
         c = self.config
-        needs = [m for m in dict.fromkeys(c.metrics + c.meta_metrics) if "labels" in CATALOGUE[m].needs]
+        needs = [m for m in dict.fromkeys(c.metrics + c.meta_metrics) if "labels" in get_entry(m).needs]
         if "classification" in c.pretexts:
             needs.append("the classification pretext")
         if needs:
@@ -94,8 +109,6 @@ class RunData:
     def check_metric_params(self) -> None:
         """A metric's ``features_in_step`` must divide this data's features per channel: refused before any
         training, not at the scoring stage (``metric_params`` in the config)."""
-        from ..metrics.label_free_adapter import check_features_in_step
-
         for name, params in self.config.metric_params.items():
             step = (params or {}).get("features_in_step")
             if step is not None:
@@ -115,8 +128,9 @@ class RunData:
         return self._work
 
     def limited(self, compute):
-        """Run ``compute()`` with the run's intra-op threads (config ``threads``; see :mod:`lfeval.threads`)."""
-        with threads_mod.limit(self.config.threads, work=self.work):
+        """Run ``compute()`` with the run's intra-op threads for its work: the setting of the enclosing
+        :func:`lfeval.threads.scope` (``lfeval run`` enters it with config ``threads``), else ``"auto"``."""
+        with threads_mod.limit(work=self.work):
             return compute()
 
     @property
@@ -136,7 +150,7 @@ class RunData:
                 self._encoders[(name, seed)] = train_encoder(
                     self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed,
                     cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=self.device,
-                    display_progressbar=not c.quiet, threads=c.threads)
+                    display_progressbar=not c.quiet)  # threads: the run's scope (lfeval.threads)
         return self._encoders[(name, seed)]
 
     def to(self, device) -> "RunData":
@@ -312,8 +326,8 @@ def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict
     for kind, method, explain_func in rd.bar(jobs, f"scores {pretext}"):
         # the reference encoders that can explain by this method (a user encoder may lack TracIn's loss)
         refs = {p: e for p, e in ctx.references.items() if kind == FEATURES or method in rd.example_methods(p)[0]}
-        names = [n for n in c.metrics if kind in CATALOGUE[n].kinds and (refs or "references" not in
-                                                                          CATALOGUE[n].needs)]
+        names = [n for n in c.metrics if kind in get_entry(n).kinds and (refs or "references" not in
+                                                                          get_entry(n).needs)]
         if not names:
             continue
         mctx = dataclasses.replace(ctx, references=refs)
@@ -329,17 +343,148 @@ def score(rd: RunData, pretext: str, attributions: dict, matrices: dict) -> dict
             rows.append({"pretext": pretext, "kind": kind, "method": method, "metric": name, "score": mean,
                          "sem": sem, "n": n})
         for name, metric in metrics.items():
-            if CATALOGUE[name].curve is not None:
+            if get_entry(name).curve is not None:
                 curves.setdefault(name, {})[method] = metric.curve()
     return {"scores": pd.DataFrame(rows), "directions": directions, "curves": curves}
+
+
+#: the largest number of interactions a pair stage keeps per drawn pair (units of a x units of b); larger matrices
+#: keep their row and column sums and their top entries only
+MATRIX_LIMIT = 4096
+#: the strongest interactions kept per drawn pair (the report lists them for text)
+TOP_INTERACTIONS = 10
+
+
+def pair_partners(rd: RunData, pretext: str) -> dict:
+    """The pairs of the ``pretext`` encoder: ``{"a_index", "b_index"}`` (int64 arrays) and ``"b_split"``.
+
+    ``pairs = "nearest"``: a is each explained input (test split), b its nearest neighbour among the run's
+    training examples by the cosine of this encoder's latents, an input identical to a excluded (``b_split``
+    ``"train"``). A file of index pairs: its rows, both indices into the test split (``b_split`` ``"test"``).
+    """
+    if rd.pair_index is not None:
+        return {"a_index": rd.pair_index[:, 0].copy(), "b_index": rd.pair_index[:, 1].copy(), "b_split": "test"}
+    enc = rd.encoder(pretext)
+    xa, xt = enc.place(rd.x), rd.train_examples(enc)
+    with torch.no_grad():
+        za = torch.nn.functional.normalize(encode_chunks(enc, xa, 256).double(), dim=1)
+        zt = torch.nn.functional.normalize(encode_chunks(enc, xt, 256).double(), dim=1)
+    cosine = za @ zt.T
+    flat = xt.reshape(len(xt), -1)
+    for i in range(len(xa)):  # an identical input is not a partner
+        same = (flat == xa[i].reshape(1, -1)).all(1)
+        cosine[i, same] = -torch.inf
+    if bool(torch.isinf(cosine).all(1).any()):
+        raise InvalidInput("pairs = \"nearest\": an explained input equals every training example, so it has no "
+                           "nearest neighbour; raise `n_train_examples` or give a file of index pairs.")
+    return {"a_index": np.arange(len(xa), dtype=np.int64), "b_index": cosine.argmax(1).cpu().numpy().astype(np.int64),
+            "b_split": "train"}
+
+
+def pair_inputs_of(rd: RunData, pairs: dict) -> tuple:
+    """``(a, b)``: the inputs of the pairs of :func:`pair_partners` (NumPy, the data's layout)."""
+    a = rd.ds.x_test[torch.as_tensor(pairs["a_index"])]
+    source = rd.ds.x_train if pairs["b_split"] == "train" else rd.ds.x_test
+    return a.numpy(), source[torch.as_tensor(pairs["b_index"])].numpy()
+
+
+def _stats(values) -> dict:
+    """Mean, standard deviation, the half-width of the 95% confidence interval of the mean and n of the finite
+    values."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"mean": float("nan"), "std": float("nan"), "ci95": float("nan"), "n": 0}
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return {"mean": float(v.mean()), "std": std, "ci95": 1.96 * std / np.sqrt(len(v)), "n": int(len(v))}
+
+
+def _top_interactions(matrix: np.ndarray, k: int) -> pd.DataFrame:
+    """The ``k`` largest |A_uv| of each pair's interaction matrix: pair, a_unit, b_unit, value."""
+    rows = []
+    for i, m in enumerate(matrix):
+        flat = np.abs(m).ravel()
+        for j in np.argsort(-flat, kind="stable")[:k]:
+            u, v = np.unravel_index(j, m.shape)
+            rows.append({"pair": i, "a_unit": int(u), "b_unit": int(v), "value": float(m[u, v])})
+    return pd.DataFrame(rows, columns=["pair", "a_unit", "b_unit", "value"])
+
+
+def pair_explanations(rd: RunData, pretext: str) -> dict:
+    """Pair explanations of the ``pretext`` encoder (config ``pairs``): why do a and b have close representations?
+
+    For each pair (:func:`pair_partners`): s(a, b) (config ``pair_similarity``); the attributions of a's features
+    for s(·, b), b held fixed, by every pair explainer (:func:`lfeval.explain.pairs.explain_pairs`, side "a", the
+    run's ``explainer_params``); the integrated-Jacobian interaction matrices of the first ``pair_maps`` pairs
+    over the modality's masking units (:func:`lfeval.explain.interactions.interactions`, ``pair_steps``
+    quadrature points) with their completeness errors; and the scores of the pair metrics (``pair_metrics``,
+    built through the catalogue with ``MetricContext.partners``) on the stored attributions.
+
+    Returns ``{"a_index", "b_index", "b_split", "similarity", "attributions": {method: array},
+    "interactions": {"row_sums", "col_sums", "matrix" (or None), "error", "target", "top"}, "scores": DataFrame
+    (pretext, method, metric, mean, std, ci95, n, direction), "directions", "curves": {metric: {method: Curve}}}``.
+    """
+    c = rd.config
+    enc = rd.encoder(pretext)
+    pairs = pair_partners(rd, pretext)
+    a, b = pair_inputs_of(rd, pairs)
+    s_ab = similarity(enc, a, b, kind=c.pair_similarity).numpy().astype(np.float32)
+    attributions = {}
+    for m in rd.bar(c.explainers_of_pairs, f"pairs {pretext}"):
+        seed_everything(c.seed)
+        options = {k: v for k, v in rd.explainer_options(m).items() if k != "seed"}
+        attributions[m] = np.asarray(explain_pairs(enc, a, b, method=m, similarity=c.pair_similarity, side="a",
+                                                   seed=c.seed, **options), dtype=np.float32)
+    k = min(c.pair_maps, len(a))
+    inter = {"row_sums": None, "col_sums": None, "matrix": None, "error": np.zeros(0, np.float32),
+             "target": np.zeros(0, np.float32), "top": _top_interactions(np.zeros((0, 1, 1)), 0)}
+    if k:
+        matrix, error = interactions(enc, a[:k], b[:k], n_steps=c.pair_steps, similarity=c.pair_similarity,
+                                     return_error=True)
+        target = completeness_target(enc, a[:k], b[:k], similarity=c.pair_similarity).numpy()
+        inter = {"row_sums": matrix.sum(2), "col_sums": matrix.sum(1),
+                 "matrix": matrix if matrix[0].size <= MATRIX_LIMIT else None, "error": error,
+                 "target": target.astype(np.float32), "top": _top_interactions(matrix, TOP_INTERACTIONS)}
+    ctx = dataclasses.replace(rd.metric_context(pretext), partners=b,
+                              explain_func=PairExplainFunc(b, similarity=c.pair_similarity))
+    rows, directions, curves = [], {}, {}
+    for method, attr in attributions.items():
+        explain_func = PairExplainFunc(b, method=method, similarity=c.pair_similarity,
+                                       **{k_: v for k_, v in rd.explainer_options(method).items() if k_ != "seed"})
+        for name in c.metrics_of_pairs:
+            params = dict(c.metric_params.get(name) or {})
+            if "similarity" in _parameters(get_entry(name)):
+                params.setdefault("similarity", c.pair_similarity)
+            metric = build_metric(name, dataclasses.replace(ctx, explain_func=explain_func), FEATURES, params)
+            directions[name] = score_direction(metric)
+            seed_everything(c.seed)
+            with skip_silenced_checks(metric):
+                per_sample = metric(model=enc, x_batch=a, y_batch=None, a_batch=attr, explain_func=explain_func,
+                                    explain_func_kwargs={"seed": c.seed}, channel_first=True, softmax=False)
+            rows.append({"pretext": pretext, "method": method, "metric": name, **_stats(per_sample),
+                         "direction": directions[name]})
+            if get_entry(name).curve is not None:
+                curves.setdefault(name, {})[method] = metric.curve()
+    relative = np.abs(inter["error"]) / np.maximum(np.abs(inter["target"]), 1e-12)
+    for name, values in (("completeness_error", inter["error"]), ("relative_completeness_error", relative)):
+        rows.append({"pretext": pretext, "method": "IntegratedJacobians", "metric": name, **_stats(values),
+                     "direction": "lower"})
+    scores = pd.DataFrame(rows, columns=["pretext", "method", "metric", "mean", "std", "ci95", "n", "direction"])
+    return {**pairs, "similarity": s_ab, "attributions": attributions, "interactions": inter, "scores": scores,
+            "directions": directions, "curves": curves}
+
+
+def _parameters(entry) -> set:
+    """The constructor parameters of a catalogue entry's metric class (none without one)."""
+    if entry.target is None:
+        return set()
+    return set(inspect.signature(entry.target.__init__).parameters)
 
 
 def pretext_tables(rd: RunData) -> pd.DataFrame:
     """The §4.2 tables: correlation of explanations between pretext tasks, over ``pretext_seeds``. With
     encoders of the user's among them, the encoder-agreement table: every pair of the run's encoders, one run
     each (a user encoder has no training seeds), so "my SimCLR vs my autoencoder" is one row."""
-    from ..metrics import pretext_correlation_table
-
     c = rd.config
     seeds = list(c.pretext_seeds) if not c.encoders else [c.seed]
     encoders = {p: [rd.encoder(p, s) for s in seeds] for p in rd.names}
@@ -360,11 +505,9 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
     example metrics (SimilarityRate, SimilarityContrast, the label-free rates) over the run's example methods,
     with the test labels passed only to the metrics that score with them.
     """
-    from ..meta import LabelFreeMetaEvaluation, default_test_suite
-
     c = rd.config
     pretext = c.meta_pretext or rd.names[0]
-    kind = FEATURES if FEATURES in CATALOGUE[metric].kinds else EXAMPLES
+    kind = FEATURES if FEATURES in get_entry(metric).kinds else EXAMPLES
     enc = rd.encoder(pretext)
     ctx = rd.metric_context(pretext)
     estimator = build_metric(metric, ctx, kind, c.metric_params.get(metric))
@@ -373,7 +516,7 @@ def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
         explain_func, labels = ctx.explain_func, None
     else:
         methods = {m: {} for m in rd.example_methods(pretext)[0]}
-        labels = rd.y[:c.meta_samples].numpy() if "labels" in CATALOGUE[metric].needs else None
+        labels = rd.y[:c.meta_samples].numpy() if "labels" in get_entry(metric).needs else None
         explain_func = ctx.example_explain_func
     # the encoder's modality sets the input tests' noise (text: token hits); LabelFreeMetaEvaluation seeds np/torch
     suite = default_test_suite(seed=c.seed, modality=enc.modality)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -205,14 +206,12 @@ class StageStore:
 
     def __init__(self, run_dir: Path, config: Optional[dict] = None, fingerprint: Optional[str] = None,
                  log: Callable = print, computed_on: Optional[dict] = None):
-        from .. import __version__
-
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "stages"
         self.log = log
         self._open_folder()
         self.computed, self.loaded, self.recomputed = [], [], []
-        self.state = {"format": FORMAT, "lfeval": __version__, "data": fingerprint}
+        self.state = {"format": FORMAT, "lfeval": importlib.metadata.version("lfeval"), "data": fingerprint}
         self.manifest = self._read_manifest()
         self.computed_on = computed_on
         if config is not None:

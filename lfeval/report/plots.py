@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt  # the backend is matplotlib's choice: inline in
 import numpy as np
 import pandas as pd
 
+from ..modalities import get_modality
+
 
 def _band(ax, x, curves: np.ndarray, label: str):
     """Mean curve with a 95% confidence band (1.96 standard errors over samples)."""
@@ -126,8 +128,6 @@ def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str =
                      modality="image"):
     """Inputs (first column) and |attribution| per masking unit, one column per method, each drawn as the
     modality draws it (images, bars for tabular rows, curves for time series, highlighted tokens for text)."""
-    from ..modalities import get_modality
-
     modality = get_modality(modality)
     n = min(n, len(x))
     cols = 1 + len(attributions)
