@@ -94,7 +94,9 @@ class RunConfig:
     among them), ``pair_similarity`` (``"cosine"`` or ``"dot"``), ``pair_metrics`` (default: the catalogue's
     pair metrics, :func:`pair_metric_names`; they are named here, never in ``metrics``), ``pair_maps`` (pairs
     whose interaction matrices are computed and drawn) and ``pair_steps`` (quadrature points of those
-    matrices) configure the ``pairs-<encoder>`` stages (:func:`lfeval.pipeline.stages.pair_explanations`).
+    matrices) configure the ``pairs-<encoder>`` stages (:func:`lfeval.pipeline.stages.pair_explanations`). A pair
+    metric in ``meta_metrics`` (only with ``pairs``) is meta-evaluated over the pair explainers, each explained
+    input with its partner (:func:`lfeval.pipeline.stages.meta_evaluation`).
 
     ``device``: where every stage computes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), checked and
     normalised here once. ``precision``: the arithmetic on a GPU (:mod:`lfeval.precision`: ``"highest"``, the
@@ -162,6 +164,8 @@ class RunConfig:
         names("metrics", self.metrics, CATALOGUE)
         names("meta_metrics", self.meta_metrics, CATALOGUE)
         for name in self.meta_metrics:  # IEC compares the ranking of methods: it needs two or more
+            if "pairs" in get_entry(name).needs:  # over the pair explainers, once they are checked (_check_pairs)
+                continue
             if FEATURES in get_entry(name).kinds:
                 key, methods = "meta_explainers", self.meta_explainers or self.explainers
             else:
@@ -210,19 +214,26 @@ class RunConfig:
             raise InvalidArgument("Config `pretext_seeds` is empty; name at least one training seed, e.g. [0].")
 
     def _check_pairs(self, names) -> None:
-        """The pair settings (class docstring): a pair metric is named in ``pair_metrics`` only, and only with
-        ``pairs``; a ``pairs`` file exists and holds valid index pairs (their range is checked on the data)."""
+        """The pair settings (class docstring): a pair metric is named in ``pair_metrics`` (or, to meta-evaluate it,
+        ``meta_metrics``) only, and only with ``pairs``; a ``pairs`` file exists and holds valid index pairs (their
+        range is checked on the data), two or more for a meta-evaluation; a meta-evaluation compares two or more
+        pair explainers."""
         names("pair_metrics", self.pair_metrics or [], CATALOGUE)
         for name in self.pair_metrics or []:
             if "pairs" not in get_entry(name).needs:
                 raise InvalidArgument(f"Config `pair_metrics` names {name}, which does not score pair explanations; "
                                       f"move it to `metrics` (pair metrics: {', '.join(pair_metric_names())}).")
-        for key in ("metrics", "meta_metrics"):
-            misplaced = [n for n in getattr(self, key) if "pairs" in get_entry(n).needs]
-            if misplaced:
-                raise InvalidArgument(f"Config `{key}` names pair metric(s) {misplaced}, which score pair explanations "
-                                      "(each explained input with a partner): name them in `pair_metrics` and set "
-                                      "`pairs` (\"nearest\" or a file of index pairs), or drop them.")
+        misplaced = [n for n in self.metrics if "pairs" in get_entry(n).needs]
+        if misplaced:
+            raise InvalidArgument(f"Config `metrics` names pair metric(s) {misplaced}, which score pair explanations "
+                                  "(each explained input with a partner): name them in `pair_metrics` and set "
+                                  "`pairs` (\"nearest\" or a file of index pairs), or drop them.")
+        meta_pairs = [n for n in self.meta_metrics if "pairs" in get_entry(n).needs]
+        if meta_pairs and self.pairs is None:
+            raise InvalidArgument(f"Config `meta_metrics` names pair metric(s) {meta_pairs}, which meta-evaluate pair "
+                                  "explanations (each explained input with a partner), but pair explanations are off: "
+                                  "set `pairs` (\"nearest\" or a file of index pairs), or drop them from "
+                                  "`meta_metrics`.")
         _check_names("pair_similarity", [self.pair_similarity], SIMILARITIES)
         if self.pairs is None:
             given = [k for k in PAIR_KEYS[1:] if getattr(self, k) != _PAIR_DEFAULTS[k]]
@@ -232,7 +243,12 @@ class RunConfig:
                                       "them.")
             return
         if self.pairs != NEAREST:
-            load_pair_indices(self.pairs)
+            n_pairs = len(load_pair_indices(self.pairs))
+            if meta_pairs and n_pairs < 2:
+                raise InvalidArgument(f"Config `pairs` file {str(self.pairs)!r} holds {n_pairs} pair, but "
+                                      f"meta-evaluating {meta_pairs[0]} compares scores over pairs (Wilcoxon, "
+                                      "rankings): give at least 2 pairs (tens for meaningful p-values), or drop the "
+                                      "pair metrics from `meta_metrics`.")
         names("pair_explainers", self.pair_explainers or [], explainer_names())
         for name in self.pair_explainers or []:
             if not takes_reference(get_explainer(name)):
@@ -243,6 +259,10 @@ class RunConfig:
         if not self.explainers_of_pairs:
             raise InvalidArgument("Config `pair_explainers` is empty; name at least one method, e.g. "
                                   "[\"IntegratedGradients\", \"Random\"].")
+        for name in meta_pairs:  # IEC compares the ranking of the pair explainers: it needs two or more
+            if len(self.explainers_of_pairs) < 2:
+                raise InvalidArgument(f"Meta-evaluating {name} compares pair explanation methods: name at least two "
+                                      f"in `pair_explainers`, or drop {name} from `meta_metrics`.")
 
     @property
     def explainers_of_pairs(self) -> list:

@@ -338,3 +338,23 @@ def test_run_scores_and_meta_evaluates_the_peers_next_to_the_paper(tmp_path, enc
         assert f"<b>{name}</b>:" in html
     plots = {p.name for p in (d / "plots").glob("*.png")}
     assert {f"curves_{m}.png" for m in PEER_FEATURE_METRICS + ["LabelFreeSimilarityRate"]} <= plots
+
+
+def test_relax_masks_time_steps_of_a_channel_first_series():
+    """Series are laid out (C, T): RELAX's smooth masks run over time and are shared by the channels (they once ran
+    over the channels, so a univariate series had a single unit and RELAX refused it). An encoder that reads only
+    the first half of the series gets its importance there."""
+    torch.manual_seed(0)
+    weight = torch.randn(4, 2, 20)
+    weight[:, :, 10:] = 0  # only t < 10 reaches the latent
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 4, bias=False)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(weight.reshape(4, 40))
+    x = torch.rand(3, 2, 20).numpy() + 0.5
+    enc = lfeval.as_encoder(net, x, modality="time_series")
+    a = lfeval.explain(enc, x, method="RELAX", n_masks=512, num_cells=5)
+    assert a.shape == x.shape and np.allclose(a[:, 0], a[:, 1])  # one mask per time step, shared by the channels
+    assert (a[:, 0, :10].mean(1) > a[:, 0, 10:].mean(1)).all()
+    uni = lfeval.as_encoder(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(20, 4)).eval(), x[:, :1],
+                            modality="time_series")
+    assert np.ptp(lfeval.explain(uni, x[:, :1], method="RELAX", n_masks=64, num_cells=5)[0]) > 0

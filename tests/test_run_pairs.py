@@ -18,6 +18,8 @@ from lfeval.pipeline.job import plan, stage_names
 from lfeval.pipeline.store import StageStore
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the pair meta-evaluations here use a handful of samples, which MetaQuantus' Wilcoxon tests warn about
+pytestmark = pytest.mark.filterwarnings("ignore:.*the Wilcoxon test needs:UserWarning")
 PRETEXTS = ["reconstruction", "classification"]
 
 
@@ -37,11 +39,15 @@ def _run(config: RunConfig) -> tuple:
     return report, lines
 
 
+#: the meta-evaluation of a pair metric in the run of :func:`nearest`
+PAIR_META = dict(meta_metrics=["SimilarityShift"], meta_iterations=2, meta_perturbations=2, meta_samples=16)
+
+
 @pytest.fixture(scope="module")
 def nearest(tmp_path_factory, encoders, encoder_cache):
-    """One run with pairs = "nearest"."""
+    """One run with pairs = "nearest", SimilarityShift meta-evaluated."""
     tmp = tmp_path_factory.mktemp("pairs")
-    config = _config(tmp, encoder_cache, "nearest", pairs="nearest", pair_maps=3)
+    config = _config(tmp, encoder_cache, "nearest", pairs="nearest", pair_maps=3, **PAIR_META)
     report, lines = _run(config)
     return config, report, lines
 
@@ -74,6 +80,25 @@ def test_nearest_pairs_run_end_to_end(nearest):
     assert stage["interactions"]["row_sums"].shape == (3, 64)
     assert np.isfinite(stage["similarity"]).all() and (stage["similarity"] <= 1 + 1e-6).all()
     assert not np.array_equal(stage["b_index"], store.load("pairs-classification")["b_index"])  # per encoder
+
+
+def test_a_pair_metric_is_meta_evaluated_in_the_run(nearest):
+    """``meta_metrics`` takes a pair metric with ``pairs``: MetaQuantus' model and input tests over the pair
+    explainers, on the meta encoder's first ``meta_samples`` pairs (each a with its partner b)."""
+    config, report, _ = nearest
+    meta = pd.read_csv(config.run_dir / "meta.csv")
+    rows = meta[meta["metric"] == "SimilarityShift"]
+    assert sorted(rows["test"]) == ["Input", "Model"] and set(rows["pretext"]) == {"reconstruction"}
+    for column in ("IAC_NR", "IAC_AR", "IEC_NR", "IEC_AR", "MC"):
+        assert np.isfinite(rows[column]).all(), column
+    assert ((rows["MC"] >= 0) & (rows["MC"] <= 1)).all()
+    store = StageStore(config.run_dir)
+    stage, pairs = store.load("meta-SimilarityShift"), store.load("pairs-reconstruction")
+    assert stage["b_split"] == "train" and stage["a_index"].tolist() == list(range(16))
+    assert stage["b_index"].tolist() == pairs["b_index"][:16].tolist()  # the pair stage's partners
+    page = Path(report).read_text()
+    assert "<h2>Meta-evaluation (MetaQuantus)</h2>" in page and "plots/meta_input.png" in page
+    assert "for pair explanations (MC" in page  # its own kind in "metrics to trust"
 
 
 def test_report_has_the_pair_section(nearest):
@@ -164,6 +189,30 @@ def test_a_file_of_index_pairs_runs_and_is_validated(tmp_path, encoders, encoder
     assert not (tmp_path / "runs" / "range").exists()  # refused at the data load, before the folder is written
 
 
+def test_a_changed_pairs_file_recomputes_the_pair_meta_evaluation(tmp_path, encoders, encoder_cache):
+    """A pair metric's meta-evaluation runs on the first ``meta_samples`` pairs of a ``pairs`` file: a changed file
+    recomputes it when those pairs changed, and keeps it when only later pairs did."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("a,b\n0,5\n3,7\n10,2\n4,4\n")
+    config = _config(tmp_path, encoder_cache, "file-meta", pretexts=["reconstruction"], explainers=["Saliency"],
+                     pairs=str(path), pair_explainers=["IntegratedGradients", "Random"],
+                     pair_metrics=["PairCompleteness"], pair_maps=0, meta_metrics=["PairCompleteness"],
+                     meta_iterations=1, meta_perturbations=2, meta_samples=3)
+    _run(config)
+    stage = StageStore(config.run_dir).load("meta-PairCompleteness")
+    assert stage["b_split"] == "test" and stage["a_index"].tolist() == [0, 3, 10]
+    assert stage["b_index"].tolist() == [5, 7, 2]
+    assert set(pd.read_csv(config.run_dir / "meta.csv")["metric"]) == {"PairCompleteness"}
+    path.write_text("a,b\n1,2\n6,8\n9,3\n12,0\n")
+    _, lines = _run(config)
+    assert any("'meta-PairCompleteness'" in line and "other index pairs" in line for line in lines), lines
+    assert lines[-1].startswith("[lfeval] 2 stage(s) computed"), lines[-1]  # the pair stage and the meta stage
+    assert StageStore(config.run_dir).load("meta-PairCompleteness")["a_index"].tolist() == [1, 6, 9]
+    path.write_text("a,b\n1,2\n6,8\n9,3\n5,5\n")  # the first meta_samples pairs as before
+    _, lines = _run(config)
+    assert lines[-1].startswith("[lfeval] 1 stage(s) computed"), lines[-1]  # the pair stage only
+
+
 def test_pair_settings_are_checked_and_off_by_default(tmp_path, encoder_cache):
     default = RunConfig()
     assert default.pairs is None and not default.explainers_of_pairs and not default.metrics_of_pairs
@@ -174,8 +223,20 @@ def test_pair_settings_are_checked_and_off_by_default(tmp_path, encoder_cache):
         assert list(json.loads(baseline.read_text())) == list(default.to_dict())
     with pytest.raises(InvalidArgument, match="pair_metrics"):
         _config(tmp_path, encoder_cache, "x", metrics=["RepresentationShift", "SimilarityShift"])
-    with pytest.raises(InvalidArgument, match="pair_metrics"):
-        _config(tmp_path, encoder_cache, "x", meta_metrics=["PairCompleteness"], pairs="nearest")
+    with pytest.raises(InvalidArgument, match="`meta_metrics`.*pair explanations are off"):
+        _config(tmp_path, encoder_cache, "x", meta_metrics=["PairCompleteness"])
+    with pytest.raises(InvalidArgument, match="at least two in `pair_explainers`"):
+        _config(tmp_path, encoder_cache, "x", meta_metrics=["PairCompleteness"], pairs="nearest",
+                pair_explainers=["IntegratedGradients"])
+    one = tmp_path / "one.csv"
+    one.write_text("a,b\n0,1\n")
+    with pytest.raises(InvalidArgument, match="holds 1 pair.*at least 2 pairs"):
+        _config(tmp_path, encoder_cache, "x", meta_metrics=["PairCompleteness"], pairs=str(one))
+    _config(tmp_path, encoder_cache, "x", pairs=str(one))  # without a meta-evaluation one pair is enough
+    meta = _config(tmp_path, encoder_cache, "x", meta_metrics=["PairCompleteness", "RepresentationShift"],
+                   pairs="nearest")
+    assert [s for s in stage_names(meta) if s.startswith("meta-")] == ["meta-PairCompleteness",
+                                                                        "meta-RepresentationShift"]
     with pytest.raises(InvalidArgument, match="`pair_explainers`.*off"):
         _config(tmp_path, encoder_cache, "x", pair_explainers=["IntegratedGradients"])
     with pytest.raises(InvalidArgument, match="does not take a reference"):
@@ -249,3 +310,26 @@ def test_the_pairs_flag_reaches_the_config(tmp_path, monkeypatch, capsys):
     assert seen == {"pairs": "nearest"}
     assert main(["run", "--out", str(tmp_path), "--quiet", "--pairs", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_the_pair_stages_on_ray_equal_the_serial_run(nearest):
+    """``backend = "ray"`` (a local Ray, started and stopped by the run) on the config of :func:`nearest`: the pair
+    stages and the pair metric's meta-evaluation run as Ray tasks and write byte-identical ``pairs.csv``,
+    ``pair_ranks.csv`` and ``meta.csv``, every stage file equal to the serial run's. Bytes, not a tolerance: each
+    stage seeds its own draws, a worker computes on the CPU with the same kernels and one intra-op thread as the
+    serial run here (digits-sized work), and stages are stored bit-exactly (:mod:`lfeval.pipeline.codec`)."""
+    pytest.importorskip("ray")
+    config, _, _ = nearest
+    on_ray = RunConfig.from_dict({**config.to_dict(), "name": "nearest-ray", "backend": "ray"})
+    _, lines = _run(on_ray)
+    assert lines[-1].startswith("[lfeval] 9 stage(s) computed"), lines[-1]
+    for table in ("pairs.csv", "pair_ranks.csv", "meta.csv", "scores.csv"):
+        assert (on_ray.run_dir / table).read_bytes() == (config.run_dir / table).read_bytes(), table
+
+    def files(run_dir: Path) -> dict:
+        manifest = json.loads((run_dir / "stages" / "manifest.json").read_text())
+        return {stage: entry["files"] for stage, entry in manifest["stages"].items()}
+
+    stored = files(on_ray.run_dir)
+    assert {"pairs-reconstruction", "pairs-classification", "meta-SimilarityShift"} <= set(stored)
+    assert stored == files(config.run_dir)

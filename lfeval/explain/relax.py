@@ -143,8 +143,8 @@ class RELAX(FeatureExplainer):
         name = self.encoder.modality.name
         if name == "image":
             return (1, *shape[1:]), tuple(shape[1:])
-        if name == "time_series":
-            return (shape[0], 1), (shape[0],)
+        if name == "time_series":  # (C, T): smooth masks over time, shared by the channels
+            return (1, shape[-1]), (shape[-1],)
         return tuple(self.encoder.modality.unit_shape(shape)), None
 
     def _masks(self, cells, shifts, size, units, device) -> torch.Tensor:

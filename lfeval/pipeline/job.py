@@ -87,8 +87,9 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: flo
 
     Stages: encoders -> attributions (per pretext) -> example importance (per pretext) -> scores
     (per pretext) -> pair explanations (per pretext, with config ``pairs`` only) -> pretext tables ->
-    meta-evaluation (per metric) -> CSVs, plots, report. A rerun loads finished stages (recomputing those
-    whose files fail their check or whose data changed, and pair stages of a changed ``pairs`` file);
+    meta-evaluation (per metric, pair metrics included) -> CSVs, plots, report. A rerun loads finished stages
+    (recomputing those whose files fail their check or whose data changed, and pair stages and pair metrics'
+    meta-evaluations of a changed ``pairs`` file);
     ``fresh=True`` first deletes the run folder, which must be one lfeval created. With
     ``config.backend == "ray"``, stages that fail after their retries are reported together
     (:class:`lfeval.errors.CellsFailed`) once the others are stored. Every stage computes on ``config.device``
@@ -146,7 +147,7 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: flo
         scored = {p: results[f"scores-{p}"] for p in c.encoder_names}
         pairs = {p: results[f"pairs-{p}"] for p in c.encoder_names} if c.pairs is not None else {}
         pretext = results.get("pretext", pd.DataFrame())
-        metas = [results[f"meta-{m}"] for m in c.meta_metrics]
+        metas = [stages.meta_table(results[f"meta-{m}"]) for m in c.meta_metrics]
         meta = pd.concat(metas) if metas else pd.DataFrame()
         report = c.run_dir / "report.html"
         if store.computed or not report.exists():  # else every stage was loaded and the report is up to date
@@ -157,11 +158,17 @@ def run(config: RunConfig, fresh: bool = False, log: Callable = print, wait: flo
 
 
 def stale_pairs(rd: stages.RunData, name: str, result) -> bool:
-    """Whether the stored stage ``name`` is a pair stage computed for other index pairs than the config's ``pairs``
-    file holds now (the file is named by its path, so its content may have changed since)."""
-    if not name.startswith("pairs-") or rd.pair_index is None:
+    """Whether the stored stage ``name`` is a pair stage, or the meta-evaluation of a pair metric (on the first
+    ``meta_samples`` pairs), computed for other index pairs than the config's ``pairs`` file holds now (the file is
+    named by its path, so its content may have changed since)."""
+    if rd.pair_index is None:
         return False
-    index = rd.pair_index
+    if name.startswith("pairs-"):
+        index = rd.pair_index
+    elif name.startswith("meta-") and isinstance(result, dict):
+        index = rd.pair_index[:rd.config.meta_samples]
+    else:
+        return False
     return not (result.get("b_split") == "test" and np.array_equal(result.get("a_index"), index[:, 0])
                 and np.array_equal(result.get("b_index"), index[:, 1]))
 

@@ -82,8 +82,12 @@ def rank_table(scores: pd.DataFrame, directions: dict, controls=()) -> pd.DataFr
 
 
 def metric_kind(name: str) -> str:
-    """The kind a metric is meta-evaluated on (as :func:`lfeval.pipeline.stages.meta_evaluation` picks it)."""
-    return FEATURES if FEATURES in get_entry(name).kinds else EXAMPLES
+    """The kind a metric is meta-evaluated on (as :func:`lfeval.pipeline.stages.meta_evaluation` picks it): a pair
+    metric's is ``"pairs"`` (pair explanations, the kind of ``pair_ranks.csv``)."""
+    entry = get_entry(name)
+    if "pairs" in entry.needs:
+        return "pairs"
+    return FEATURES if FEATURES in entry.kinds else EXAMPLES
 
 
 def write_tables(run_dir: Path, encoders: pd.DataFrame, scored: dict, pretext: pd.DataFrame,

@@ -382,10 +382,11 @@ def pair_partners(rd: RunData, pretext: str) -> dict:
 
 
 def pair_inputs_of(rd: RunData, pairs: dict) -> tuple:
-    """``(a, b)``: the inputs of the pairs of :func:`pair_partners` (NumPy, the data's layout)."""
-    a = rd.ds.x_test[torch.as_tensor(pairs["a_index"])]
+    """``(a, b)``: the inputs of the pairs of :func:`pair_partners` (NumPy, the data's layout). The indices may be
+    read-only arrays (a stage result from Ray's object store): they are copied, not wrapped."""
+    a = rd.ds.x_test[torch.tensor(pairs["a_index"])]
     source = rd.ds.x_train if pairs["b_split"] == "train" else rd.ds.x_test
-    return a.numpy(), source[torch.as_tensor(pairs["b_index"])].numpy()
+    return a.numpy(), source[torch.tensor(pairs["b_index"])].numpy()
 
 
 def _stats(values) -> dict:
@@ -452,10 +453,8 @@ def pair_explanations(rd: RunData, pretext: str) -> dict:
         explain_func = PairExplainFunc(b, method=method, similarity=c.pair_similarity,
                                        **{k_: v for k_, v in rd.explainer_options(method).items() if k_ != "seed"})
         for name in c.metrics_of_pairs:
-            params = dict(c.metric_params.get(name) or {})
-            if "similarity" in _parameters(get_entry(name)):
-                params.setdefault("similarity", c.pair_similarity)
-            metric = build_metric(name, dataclasses.replace(ctx, explain_func=explain_func), FEATURES, params)
+            metric = build_metric(name, dataclasses.replace(ctx, explain_func=explain_func), FEATURES,
+                                  _pair_params(c, name))
             directions[name] = score_direction(metric)
             seed_everything(c.seed)
             with skip_silenced_checks(metric):
@@ -481,6 +480,15 @@ def _parameters(entry) -> set:
     return set(inspect.signature(entry.target.__init__).parameters)
 
 
+def _pair_params(c, name: str) -> dict:
+    """The ``metric_params`` of pair metric ``name``, its ``similarity`` defaulting to the run's
+    ``pair_similarity``."""
+    params = dict(c.metric_params.get(name) or {})
+    if "similarity" in _parameters(get_entry(name)):
+        params.setdefault("similarity", c.pair_similarity)
+    return params
+
+
 def pretext_tables(rd: RunData) -> pd.DataFrame:
     """The §4.2 tables: correlation of explanations between pretext tasks, over ``pretext_seeds``. With
     encoders of the user's among them, the encoder-agreement table: every pair of the run's encoders, one run
@@ -498,34 +506,61 @@ def pretext_tables(rd: RunData) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)[["kind", "method", "task_a", "task_b", "mean", "std", "runs"]]
 
 
-def meta_evaluation(rd: RunData, metric: str) -> pd.DataFrame:
+def meta_evaluation(rd: RunData, metric: str):
     """MetaQuantus IAC/IEC/MC of one metric on the ``meta_pretext`` encoder (model and input tests).
 
     Feature metrics are meta-evaluated over ``meta_explainers`` (default: the run's explainers);
     example metrics (SimilarityRate, SimilarityContrast, the label-free rates) over the run's example methods,
-    with the test labels passed only to the metrics that score with them.
+    with the test labels passed only to the metrics that score with them. Pair metrics (config ``pairs``) are
+    meta-evaluated over the pair explainers (``pair_explainers``, as the pair stage resolves them) on the first
+    ``meta_samples`` pairs of the encoder (:func:`pair_partners`): the inputs a, each with its partner b bound to
+    the metric (``MetricContext.partners``) and to the explain function (:class:`PairExplainFunc`, the run's
+    ``pair_similarity``); the input tests perturb a and keep b, the model tests re-encode b with the perturbed
+    encoder.
+
+    Returns the table (metric, pretext, test, IAC_NR, IAC_AR, IEC_NR, IEC_AR, MC, fraction_kept); for a pair metric
+    ``{"table": ..., "a_index", "b_index", "b_split"}``, the pairs it was computed on (:func:`meta_table`).
     """
     c = rd.config
     pretext = c.meta_pretext or rd.names[0]
-    kind = FEATURES if FEATURES in get_entry(metric).kinds else EXAMPLES
+    entry = get_entry(metric)
     enc = rd.encoder(pretext)
     ctx = rd.metric_context(pretext)
-    estimator = build_metric(metric, ctx, kind, c.metric_params.get(metric))
-    if kind == FEATURES:
+    x, labels, pairs = rd.x_np[:c.meta_samples], None, None
+    if "pairs" in entry.needs:
+        partners = pair_partners(rd, pretext)
+        pairs = {"a_index": partners["a_index"][:c.meta_samples], "b_index": partners["b_index"][:c.meta_samples],
+                 "b_split": partners["b_split"]}
+        x, b = pair_inputs_of(rd, pairs)
+        explain_func = PairExplainFunc(b, similarity=c.pair_similarity)
+        estimator = build_metric(metric, dataclasses.replace(ctx, partners=b, explain_func=explain_func), FEATURES,
+                                 _pair_params(c, metric))
+        methods = {m: {**{k: v for k, v in rd.explainer_options(m).items() if k != "seed"}, "seed": c.seed}
+                   for m in c.explainers_of_pairs}
+    elif FEATURES in entry.kinds:
+        estimator = build_metric(metric, ctx, FEATURES, c.metric_params.get(metric))
         methods = {m: {"seed": c.seed} for m in (c.meta_explainers or c.explainers)}
-        explain_func, labels = ctx.explain_func, None
+        explain_func = ctx.explain_func
     else:
+        estimator = build_metric(metric, ctx, EXAMPLES, c.metric_params.get(metric))
         methods = {m: {} for m in rd.example_methods(pretext)[0]}
-        labels = rd.y[:c.meta_samples].numpy() if "labels" in get_entry(metric).needs else None
+        labels = rd.y[:c.meta_samples].numpy() if "labels" in entry.needs else None
         explain_func = ctx.example_explain_func
     # the encoder's modality sets the input tests' noise (text: token hits); LabelFreeMetaEvaluation seeds np/torch
     suite = default_test_suite(seed=c.seed, modality=enc.modality)
     meta = LabelFreeMetaEvaluation(suite, methods, iterations=c.meta_iterations, nr_perturbations=c.meta_perturbations,
                                    explain_func=explain_func, seed=c.seed, display_progressbar=not c.quiet)
-    meta(estimator, enc, rd.x_np[:c.meta_samples], score_labels=labels)
+    meta(estimator, enc, x, score_labels=labels)
     table = meta.summary()
     kept = {test: np.mean([np.mean(t.fraction_kept) for n, t in suite.items() if n.startswith(test)])
             for test in table.index}
     table = table.assign(fraction_kept=pd.Series(kept)).rename_axis("test").reset_index()
-    return table.assign(metric=metric, pretext=pretext)[["metric", "pretext", "test", "IAC_NR", "IAC_AR", "IEC_NR",
-                                                         "IEC_AR", "MC", "fraction_kept"]]
+    table = table.assign(metric=metric, pretext=pretext)[["metric", "pretext", "test", "IAC_NR", "IAC_AR", "IEC_NR",
+                                                          "IEC_AR", "MC", "fraction_kept"]]
+    return table if pairs is None else {"table": table, **pairs}
+
+
+def meta_table(result) -> pd.DataFrame:
+    """The ``meta.csv`` rows of a stored meta stage (:func:`meta_evaluation`): the table itself, or a pair
+    metric's ``"table"``."""
+    return result["table"] if isinstance(result, dict) else result

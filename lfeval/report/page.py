@@ -64,7 +64,7 @@ class RunPage:
     correlations : dict
         ``{label: encoders x encoders DataFrame}``: the heat maps of the pretext tables.
     meta_kinds : dict
-        ``{metric: "features" | "examples"}`` of the meta-evaluated metrics.
+        ``{metric: "features" | "examples" | "pairs"}`` of the meta-evaluated metrics.
     pairs : lfeval.report.pairs.PairPage, optional
         The pair explanations of a run with config ``pairs`` (the "Pair explanations" section and its curves).
     """

@@ -18,7 +18,7 @@ RANK_CONVENTION = ("Ranks: 1 = best (tied methods share the mean of their ranks)
                    "of its ranks over the metrics, so the lowest mean rank is the best. A metric on which a control "
                    "(Random) ties or beats every other method cannot tell the explainers from a control: it keeps "
                    "its ranks but is left out of that encoder's mean rank (unless every metric is).")
-KIND_TITLES = {"features": "Feature attributions", "examples": "Example importance"}
+KIND_TITLES = {"features": "Feature attributions", "examples": "Example importance", "pairs": "Pair explanations"}
 
 
 def _names(names) -> str:
