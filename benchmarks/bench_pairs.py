@@ -22,7 +22,8 @@ token that differs from the baseline, instead of one backward pass per embedding
 F×F matrix. Timed with xsbert's quadrature (``riemann_right``, so the matrices can agree to rounding) and with
 lfeval's default Gauss-Legendre (more exact for the same steps: see the completeness errors).
 
-Run: .venv/bin/python benchmarks/bench_pairs.py --pairs 8   (needs lfeval[text]; ~1-2 minutes on 2 CPU cores)
+Run: .venv/bin/python benchmarks/bench_pairs.py --pairs 8   (needs lfeval[text]; ~1-2 minutes on 2 CPU cores;
+``--device cuda`` runs MiniLM and both procedures on a GPU; every timed call ends in a host copy, so it is synchronised)
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def nearest_pairs(enc, ds, n_pairs: int, max_tokens: int) -> tuple:
         za, zp = enc(short_test), lfeval.memory.encode_chunks(enc, pool, 256)
     sims = za @ zp.T
     sims[sims > 0.9999] = -2  # not the review itself (duplicates)
-    b = pool[sims.argmax(1)]
+    b = pool[sims.argmax(1).cpu()]
     length = int(torch.cat([short_test[:, 1], b[:, 1]]).sum(1).max())
     return short_test[:, :, :length].contiguous(), b[:, :, :length].contiguous()
 
@@ -64,7 +65,8 @@ def nearest_pairs(enc, ds, n_pairs: int, max_tokens: int) -> tuple:
 def _compute_integrated_jacobian(module, e: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, n_steps: int):
     """xsbert's ``_compute_integrated_jacobian`` for one sentence (S tokens, E dims): the N interpolations and the
     reference in one batch, one backward pass per latent dimension, the mean over the steps. -> (D, S, E)."""
-    alphas = torch.arange(1, 0, -1 / n_steps, dtype=e.dtype)[:n_steps].view(-1, 1, 1)  # 1, 1-1/N, ..., 1/N
+    # 1, 1 - 1/N, ..., 1/N
+    alphas = torch.arange(1, 0, -1 / n_steps, dtype=e.dtype, device=e.device)[:n_steps].view(-1, 1, 1)
     interm = torch.cat([r + alphas * (e - r), r]).requires_grad_(True)  # xsbert's interpolation hook
     emb = module.forward_embeddings(interm, mask.expand(n_steps + 1, -1))
     jacobi = []
@@ -81,7 +83,7 @@ def xsbert_procedure(enc, a: torch.Tensor, b: torch.Tensor, n_steps: int) -> np.
     out = np.zeros((len(a), a.shape[-1], b.shape[-1]), dtype=np.float32)
     for i in range(len(a)):  # xsbert explains one pair per call
         sides = []
-        for x in (a[i:i + 1], b[i:i + 1]):
+        for x in (a[i:i + 1].to(enc.device), b[i:i + 1].to(enc.device)):
             ids, mask = unpack(x, vocab)
             base_ids, _ = unpack(enc.baseline_for(x), vocab)
             length = int(mask.sum())  # xsbert tokenises each sentence alone: its own length, no padding
@@ -94,7 +96,7 @@ def xsbert_procedure(enc, a: torch.Tensor, b: torch.Tensor, n_steps: int) -> np.
         (J_a, da, Sa, Ea), (J_b, db, Sb, Eb) = sides
         J = torch.mm(J_a.T, J_b)
         A = (da * J * db.T).reshape(Sa, Ea, Sb, Eb).sum(dim=(1, 3))  # compress_embedding_dim
-        out[i, :Sa, :Sb] = A.numpy()
+        out[i, :Sa, :Sb] = A.cpu().numpy()
     return out
 
 
@@ -107,15 +109,16 @@ def main():
     parser.add_argument("--n-steps", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=14)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where MiniLM and both procedures run (cpu, cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    enc = lfeval.text.minilm_encoder()
+    enc = lfeval.text.minilm_encoder(device=args.device)
     ds = lfeval.data.load("text:rotten_tomatoes", seed=0, max_length=args.max_tokens)
     a, b = nearest_pairs(enc, ds, args.pairs, args.max_tokens)
     tokens = float(torch.cat([a[:, 1], b[:, 1]]).sum(1).float().mean())
     print(f"{len(a)} pairs, L = {a.shape[-1]}, {tokens:.1f} tokens per sentence on average, n_steps = {args.n_steps}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{torch.get_num_threads()} threads, device {enc.device}", flush=True)
     target = completeness_target(enc, a, b).numpy()
 
     interactions(enc, a[:1], b[:1], n_steps=2)  # warm-up (forward-mode set-up)
