@@ -333,3 +333,22 @@ def test_the_pair_stages_on_ray_equal_the_serial_run(nearest):
     stored = files(on_ray.run_dir)
     assert {"pairs-reconstruction", "pairs-classification", "meta-SimilarityShift"} <= set(stored)
     assert stored == files(config.run_dir)
+
+
+def test_nearest_partner_is_never_an_identical_input(tmp_path, encoders, encoder_cache):
+    """``pairs = "nearest"`` skips training examples equal to the explained input (its own copy would be its
+    nearest neighbour, at cosine 1): explained inputs taken from the training examples get another partner, and
+    one whose every candidate is identical is an lfeval error."""
+    from lfeval.errors import InvalidInput
+    from lfeval.pipeline import stages
+
+    rd = stages.RunData(_config(tmp_path, encoder_cache, "copies", pairs="nearest"))
+    rd.x = rd.x_train[:8].clone()  # every explained input is also training example i
+    pairs = stages.pair_partners(rd, "reconstruction")
+    assert (pairs["b_index"] != np.arange(8)).all()
+    a, b = rd.x.reshape(8, -1), rd.x_train[pairs["b_index"]].reshape(8, -1)
+    assert not (a == b).all(1).any()
+    rd.x_train = rd.x[:1].expand(5, *rd.x.shape[1:]).clone()
+    rd._resident = {}
+    with pytest.raises(InvalidInput, match="no nearest neighbour"):
+        stages.pair_partners(rd, "reconstruction")

@@ -34,6 +34,7 @@ from . import (
     features,
     ghost,
     interactions,
+    masking,
     pairs,
     precomputed,
     relax,
@@ -60,5 +61,5 @@ sys.modules[__name__].__class__ = _CallableModule
 __all__ = ["base", "captum_methods", "cocoa", "contrastive", "corpus", "relax", "stochastic", "examples", "features",
            "ghost", "precomputed", "EXPLAINERS", "FeatureExplainer", "explainer_names", "get_explainer",
            "register_explainer", "EXAMPLE_METHODS", "register_example_method", "explain", "explain_units",
-           "PrecomputedExplanations", "distance", "interactions", "pairs", "DistanceExplainer", "explain_distance",
-           "IntegratedJacobians", "completeness_target", "PairExplainer", "explain_pairs"]
+           "PrecomputedExplanations", "distance", "interactions", "masking", "pairs", "DistanceExplainer",
+           "explain_distance", "IntegratedJacobians", "completeness_target", "PairExplainer", "explain_pairs"]

@@ -51,9 +51,9 @@ import torch.nn.functional as F
 
 from ..draws import draw
 from ..errors import InvalidArgument
-from ..memory import rows_per_pass
 from ..validation import check_positive_int
-from .base import FeatureExplainer, register_explainer
+from .base import register_explainer
+from .masking import MaskingExplainer
 from .pairs import explain_pairs
 
 #: the package's defaults (``DistanceExplainer.__init__``)
@@ -128,8 +128,8 @@ def distance_masks(n_masks: int, size: tuple, feature_res: int = 8, p_keep: floa
 
 
 def check_mask_geometry(size: tuple, feature_res) -> None:
-    if isinstance(feature_res, bool) or not isinstance(feature_res, (int, np.integer)) or feature_res < 1:
-        raise InvalidArgument(f"`feature_res` must be an integer >= 1 (cells per axis), got {feature_res!r}.")
+    """Refuse a ``feature_res`` (cells per axis) that is not a positive integer or exceeds the masked axes."""
+    feature_res = check_positive_int(feature_res, "feature_res")
     if feature_res > min(size):
         raise InvalidArgument(f"`feature_res`={feature_res} cells per axis is more than the input has along an axis "
                               f"({tuple(size)}); pass feature_res <= {min(size)}.")
@@ -164,7 +164,7 @@ def reference_distance(z: torch.Tensor, z_ref: torch.Tensor) -> torch.Tensor:
 
 
 @register_explainer("DistanceExplainer")
-class DistanceExplainer(FeatureExplainer):
+class DistanceExplainer(MaskingExplainer):
     """Distance Explainer of an encoder for a reference latent (module docstring).
 
     Options (the package's names and defaults): ``n_masks`` (1000), ``feature_res`` (8 cells per axis),
@@ -173,32 +173,12 @@ class DistanceExplainer(FeatureExplainer):
     masked inputs per forward pass; ``seed`` draws the masks. On 8x8 digits ``feature_res=4`` gives 2x2-pixel cells.
     """
 
-    uses_baseline = True
-    unit_masking = True  # text: whole tokens kept or deleted, no embeddings involved
     option_names = tuple(DEFAULTS)
     passes_per_input = DEFAULTS["n_masks"]
-    _rows = 256
-
-    def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None, **options):
-        """Attributions ``(N, *input_shape)``, constant over the channels a unit spans; ``reference`` (N, d): each
-        input's reference latent f(b) (default f(a))."""
-        self._rows = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"),
-                                   device=self.encoder if isinstance(self.encoder, torch.nn.Module) else None)
-        return super().attribute(inputs, baseline=baseline, seed=seed, batch_size=batch_size, reference=reference,
-                                 **options)
 
     def expansion(self, options: dict) -> int:
         value = options.get("n_masks", DEFAULTS["n_masks"])
         return value if isinstance(value, int) and value > 0 else DEFAULTS["n_masks"]
-
-    def _mask_layout(self, shape: tuple) -> tuple:
-        """(units shape, size the interpolated masks cover, or None for independent units)."""
-        name = self.encoder.modality.name
-        if name == "image":
-            return (1, *shape[1:]), tuple(shape[1:])
-        if name == "time_series":
-            return (1, shape[-1]), (shape[-1],)
-        return tuple(self.encoder.modality.unit_shape(shape)), None
 
     def attribute_batch(self, x, z_ref, baseline, seed, n_masks: int = 1000, feature_res: int = 8,
                         p_keep: float = 0.5, mask_selection_range_min: float = 0.0,
@@ -218,7 +198,7 @@ class DistanceExplainer(FeatureExplainer):
             raise InvalidArgument(f"Both mask selection ranges are empty for n_masks={n_masks}: widen "
                                   "mask_selection_range_* or mask_selection_negative_range_*, or draw more masks.")
         shape = tuple(x.shape[1:])
-        units, size = self._mask_layout(shape)
+        units, size = self.mask_layout(shape)
         if size is not None:
             check_mask_geometry(size, feature_res)
             cells, offsets = draw_grids(n_masks, size, feature_res, float(p_keep), seed)
@@ -239,7 +219,7 @@ class DistanceExplainer(FeatureExplainer):
             for start in range(0, n_masks, block):
                 stop = min(start + block, n_masks)
                 m = masks(start, stop)
-                masked = (x.unsqueeze(1) * m + baseline.unsqueeze(1) * (1 - m)).reshape(n * (stop - start), *shape)
+                masked = self.masked(x, m, baseline)
                 z = self.encoder(masked).view(n, stop - start, -1)
                 distances.append(reference_distance(z, z_ref.unsqueeze(1)))
             weights = selection_weights(torch.cat(distances, 1), ranges)  # (N, K)

@@ -71,19 +71,20 @@ def similarity_encoder(model, inputs=None, similarity: str = "dot"):
     return normalised_encoder(encoder) if kind == "cosine" else encoder
 
 
-def pair_inputs(encoder, a, b) -> tuple:
+def pair_inputs(encoder, a, b, names: tuple = ("a", "b")) -> tuple:
     """``(a, b)`` validated as a batch of pairs on the encoder's device and in its data dtype, in the canonical
-    layout; a single ``b`` (one sample) is paired with every ``a``."""
-    xa = encoder.canonical(check_inputs(a, encoder, name="a"))
-    xb = encoder.canonical(check_inputs(b, encoder, name="b"))
+    layout; a single ``b`` (one sample) is paired with every ``a``. ``names``: what the caller calls them."""
+    na, nb = names
+    xa = encoder.canonical(check_inputs(a, encoder, name=na))
+    xb = encoder.canonical(check_inputs(b, encoder, name=nb))
     if tuple(xa.shape[1:]) != tuple(xb.shape[1:]):
-        raise InvalidInput(f"`a` and `b` samples must have the same shape, got {tuple(xa.shape[1:])} and "
-                           f"{tuple(xb.shape[1:])}.")
+        raise InvalidInput(f"`{nb}` samples have shape {tuple(xb.shape[1:])} but `{na}` samples have "
+                           f"{tuple(xa.shape[1:])}; pass inputs of the same shape (the inputs b, not their latents).")
     if len(xb) == 1 and len(xa) > 1:
         xb = xb.expand(len(xa), *xb.shape[1:])
     if len(xa) != len(xb):
-        raise InvalidInput(f"`a` and `b` must hold as many samples (one pair per row, or a single `b`), got "
-                           f"{len(xa)} and {len(xb)}.")
+        raise InvalidInput(f"`{na}` and `{nb}` must hold as many samples (one pair per row, in the same order, or "
+                           f"a single `{nb}` shared by all): `{nb}` has {len(xb)} samples, `{na}` has {len(xa)}.")
     return xa, xb
 
 

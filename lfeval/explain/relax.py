@@ -22,16 +22,13 @@ its own.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidArgument
-from ..memory import rows_per_pass
 from ..validation import check_positive_int
-from .base import FeatureExplainer, register_explainer
+from .base import register_explainer
+from .masking import MaskingExplainer
 
 #: relax-xai's initial sum of weights (avoids 0 / 0 for a unit no mask keeps)
 WEIGHT_EPS = 1e-10
@@ -104,7 +101,7 @@ def relax_maps(s1: torch.Tensor, s2: torch.Tensor, w: torch.Tensor) -> tuple:
 
 
 @register_explainer("RELAX")
-class RELAX(FeatureExplainer):
+class RELAX(MaskingExplainer):
     """RELAX of an encoder (module docstring): importance and, on request, uncertainty maps.
 
     Options: ``n_masks`` (K, default 3000 as the paper's 30 batches of 100), ``num_cells`` (7), ``p_keep``
@@ -119,33 +116,20 @@ class RELAX(FeatureExplainer):
     (torch.Size([2, 1, 4, 4]), True)
     """
 
-    uses_baseline = True
-    unit_masking = True  # text: tokens of the input are kept or deleted, no embeddings involved
     option_names = ("n_masks", "num_cells", "p_keep")
-    #: masked inputs per forward pass and the uncertainty maps of the chunks, set by :meth:`attribute`
-    _rows, _uncertainty = 256, None
+    #: the uncertainty maps of the chunks, collected by :meth:`attribute`
+    _uncertainty = None
 
     def attribute(self, inputs, baseline=None, seed: int = 0, batch_size: int = 256, reference=None,
                   return_uncertainty: bool = False, **options):
         """Importance ``(N, *input_shape)``, or ``(importance, uncertainty)`` with ``return_uncertainty=True``
         (captum's ``return_convergence_delta`` pattern). Both are constant over the channels a unit spans."""
-        self._rows = rows_per_pass(math.prod(np.shape(inputs)[1:]), check_positive_int(batch_size, "batch_size"),
-                                   device=self.encoder if isinstance(self.encoder, torch.nn.Module) else None)
         self._uncertainty = []
         importance = super().attribute(inputs, baseline=baseline, seed=seed, batch_size=batch_size,
                                        reference=reference, **options)
         if not return_uncertainty:
             return importance
         return importance, torch.cat(self._uncertainty).reshape(importance.shape)
-
-    def _mask_layout(self, shape: tuple) -> tuple:
-        """(units shape, spatial size the smooth masks cover or None for independent units)."""
-        name = self.encoder.modality.name
-        if name == "image":
-            return (1, *shape[1:]), tuple(shape[1:])
-        if name == "time_series":  # (C, T): smooth masks over time, shared by the channels
-            return (1, shape[-1]), (shape[-1],)
-        return tuple(self.encoder.modality.unit_shape(shape)), None
 
     def _masks(self, cells, shifts, size, units, device) -> torch.Tensor:
         if size is None:
@@ -158,7 +142,7 @@ class RELAX(FeatureExplainer):
         if not 0 < float(p_keep) < 1:
             raise InvalidArgument(f"`p_keep` must be in (0, 1), got {p_keep}.")
         shape = tuple(x.shape[1:])
-        units, size = self._mask_layout(shape)
+        units, size = self.mask_layout(shape)
         if size is not None:
             num_cells = check_mask_geometry(size, num_cells)
             cells, shifts = draw_cells(n_masks, num_cells, len(size), float(p_keep), seed)
@@ -176,7 +160,7 @@ class RELAX(FeatureExplainer):
                 m = self._masks(cells[start:stop], None if shifts is None else shifts[:, start:stop], size, units,
                                 x.device).to(x.dtype)
                 b = len(m)
-                masked = (x.unsqueeze(1) * m + baseline.unsqueeze(1) * (1 - m)).reshape(n * b, *shape)
+                masked = self.masked(x, m, baseline)
                 z = self.encoder(masked).view(n, b, -1)
                 sim = F.cosine_similarity(z_ref.unsqueeze(1), z, dim=-1)  # (N, b)
                 parts = relax_statistics(sim, m.reshape(b, n_units))

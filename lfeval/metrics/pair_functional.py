@@ -29,12 +29,13 @@ import torch.nn.functional as F
 
 from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
+from ..explain.pairs import SIMILARITIES
 from ..memory import rows_per_pass
 from ..validation import check_finite
 from .functional import chunk_rows, fixed_units_last, mask_counts, normalised_auc, ordered_masks, perturbed_inputs
 
-#: the similarities of a pair's latents
-PAIR_SIMILARITIES = ("dot", "cosine")
+#: the similarities of a pair's latents (those pair explanations attribute)
+PAIR_SIMILARITIES = SIMILARITIES
 #: which inputs of a pair are masked
 MASKED_SIDES = ("a", "both")
 #: the curve orders of the pair metrics
@@ -75,7 +76,8 @@ def similarity_shift_curve(encoder, a: torch.Tensor, b: torch.Tensor, importance
     """
     if order not in PAIR_ORDERS:
         raise InvalidArgument(f"`order` must be one of {PAIR_ORDERS}, got {order!r}.")
-    latent_similarity(a.new_zeros(1, 1), a.new_zeros(1, 1), similarity)  # validates the name
+    if similarity not in PAIR_SIMILARITIES:
+        raise InvalidArgument(f"`similarity` must be one of {PAIR_SIMILARITIES}, got {similarity!r}.")
     encoder = check_model(encoder, a)  # an lfeval.Encoder (a plain module is wrapped)
     check_finite(a, "a")
     check_finite(b, "b")

@@ -53,7 +53,7 @@ import torch
 from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
 from ..explain.interactions import completeness_target, interactions
-from ..explain.pairs import explain_pairs, similarity_encoder
+from ..explain.pairs import explain_pairs, pair_inputs, similarity_encoder
 from ..precision import precise
 from ..validation import as_tensor, check_choice, check_inputs, check_positive_int, to_numpy
 from .base import Curve, LabelFreeMetric
@@ -156,18 +156,7 @@ class PairMetric(LabelFreeMetric):
         if partners is None:
             raise InvalidArgument(f"{type(self).__name__} needs the partner b of each input: pass partners=b (N, "
                                   "*input_shape) to the constructor or custom_batch=b to the call.")
-        encoder = check_model(model, x_batch)
-        x = encoder.canonical(check_inputs(x_batch, encoder, "x_batch"))
-        b = encoder.canonical(check_inputs(partners, encoder, "partners"))
-        if tuple(b.shape[1:]) != tuple(x.shape[1:]):
-            raise InvalidInput(f"`partners` samples have shape {tuple(b.shape[1:])} but `x_batch` samples have "
-                               f"{tuple(x.shape[1:])}; pass one partner input per row of x_batch (the inputs b, not "
-                               "their latents).")
-        if len(b) == 1 and len(x) > 1:
-            b = b.expand(len(x), *b.shape[1:])
-        if len(b) != len(x):
-            raise InvalidInput(f"`partners` has {len(b)} samples but `x_batch` has {len(x)}; pass one partner per "
-                               "input, in the same order (or a single partner shared by all).")
+        _, b = pair_inputs(check_model(model, x_batch), x_batch, partners, names=("x_batch", "partners"))
         return to_numpy(b, dtype=np.float64 if b.dtype == torch.float64 else np.float32)
 
     @precise

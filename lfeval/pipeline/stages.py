@@ -369,11 +369,10 @@ def pair_partners(rd: RunData, pretext: str) -> dict:
     with torch.no_grad():
         za = torch.nn.functional.normalize(encode_chunks(enc, xa, 256).double(), dim=1)
         zt = torch.nn.functional.normalize(encode_chunks(enc, xt, 256).double(), dim=1)
-    cosine = za @ zt.T
-    flat = xt.reshape(len(xt), -1)
-    for i in range(len(xa)):  # an identical input is not a partner
-        same = (flat == xa[i].reshape(1, -1)).all(1)
-        cosine[i, same] = -torch.inf
+        # an identical input is not a partner: exact distances (no matrix-product shortcut), zero only when equal
+        same = torch.cdist(xa.reshape(len(xa), -1).double(), xt.reshape(len(xt), -1).double(),
+                           compute_mode="donot_use_mm_for_euclid_dist") == 0
+    cosine = (za @ zt.T).masked_fill(same, -torch.inf)
     if bool(torch.isinf(cosine).all(1).any()):
         raise InvalidInput("pairs = \"nearest\": an explained input equals every training example, so it has no "
                            "nearest neighbour; raise `n_train_examples` or give a file of index pairs.")

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -21,6 +20,8 @@ from ..metrics.catalogue import EXAMPLES, FEATURES
 from . import plots
 from .html import Section, write_report
 from .pairs import PairPage, pair_section
+from .plots import save_figure
+from .ranking import wide
 from .summary import RANK_CONVENTION, control_flags, control_names, left_out_sentence, summary_sentences
 
 #: the ``pretext`` of the rows that rank over all encoders (``ranks.csv``)
@@ -100,13 +101,6 @@ class RunPage:
         return [k for k in (FEATURES, EXAMPLES) if len(self.scores) and k in set(self.scores["kind"])]
 
 
-def wide(table: pd.DataFrame, kind: str, pretext: str, value: str) -> pd.DataFrame:
-    """methods x metrics of one kind and encoder, from a long scores or ranks table."""
-    t = table[(table["kind"] == kind) & (table["pretext"] == pretext)]
-    out = t.pivot(index="method", columns="metric", values=value)
-    return out.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["metric"]))]
-
-
 def control_table(ranks: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Per encoder (and overall) where a control wins a metric: the metrics it ties or beats and what the
     mean rank is over, from ``ranks.csv`` (:func:`lfeval.report.summary.control_flags`)."""
@@ -126,12 +120,6 @@ def metric_notes(names, texts: dict, directions: dict) -> str:
     items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(texts[n])} "
                     f"{'Higher' if directions[n] == 'higher' else 'Lower'} is better.</li>" for n in names)
     return f"<ul>{items}</ul>"
-
-
-def _save(fig, path: Path, caption: str, figures: list) -> None:
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    figures.append((path, caption))
 
 
 def intro(page: RunPage) -> str:
@@ -167,7 +155,7 @@ def ranking_section(page: RunPage, kind: str, plot_dir: Path) -> Section:
     overall_won = flags[OVERALL]["won"] if OVERALL in flags and not flags[OVERALL]["all"] else []
     if overall_ranks.shape[1] > 2:
         fig = plots.radar_chart(overall_ranks, title=f"Ranks of the {kind[:-1]} explainers", control_wins=overall_won)
-        _save(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind}; rank 1 = best, "
+        save_figure(fig, plot_dir / f"radar_{kind}.png", f"Radar chart of the overall ranks ({kind}; rank 1 = best, "
               "drawn outermost)" + ("; metrics marked (control wins) are left out of the mean rank"
                                     if overall_won else ""), figures)
     tables = {"overall rank (normalised scores averaged over encoders; 1 = best)": overall_ranks.sort_values(
@@ -191,7 +179,8 @@ def attribution_section(page: RunPage, plot_dir: Path) -> Optional[Section]:
     for p, per_method in page.attributions.items():
         fig = plots.attribution_maps(page.inputs, per_method, n=4, title=f"Label-free attributions, {p} encoder",
                                      modality=page.modality)
-        _save(fig, plot_dir / f"attributions_{p}.png", f"Example attribution maps per method ({p} encoder)", figures)
+        save_figure(fig, plot_dir / f"attributions_{p}.png", f"Example attribution maps per method ({p} encoder)",
+                    figures)
         if page.feature_names:  # named tabular features (a CSV's columns): mean |a| per feature and method
             feature_tables[f"mean |attribution| per feature, {p} encoder"] = pd.DataFrame(
                 {m: np.abs(np.asarray(a)).reshape(len(a), -1).mean(0) for m, a in per_method.items()},
@@ -210,7 +199,7 @@ def curve_section(metric: str, per_encoder: dict, spec, plot_dir: Path) -> Secti
         plots.metric_curves(by_method, title=p, xlabel=spec.xlabel, ylabel=spec.ylabel, ylim=spec.ylim, ax=ax,
                             legend=i == 0)
     fig.suptitle(spec.title, y=1.03)
-    _save(fig, plot_dir / f"curves_{metric}.png", f"{metric} curves per encoder", figures)
+    save_figure(fig, plot_dir / f"curves_{metric}.png", f"{metric} curves per encoder", figures)
     return Section(f"{metric}: curves", html.escape(spec.text), figures=figures)
 
 
@@ -221,7 +210,7 @@ def agreement_section(page: RunPage, plot_dir: Path) -> Optional[Section]:
         return None
     figures = []
     fig = plots.pretext_heatmaps(page.correlations)
-    _save(fig, plot_dir / "pretext_heatmaps.png", "Pearson correlation of explanations between pretext tasks",
+    save_figure(fig, plot_dir / "pretext_heatmaps.png", "Pearson correlation of explanations between pretext tasks",
           figures)
     runs = int(pretext["runs"].max())
     title = "Encoder agreement" if page.user_encoders else "Pretext sensitivity (paper §4.2)"
@@ -239,7 +228,7 @@ def meta_section(meta: pd.DataFrame, plot_dir: Path) -> Optional[Section]:
     figures = []
     for test, t in meta.groupby("test", sort=False):
         fig = plots.meta_area(t.set_index("metric"), title=f"MetaQuantus, {test} perturbation tests")
-        _save(fig, plot_dir / f"meta_{test.lower()}.png", f"Meta-consistency areas ({test} tests)", figures)
+        save_figure(fig, plot_dir / f"meta_{test.lower()}.png", f"Meta-consistency areas ({test} tests)", figures)
     return Section("Meta-evaluation (MetaQuantus)", (
         "Each metric is scored again after perturbations of the encoder's parameters (Model) or of the inputs "
         "(Input) that keep the representation (Resilience: the metric should not change) or change it "

@@ -21,6 +21,8 @@ import pandas as pd
 
 from ..modalities import get_modality
 from .html import Section
+from .plots import map_grid_done, save_figure
+from .ranking import wide
 from .summary import RANK_CONVENTION
 
 #: the ``pretext`` of the rows that rank over all encoders (``pair_ranks.csv``)
@@ -136,12 +138,7 @@ def pair_figure(maps: PairMaps, modality, title: str = "Pair explanations"):
         axes[i, 0].set_ylabel(f"s = {float(maps.similarity[i]):.3g}", fontsize=7)
     for j, name in enumerate(columns):
         axes[0, j].set_title(name, fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return map_grid_done(fig, axes, title)
 
 
 def token_pairs(maps: PairMaps, modality, n: int = 5) -> list:
@@ -173,20 +170,6 @@ def _token_list(maps: PairMaps, modality) -> str:
     return f"<ol>{''.join(items)}</ol>"
 
 
-def _wide(table: pd.DataFrame, pretext: str, value: str, kind: Optional[str] = None) -> pd.DataFrame:
-    t = table[table["pretext"] == pretext]
-    if kind is not None:
-        t = t[t["kind"] == kind]
-    out = t.pivot(index="method", columns="metric", values=value)
-    return out.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["metric"]))]
-
-
-def _save(fig, path: Path, caption: str, figures: list) -> None:
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    figures.append((path, caption))
-
-
 def pair_section(page: PairPage, plot_dir: Path) -> Section:
     """The "Pair explanations" section: what was explained, the pair explainers' ranking (overall) and mean scores
     per encoder, the interactions' completeness errors, the drawn pairs and their maps (and, for text, the
@@ -195,10 +178,10 @@ def pair_section(page: PairPage, plot_dir: Path) -> Section:
     explained = scores[scores["method"] != INTERACTIONS]
     tables, figures = {}, []
     if len(ranks):
-        tables["pair explainers, overall rank (normalised means averaged over encoders; 1 = best)"] = _wide(
-            ranks, OVERALL, "rank", KIND).sort_values("mean_rank", kind="stable")
+        tables["pair explainers, overall rank (normalised means averaged over encoders; 1 = best)"] = wide(
+            ranks, KIND, OVERALL, "rank").sort_values("mean_rank", kind="stable")
     for p in dict.fromkeys(explained["pretext"]):
-        tables[f"mean scores (± 95% CI half-width in pairs.csv), {p} encoder"] = _wide(explained, p, "mean")
+        tables[f"mean scores (± 95% CI half-width in pairs.csv), {p} encoder"] = wide(explained, None, p, "mean")
     completeness = scores[scores["method"] == INTERACTIONS]
     if len(completeness):
         tables["interaction completeness error (IntegratedJacobians)"] = completeness.pivot(
@@ -216,8 +199,8 @@ def pair_section(page: PairPage, plot_dir: Path) -> Section:
         if not len(maps.a):
             continue
         fig = pair_figure(maps, modality, title=f"Pair explanations, {p} encoder")
-        _save(fig, plot_dir / f"pairs_{p}.png", f"Pairs a, b, the attribution of a for s(·, b) per method and the "
-              f"interaction maps of a (row sums) and b (column sums) ({p} encoder)", figures)
+        save_figure(fig, plot_dir / f"pairs_{p}.png", f"Pairs a, b, the attribution of a for s(·, b) per method and "
+                    f"the interaction maps of a (row sums) and b (column sums) ({p} encoder)", figures)
         if modality.plot_kind == "tokens" and len(maps.top):
             text_parts.append(f"<h4>Strongest token-pair interactions, {html.escape(p)} encoder</h4>"
                               + _token_list(maps, modality))

@@ -10,6 +10,23 @@ import pandas as pd
 from ..modalities import get_modality
 
 
+def save_figure(fig, path, caption: str, figures: list) -> None:
+    """Write ``fig`` to ``path`` (PNG, 90 dpi), close it and record ``(path, caption)`` in ``figures``."""
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    figures.append((path, caption))
+
+
+def map_grid_done(fig, axes, title: str):
+    """Finish a grid of input and attribution maps: no ticks, a small title, a tight layout; returns ``fig``."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _band(ax, x, curves: np.ndarray, label: str):
     """Mean curve with a 95% confidence band (1.96 standard errors over samples)."""
     curves = np.asarray(curves, dtype=float)
@@ -140,9 +157,4 @@ def attribution_maps(x: np.ndarray, attributions: dict, n: int = 4, title: str =
             if i == 0:
                 axes[i, j].set_title(method, fontsize=7)
     axes[0, 0].set_title("input", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return map_grid_done(fig, axes, title)

@@ -18,6 +18,16 @@ from ..errors import InvalidArgument
 CONTROL_TOLERANCE = 1e-9
 
 
+def wide(table: pd.DataFrame, kind, pretext: str, value: str) -> pd.DataFrame:
+    """methods x metrics of one encoder (and of one ``kind`` of explanation unless None), from a long scores or
+    ranks table, in the table's order."""
+    t = table[table["pretext"] == pretext]
+    if kind is not None:
+        t = t[t["kind"] == kind]
+    out = t.pivot(index="method", columns="metric", values=value)
+    return out.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["metric"]))]
+
+
 def normalise_scores(scores: pd.DataFrame, directions: dict) -> pd.DataFrame:
     """Min-max normalise each metric column to [0, 1] with 1 = best.
 
