@@ -41,6 +41,7 @@ from .metrics import (
     CorpusDeletion,
     LabelFree,
     LabelFreeSimilarityRate,
+    PairCompleteness,
     RepresentationShift,
     RepresentationShiftInsertion,
     SimilarityRate,
@@ -162,6 +163,11 @@ def _paths() -> dict:
         "interactions": lambda enc, d: interactions(enc, d["x"][:4], _partners(d["x"])[:4], n_steps=8),
         "SimilarityShift": lambda enc, d: np.asarray(SimilarityShift(partners=_partners(d["x"]), fractions=(
             0.0, 0.25, 0.5, 1.0))(enc, d["x"], a_batch=np.abs(d["x"] - 0.5)), dtype=float),
+        "interactions(cosine)": lambda enc, d: interactions(enc, d["x"][:4], _partners(d["x"])[:4], n_steps=8,
+                                                             similarity="cosine"),
+        "PairCompleteness": lambda enc, d: np.asarray(PairCompleteness(partners=_partners(d["x"]))(
+            enc, d["x"], a_batch=explain_pairs(enc, d["x"], _partners(d["x"]), method="IntegratedGradients",
+                                               n_steps=16)), dtype=float),
     })
     for mode in ("CEM-PP", "CEM-PN"):  # prototypes fitted on the training pool
         paths[mode] = functools.partial(_cem, mode=mode)

@@ -831,3 +831,101 @@ LAST_CONFIGS = [
 @pytest.mark.parametrize("toml, message", LAST_CONFIGS, ids=[t for t, _ in LAST_CONFIGS])
 def test_last_bad_configs_exit_2_with_a_named_error(tmp_path, capsys, toml, message):
     test_bad_config_exits_2_with_a_named_error(tmp_path, capsys, toml, message)
+
+
+# ---------------------------------------------------------------------- pair explanations (issue 30) and registries
+def _pairs(c, **kw):
+    from lfeval.explain.pairs import explain_pairs
+
+    return explain_pairs(**{"model": c.ae, "a": c.x, "b": c.x[::-1].copy(), "method": "Saliency", **kw})
+
+
+def _inter(c, **kw):
+    from lfeval.explain.interactions import interactions
+
+    return interactions(**{"model": c.ae, "a": c.x[:2], "b": c.x[2:4], "n_steps": 4, **kw})
+
+
+def _distance(c, **kw):
+    from lfeval.explain.distance import explain_distance
+
+    return explain_distance(**{"model": c.ae, "a": c.x, "b": c.x[::-1].copy(), "n_masks": 16, "feature_res": 4,
+                               **kw})
+
+
+def _shift(c, metric=None, **kw):
+    from lfeval.metrics import SimilarityShift
+
+    partners = c.x[::-1].copy()
+    return (metric or SimilarityShift(partners=partners))(**{"model": c.ae, "x_batch": c.x, "a_batch": c.a, **kw})
+
+
+PAIR_CASES = [
+    ("pairs/method", lambda c: _pairs(c, method="IntegratedGradient"), UnknownName,
+     "Did you mean 'IntegratedGradients'"),
+    ("pairs/no-reference", lambda c: _pairs(c, method="COCOA"), InvalidArgument, "does not take a reference latent"),
+    ("pairs/side", lambda c: _pairs(c, side="c"), UnknownName, "Unknown side 'c'"),
+    ("pairs/similarity", lambda c: _pairs(c, similarity="l2"), UnknownName, "Unknown similarity 'l2'"),
+    ("pairs/count", lambda c: _pairs(c, b=c.x[:3]), InvalidInput, "`b` has 3 samples, `a` has 8"),
+    ("pairs/shape", lambda c: _pairs(c, b=c.x[:, :, :4]), InvalidInput, "`b` samples have shape"),
+    ("pairs/nan-partner", lambda c: _pairs(c, b=c.nan), InvalidInput, "`b` contains 1 NaN/inf"),
+    ("pairs/option", lambda c: _pairs(c, method="IntegratedGradients", n_step=4), InvalidArgument,
+     "Did you mean 'n_steps'"),
+    ("pairs/batch-size", lambda c: _pairs(c, batch_size=0), InvalidArgument, "`batch_size` must be an integer"),
+    ("interactions/steps", lambda c: _inter(c, n_steps=0), InvalidArgument, "`n_steps` must be an integer >= 1"),
+    ("interactions/steps-bool", lambda c: _inter(c, n_steps=True), InvalidArgument, "got True"),
+    ("interactions/mode", lambda c: _inter(c, mode="fwd"), UnknownName, "Unknown mode 'fwd'"),
+    ("interactions/quadrature", lambda c: _inter(c, method="simpson"), UnknownName, "Unknown method 'simpson'"),
+    ("interactions/count", lambda c: _inter(c, b=c.x[:3]), InvalidInput, "as many samples"),
+    ("distance/n-masks-bool", lambda c: _distance(c, n_masks=True), InvalidArgument, "`n_masks` must be an integer"),
+    ("distance/feature-res", lambda c: _distance(c, feature_res=9), InvalidArgument, "feature_res <= 8"),
+    ("distance/feature-res-bool", lambda c: _distance(c, feature_res=True), InvalidArgument,
+     "`feature_res` must be an integer >= 1"),
+    ("distance/p-keep", lambda c: _distance(c, p_keep=1.5), InvalidArgument, r"`p_keep` must be in \(0, 1\)"),
+    ("distance/range", lambda c: _distance(c, mask_selection_range_max=2), InvalidArgument,
+     "`mask_selection_range_max` must be a fraction"),
+    ("distance/empty-ranges", lambda c: _distance(c, n_masks=5, mask_selection_negative_range_min=1.0),
+     InvalidArgument, "Both mask selection ranges are empty"),
+    ("shift/no-partners", lambda c: _shift(c, lfeval.metrics.SimilarityShift()), InvalidArgument, "partner"),
+    ("shift/partner-count", lambda c: _shift(c, lfeval.metrics.SimilarityShift(partners=c.x[:3])), InvalidInput,
+     "`partners` has 3 samples"),
+    ("shift/fractions", lambda c: lfeval.metrics.SimilarityShift(partners=c.x, fractions=(0.5, 0.2)),
+     InvalidArgument, "`fractions`"),
+    ("completeness/explanation", lambda c: lfeval.metrics.PairCompleteness(partners=c.x, explanation="m"),
+     UnknownName, "Unknown explanation 'm'"),
+    ("pair-explain-func/no-partners", lambda c: lfeval.metrics.PairExplainFunc()(c.ae, c.x), InvalidArgument,
+     "needs the partners"),
+    ("registry/none", lambda c: lfeval.registry.Registry("thing").register("x", None), InvalidArgument,
+     "Nothing to register"),
+    ("registry/empty-name", lambda c: lfeval.registry.Registry("thing").register("", 1), InvalidArgument,
+     "non-empty name"),
+    ("registry/unknown", lambda c: lfeval.data.LOADERS.get("digts"), UnknownName, "Did you mean 'digits'"),
+]
+
+
+@pytest.mark.parametrize("case", PAIR_CASES, ids=[case[0] for case in PAIR_CASES])
+def test_pair_and_registry_bad_inputs_raise_a_named_error(c, case):
+    test_bad_input_raises_a_named_error(c, case)
+
+
+PAIR_CONFIGS = [
+    ('pairs = 3', "`pairs` must be a non-empty str"),
+    ('pairs = "pairs.txt"', "ending in .csv or .npy"),
+    ('pairs = "{root}/missing.csv"', "does not exist"),
+    ('pairs = "nearest"\npair_explainers = ["COCOA", "Random"]', "does not take a reference latent"),
+    ('pairs = "nearest"\npair_explainers = ["IntegratedGradient"]', "Did you mean 'IntegratedGradients'"),
+    ('pairs = "nearest"\npair_similarity = "l2"', "Unknown entry 'l2' in config `pair_similarity`"),
+    ('pairs = "nearest"\npair_maps = -1', "`pair_maps` must be an integer >= 0"),
+    ('pairs = "nearest"\npair_maps = true', "`pair_maps` must be an integer >= 0"),
+    ('pairs = "nearest"\npair_steps = 0', "`pair_steps` must be an integer >= 1"),
+    ('pair_maps = 2', "pair explanations, which are off"),
+    ('pairs = "nearest"\npair_metrics = ["RepresentationShift"]', "does not score pair explanations"),
+    ('pairs = "nearest"\npair_metrics = ["SimilarityShft"]', "Did you mean 'SimilarityShift'"),
+    ('metrics = ["SimilarityShift"]', "name them in `pair_metrics`"),
+    ('meta_metrics = ["SimilarityShift"]', "but pair explanations are off"),
+]
+
+
+@pytest.mark.parametrize("toml, message", PAIR_CONFIGS, ids=[t for t, _ in PAIR_CONFIGS])
+def test_bad_pair_configs_exit_2_with_a_named_error(tmp_path, capsys, toml, message):
+    test_bad_config_exits_2_with_a_named_error(tmp_path, capsys, toml, message)
