@@ -3,6 +3,8 @@
 # `make notebooks`: execute every notebook in place with the full settings (they are committed with outputs).
 # `make docs`: install the docs extra into .venv and build the site (user guide + API reference) into
 #   docs/_build/html, with every Sphinx warning an error.
+# `make gpu-check`: on a GPU machine with the packages installed, every path on CUDA against the CPU and the
+#   issue-26 timings (benchmarks/bench_gpu.py, ~6 min), figures in gpu.json; uses $(PYTHON), not the venv.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +13,7 @@ DOCS_STAMP := $(VENV)/.lfeval-docs-installed
 # torch/torchvision: pinned so pip takes the wheels on this machine's disk (MetaQuantus imports torchvision).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install lint clean chromium notebooks docs
+.PHONY: demo test install lint clean chromium notebooks docs gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +53,9 @@ docs: $(DOCS_STAMP)
 	rm -rf docs/_build/html docs/api/generated
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs: docs/_build/html/index.html"
+
+gpu-check:
+	OMP_WAIT_POLICY=PASSIVE $(PYTHON) benchmarks/bench_gpu.py --json gpu.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lfeval tests benchmarks

@@ -10,8 +10,9 @@ short keeps what it measured; a section that fails is a row with its error, not 
   resnet     a torchvision ResNet-18 (random weights, 512-d) on 256 MNIST digits at 3x224x224: GradientShap
              against IntegratedGradients at the same number of model evaluations; Saliency, IG and
              RepresentationShift at each precision (highest / tf32 / bf16): seconds and error against highest
-  run        `lfeval run --device cuda` on bench_scale.py's ResNet-18 config (N = 256), on the demo config,
-             and on a torchvision ViT-B/16 (random weights) at 224 (N = 64)
+  run        `lfeval run --device cuda` on bench_scale.py's ResNet-18 config (N = 256), the same job with a
+             near-free encoder (its host floor: what the GPU cannot remove), on the demo config, and on a
+             torchvision ViT-B/16 (random weights) at 224 (N = 64)
   examples   the paper's §4.1 example consistency on all 60,000 MNIST training x 10,000 test digits: DkNN,
              SimplEx, TracIn and influence functions (d = 4 autoencoder trained here), seconds each
   training   the MNIST autoencoder, 20 epochs, by batch size (bench_training.py's GPU mode)
@@ -222,7 +223,8 @@ def runs(args):
     demo = f'[run]\n{device_line}quiet = false\ncache_dir = "{(out / "cache").as_posix()}"\n'
     if args.quick:
         demo += 'pretexts = ["reconstruction"]\nepochs = 2\nmeta_metrics = []\n'
-    configs = {"resnet18": scale, "demo": demo, "vit_b_16": vit}
+    floor = scale.replace('"torchvision.models:resnet18"', '"bench_stock_metrics:near_free_encoder"')
+    configs = {"resnet18": scale, "resnet18_floor": floor, "demo": demo, "vit_b_16": vit}
     results = {}
     for name in args.runs:
         results[name] = _lfeval_run(configs[name], name, out, args.device, 300)
@@ -278,7 +280,8 @@ def main():
                         "skipped")
     parser.add_argument("--quick", action="store_true", help="small sizes (checking the script on a CPU)")
     parser.add_argument("--sections", nargs="*", default=None)
-    parser.add_argument("--runs", nargs="*", default=["resnet18", "demo", "vit_b_16"], help="jobs of the run section")
+    parser.add_argument("--runs", nargs="*", default=["resnet18", "resnet18_floor", "demo", "vit_b_16"],
+                        help="jobs of the run section")
     parser.add_argument("--profile", action="store_true", help="run the ResNet-18 job again under cProfile")
     parser.add_argument("--tests", nargs="*", default=None, help="test files of the cuda-tests section")
     args = parser.parse_args()

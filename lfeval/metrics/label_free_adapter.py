@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from ..encoder import check_model
 from ..errors import InvalidArgument, InvalidInput, NotAdaptable
 from ..explain.features import explain
+from ..memory import encode_chunks
 from ..precision import precise
 from ..validation import check_choice, check_inputs, check_positive_int, to_numpy
 from .catalogue import ADAPTABLE, SIMILARITIES, STOCK, StockMetric, register_metric
-from .fast_paths import batched_evaluate, skip_silenced_checks
+from .fast_paths import batched_evaluate, quick_checks
 
 #: metrics that read only attributions and segmentation masks: label-free once s_batch is given
 #: (lfeval.evaluate refuses them without s_batch too)
@@ -146,22 +147,36 @@ class BaselineReplacement:
                               f"encoder's inputs {b.shape[1:]} nor their padding to its patch sizes; pass "
                               "LabelFree(..., baseline='metric') to use Quantus' own baseline.")
 
+    @staticmethod
+    def draw(rows: int, **kwargs) -> None:
+        """Quantus' baseline lookup draws a "uniform" candidate on every call; draw it too, so the metric's own
+        random choices (FaithfulnessCorrelation's subsets, ...) follow the same np.random stream as stock."""
+        np.random.uniform(low=kwargs.get("uniform_low", 0.0), high=kwargs.get("uniform_high", 1.0), size=rows)
+
     def __call__(self, arr, indices, **kwargs):
         arr = np.asarray(arr)
-        # Quantus' baseline lookup draws a "uniform" candidate on every call; draw it too, so the metric's
-        # own random choices (FaithfulnessCorrelation's subsets, ...) follow the same np.random stream as stock
-        np.random.uniform(low=kwargs.get("uniform_low", 0.0), high=kwargs.get("uniform_high", 1.0),
-                          size=np.shape(indices)[0])
+        self.draw(np.shape(indices)[0], **kwargs)
         out = arr.copy()
         rows = np.arange(len(arr))[:, None]
         out[rows, indices] = self._rows(arr.shape[1])[rows, indices]
         return out
 
+    def replacing(self, x: torch.Tensor):
+        """This call's replacement as torch (:mod:`lfeval.metrics.fast_paths`' device path): ``x`` (B, F) on the
+        encoder's device -> ``perturb(rows, indices)``, ``x[rows]`` with ``indices`` (len(rows), k) replaced by
+        the baseline, the values ``__call__`` gives."""
+        base = torch.as_tensor(self._rows(x.shape[1]), device=x.device).to(x.dtype)
+
+        def perturb(rows: slice, indices: torch.Tensor) -> torch.Tensor:
+            return x[rows].scatter(1, indices, base[rows].gather(1, indices))
+
+        return perturb
+
 
 class ReferenceScores(torch.nn.Module):
     """x' (M, ...) -> (M, N): the similarity of f(x') to each reference latent f(x_j), j < N. ``sample_shape``
     reshapes Quantus' image-shaped rows back into the encoder's layout (time series are shown to Quantus as
-    (C, 1, T) images)."""
+    (1, C, T) images)."""
 
     def __init__(self, encoder: torch.nn.Module, z_ref: torch.Tensor, similarity: str, sample_shape=None):
         super().__init__()
@@ -250,14 +265,15 @@ class LabelFree:
     def score_model(self, encoder: torch.nn.Module, x: torch.Tensor, sample_shape=None) -> ReferenceScores:
         """The encoder seen as an N-output model whose output i is sample i's label-free score."""
         with torch.no_grad():
-            z_ref = encoder(x)
+            z_ref = encode_chunks(encoder, x)
         return ReferenceScores(encoder, z_ref.detach(), self.similarity, sample_shape).eval()
 
     @staticmethod
     def quantus_layout(encoder, x: torch.Tensor) -> torch.Tensor:
         """Inputs as Quantus' perturbation metrics read them: images (N, C, H, W); time series (N, C, T) as
-        (N, C, 1, T) images (Quantus 0.6.0's patch metrics assume two spatial axes); tabular rows as (N, 1, D)."""
-        return x.unsqueeze(2) if encoder.modality == "time_series" else x
+        one-channel (N, 1, C, T) images (Quantus 0.6.0's patch metrics assume two spatial axes, and it cannot
+        place (C, T) attributions on (C, 1, T) inputs); tabular rows as (N, 1, D)."""
+        return x.unsqueeze(1) if encoder.modality == "time_series" else x
 
     def _replaces_with_black(self) -> bool:
         """The metric removes features by baseline replacement, at Quantus' default 'black'."""
@@ -269,8 +285,9 @@ class LabelFree:
     @contextlib.contextmanager
     def _running(self, encoder, x: torch.Tensor):
         """While scoring: features removed by the metric take the encoder's baseline (see ``baseline``), the
-        metric predicts all its steps at once where lfeval has its batched path (``batched``), and Quantus'
-        no-change check is skipped when the metric's warnings are disabled (:mod:`lfeval.metrics.fast_paths`)."""
+        metric predicts all its steps at once where lfeval has its batched path (``batched``; on the encoder's
+        device with the encoder's baseline), and Quantus' slow checks are replaced
+        (:mod:`lfeval.metrics.fast_paths`)."""
         metric = self.metric
         replace = None
         if self.baseline == "encoder" and self._replaces_with_black():
@@ -282,7 +299,7 @@ class LabelFree:
             replace = BaselineReplacement(baselines, sizes)
         fast = batched_evaluate(metric) if self.batched else None
         if replace is None and fast is None:
-            with skip_silenced_checks(metric):
+            with quick_checks(metric):
                 yield
             return
         original = metric.perturb_func
@@ -297,7 +314,7 @@ class LabelFree:
             metric.perturb_func = replace
         metric.evaluate_batch = evaluate_batch
         try:
-            with skip_silenced_checks(metric):
+            with quick_checks(metric):
                 yield
         finally:
             metric.perturb_func = original

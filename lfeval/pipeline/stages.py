@@ -38,7 +38,7 @@ from ..memory import encode_chunks
 from ..meta import LabelFreeMetaEvaluation, default_test_suite
 from ..metrics import pretext_correlation_table, score_direction
 from ..metrics.catalogue import EXAMPLES, FEATURES, MetricContext, build_metric, get_entry
-from ..metrics.fast_paths import skip_silenced_checks
+from ..metrics.fast_paths import quick_checks
 from ..metrics.label_free_adapter import check_features_in_step
 from ..metrics.similarity_shift import PairExplainFunc
 from ..models import PretextModel, build_encoder, probe_accuracy, train_encoder
@@ -456,7 +456,7 @@ def pair_explanations(rd: RunData, pretext: str) -> dict:
                                   _pair_params(c, name))
             directions[name] = score_direction(metric)
             seed_everything(c.seed)
-            with skip_silenced_checks(metric):
+            with quick_checks(metric):
                 per_sample = metric(model=enc, x_batch=a, y_batch=None, a_batch=attr, explain_func=explain_func,
                                     explain_func_kwargs={"seed": c.seed}, channel_first=True, softmax=False)
             rows.append({"pretext": pretext, "method": method, "metric": name, **_stats(per_sample),
