@@ -4,9 +4,11 @@ On MNIST (or ``--data``) with the paper's batch 300, the reconstruction/denoisin
   lone      S lone train steps one after the other (what train_encoder pays per member and step)
   vmap      one lfeval.models.train_ensemble step of S members (torch.func.vmap over stacked weights)
 each with cuDNN's heuristic algorithm choice and with ``torch.backends.cudnn.benchmark`` (a timed search per
-shape), and a profile of the vmap step's top CUDA kernels. Prints ms per step of all S members and the ratios.
+shape), then in each further precision of ``--precisions`` (``lfeval.precision.use``: TF32, or each step's
+forward pass and loss under bfloat16 autocast, as ``train_encoder``/``train_ensemble`` run them), and a profile
+of the vmap step's top CUDA kernels. Prints ms per step of all S members and the ratios.
 
-Run: python benchmarks/bench_ensemble.py --device cuda [--members 1,5,15] [--steps 20]
+Run: python benchmarks/bench_ensemble.py --device cuda [--members 1,5,15] [--steps 20] [--precisions highest,bf16]
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def lone_steps(ds, plan, size, device, steps):
 
     def step():
         for m, o, g in zip(models, opts, gens):
-            loss = m.loss(x, y, generator=g)
+            with lfeval.precision.autocast(device):
+                loss = m.loss(x, y, generator=g)
             o.zero_grad()
             loss.backward()
             o.step()
@@ -62,7 +65,8 @@ def vmap_steps(ds, plan, size, device, steps, profile=False):
 
     def step():
         drawn = ensemble._stack([m.task.draws(template, x[i], g) for i, (m, g) in enumerate(zip(models, gens))])
-        loss = torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
+        with lfeval.precision.autocast(device):
+            loss = torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
@@ -99,20 +103,26 @@ def main():
     parser.add_argument("--pretext", default="denoising")
     parser.add_argument("--batch-size", type=int, default=300)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--precisions", default="highest,tf32,bf16", help="comma-separated lfeval.precision modes; "
+                        "those after the first run with cudnn.benchmark off only")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     device = torch.device(args.device)
     ds = lfeval.data.load(args.data)
     plan = _plan(ds, args.pretext, 4, 1, args.batch_size, 1e-3, 1e-5, 1, 0, 0, 0.1, device, "auto", {})
     print(f"{ds.name} {args.pretext}, batch {args.batch_size}, {device}: ms per step of all S members")
-    for bench in (False, True) if device.type == "cuda" else (False,):
+    modes = args.precisions.split(",")
+    runs = [(modes[0], bench) for bench in ((False, True) if device.type == "cuda" else (False,))]
+    runs += [(mode, False) for mode in modes[1:]]
+    for mode, bench in runs:
         torch.backends.cudnn.benchmark = bench
-        for size in [int(s) for s in args.members.split(",")]:
-            lone = lone_steps(ds, plan, size, device, args.steps)
-            vm = vmap_steps(ds, plan, size, device, args.steps)
-            print(f"cudnn.benchmark={bench} S={size:3d}: lone x S {lone:8.1f} ms  vmap {vm:8.1f} ms  "
-                  f"(vmap / lone {vm / lone:.2f}; per member: lone {lone / size:.2f}, vmap {vm / size:.2f})",
-                  flush=True)
+        with lfeval.precision.use(mode):
+            for size in [int(s) for s in args.members.split(",")]:
+                lone = lone_steps(ds, plan, size, device, args.steps)
+                vm = vmap_steps(ds, plan, size, device, args.steps)
+                print(f"{mode:7s} cudnn.benchmark={bench} S={size:3d}: lone x S {lone:8.1f} ms  vmap {vm:8.1f} ms  "
+                      f"(vmap / lone {vm / lone:.2f}; per member: lone {lone / size:.2f}, vmap {vm / size:.2f})",
+                      flush=True)
     torch.backends.cudnn.benchmark = False
     vmap_steps(ds, plan, int(args.members.split(",")[-1]), device, 3, profile=True)
 

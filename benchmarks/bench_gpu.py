@@ -16,6 +16,8 @@ short keeps what it measured; a section that fails is a row with its error, not 
   examples   the paper's §4.1 example consistency on all 60,000 MNIST training x 10,000 test digits: DkNN,
              SimplEx, TracIn and influence functions (d = 4 autoencoder trained here), seconds each
   training   the MNIST autoencoder, 20 epochs, by batch size (bench_training.py's GPU mode)
+  step-floor (only when named in --sections) ms per training step at batch 256: eager, torch.compile and CUDA
+             graphs, in float32 and bfloat16 (bench_training.py --step-floor; about 2 minutes of compiling)
 
 Then it prints one Markdown table per section, the last one a summary. It also runs on the CPU
 (``--device cpu --quick``: small sizes, for checking the script itself).
@@ -269,7 +271,15 @@ def training(args):
 
     if not hasattr(bench_training, "gpu_sweep"):
         return {"skipped": "bench_training.gpu_sweep not available"}
-    return bench_training.gpu_sweep(device=args.device, limit=5000 if args.quick else None)
+    left = args.budget - (time.perf_counter() - START)  # the sweep's own budget (120 s), within what is left
+    return bench_training.gpu_sweep(device=args.device, limit=5000 if args.quick else None,
+                                    budget=min(120.0, max(30.0, left)))
+
+
+def step_floor(args):
+    import bench_training
+
+    return bench_training.step_floor(device=args.device, batches=(256,), steps=20 if args.quick else 60)
 
 
 def main():
@@ -291,9 +301,9 @@ def main():
                               "cpus": os.cpu_count()}
     print(RESULTS["environment"], flush=True)
     chosen = {"equality": equality, "cuda-tests": cuda_tests, "resnet": resnet, "examples": examples,
-              "run": runs, "training": training}
+              "run": runs, "training": training, "step-floor": step_floor}
     for name, fn in chosen.items():
-        if args.sections is None or name in args.sections:
+        if (name in args.sections) if args.sections is not None else name != "step-floor":
             section(name, args.budget, args)(fn)
     print("\n## summary")
     summary = []
@@ -309,6 +319,9 @@ def main():
             detail = f"GradientShap/IG {res['gradientshap_over_ig']:.2f}x"
         elif name == "examples":
             detail = f"{res['methods_seconds']:.1f} s on {res['n_train']} x {res['n_test']}"
+        elif name == "step-floor":
+            detail = ", ".join(f"{r['precision']} {r['mode']} {r['ms_per_step']:.2f} ms/step" for r in res["rows"]
+                               if "ms_per_step" in r)
         elif name == "run":
             detail = ", ".join(f"{k} {v['seconds']} s (exit {v['returncode']})" for k, v in res.items()
                                if isinstance(v, dict))

@@ -161,10 +161,16 @@ def vae_members(s: dict) -> list:
     return [{"pretext": k, "seed": seed, "beta": b} for k in VAES for b in BETAS for seed in range(s["vae_seeds"])]
 
 
+def _optimiser(s: dict) -> dict:
+    """The learning rate and its schedule: the paper's (Adam at 1e-3, constant) unless ``--lr``/``--lr-schedule``."""
+    return {"lr": s.get("lr", 1e-3), "lr_schedule": s.get("lr_schedule", "constant")}
+
+
 def train(ds, members: list, s: dict, latent: int, out: Path, checkpoints: int = 0) -> list:
     return lfeval.models.train_ensemble(
         ds, members, latent_dim=latent, epochs=s["epochs"], batch_size=s["batch_size"], patience=s["patience"],
-        checkpoints=checkpoints, cache_dir=out / "weights", device=s["device"], display_progressbar=True)
+        checkpoints=checkpoints, cache_dir=out / "weights", device=s["device"], display_progressbar=True,
+        **_optimiser(s))
 
 
 def estimate(ds, s: dict, sections) -> float:
@@ -185,7 +191,7 @@ def estimate(ds, s: dict, sections) -> float:
         def train(epochs):
             lfeval.models.train_ensemble(_subset(ds, n), members, latent_dim=latent, epochs=epochs,
                                          batch_size=s["batch_size"], min_steps=0, device=s["device"],
-                                         display_progressbar=False)
+                                         display_progressbar=False, **_optimiser(s))
             _sync()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an encoder trained for 2 epochs is collapsed: not the point here
@@ -365,6 +371,9 @@ def main(argv=None):
     for key in ("seeds", "vae_seeds", "epochs", "batch_size", "n_train", "n_test"):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
                             help=f"override the scale's {key} (n_train, n_test: the first N of each split)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam's (peak) learning rate (default 1e-3)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                        help="lfeval.models.train_encoder's lr_schedule (default: constant, the paper's)")
     parser.add_argument("--precision", choices=("highest", "tf32", "bf16"), default="highest",
                         help="lfeval.precision mode on a GPU (default highest: TF32 off, CUDA = CPU within 1e-4)")
     parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
@@ -373,8 +382,8 @@ def main(argv=None):
     if not set(sections) <= set(SECTIONS):
         parser.error(f"--sections takes {', '.join(SECTIONS)}; got {args.sections!r}")
     s = dict(SCALES[args.scale], scale=args.scale, precision=args.precision)
-    s.update({k: v for k in ("data", "seeds", "vae_seeds", "epochs", "batch_size", "n_train", "n_test")
-              if (v := getattr(args, k)) is not None})
+    s.update({k: v for k in ("data", "seeds", "vae_seeds", "epochs", "batch_size", "n_train", "n_test", "lr",
+                             "lr_schedule") if (v := getattr(args, k)) is not None})
     device = lfeval.validation.check_device(args.device)
     s["device"] = str(device)
     s["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

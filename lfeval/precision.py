@@ -10,7 +10,8 @@ caller's flags afterwards. The measured cost and error of each mode are in bench
 - ``"highest"``: IEEE float32 everywhere; CUDA equals the CPU within 1e-4 of the largest value.
 - ``"tf32"``: TF32 in cuDNN convolutions, RNNs and matmuls (Ampere and later).
 - ``"bf16"``: the encoder's forward pass under ``torch.autocast(dtype=torch.bfloat16)`` (latents returned as
-  float32), TF32 elsewhere. On the CPU TF32 does not exist and ``"bf16"`` autocasts there too (slower, for
+  float32), and so is each training step's forward pass and loss (weights and Adam stay float32); TF32
+  elsewhere. On the CPU TF32 does not exist and ``"bf16"`` autocasts there too (slower, for
   checking).
 
 >>> import lfeval

@@ -5,8 +5,8 @@ from __future__ import annotations
 import doctest
 
 import numpy as np
-import quantus
 import pytest
+import quantus
 import torch
 from torch import nn
 
@@ -134,13 +134,18 @@ class _Tight(nn.Module):
         return torch.tanh(self.lin(x.reshape(len(x), -1)))
 
 
+#: smaller passes give the same numbers up to float32 rounding, not bit for bit: BLAS may block a 5-row and a
+#: 30-row product differently (measured: 2.6e-7 apart on one CPU, equal on another)
+ROUNDING = dict(rtol=1e-5, atol=1e-6)
+
+
 def test_encode_chunks_retries_through_the_encoder():
     x = torch.rand(30, 1, 4, 4)
     tight = lfeval.as_encoder(_Tight(5), x)
     free = lfeval.as_encoder(_Tight(10 ** 9), x)
     free.module.lin.load_state_dict(tight.module.lin.state_dict())
     with torch.no_grad():
-        assert torch.equal(encode_chunks(tight, x, 64), encode_chunks(free, x, 64))
+        torch.testing.assert_close(encode_chunks(tight, x, 64), encode_chunks(free, x, 64), **ROUNDING)
     assert tight.module.ooms > 0
 
 
@@ -149,7 +154,7 @@ def test_gradient_shap_retries_in_smaller_groups():
     tight, free = _Tight(2 * 8 + 1), _Tight(10 ** 9)  # 8 samples per input: passes of at most 2 inputs fit
     free.lin.load_state_dict(tight.lin.state_dict())
     kw = dict(inputs=x, targets=None, method="GradientShap", n_samples=8)
-    np.testing.assert_array_equal(lfeval.explain(model=tight, **kw), lfeval.explain(model=free, **kw))
+    np.testing.assert_allclose(lfeval.explain(model=tight, **kw), lfeval.explain(model=free, **kw), **ROUNDING)
     assert tight.ooms > 0
 
 
@@ -161,5 +166,5 @@ def test_stock_metric_copies_retry_in_smaller_passes():
     free.lin.load_state_dict(tight.lin.state_dict())
     scores = [LabelFree(quantus.PixelFlipping(features_in_step=4, disable_warnings=True))(net, x, a_batch=a)
               for net in (tight, free)]
-    np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6)
+    np.testing.assert_allclose(scores[0], scores[1], **ROUNDING)
     assert tight.ooms > 0

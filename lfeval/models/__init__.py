@@ -20,12 +20,12 @@ from .architectures import (
 from .ensemble import train_ensemble
 from .pretext import PRETEXTS, PretextModel, PretextTask, make_task
 from .probe import latents, probe_accuracy, reconstruction_mse
-from .training import train_encoder, train_encoders
+from .training import LR_SCHEDULES, scheduled_lr, train_encoder, train_encoders
 from .vae import TCVAE, VAE_PRETEXTS, BetaVAE, VAEEncoder
 
 __all__ = [
     "ARCHITECTURES", "ConvDecoder", "ConvEncoder", "Encoder", "EncoderNet", "LSTMDecoder", "LSTMEncoder",
     "MLPDecoder", "MLPEncoder", "build_decoder", "build_encoder", "PRETEXTS", "PretextModel", "PretextTask",
     "make_task", "latents", "probe_accuracy", "reconstruction_mse", "train_encoder", "train_encoders", "train_ensemble",
-    "BetaVAE", "TCVAE", "VAEEncoder", "VAE_PRETEXTS",
+    "BetaVAE", "TCVAE", "VAEEncoder", "VAE_PRETEXTS", "LR_SCHEDULES", "scheduled_lr",
 ]

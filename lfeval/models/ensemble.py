@@ -35,13 +35,27 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import precision as precision_mod
 from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..errors import InvalidArgument, InvalidInput
 from ..precision import precise
 from ..validation import check_positive_int
 from .pretext import PretextModel
-from .training import _adam, _cache_file, _config, _finish, _load_cached, _new_model, _plan, _spread, _store
+from .training import (
+    _adam,
+    _cache_file,
+    _config,
+    _epoch_lrs,
+    _finish,
+    _load_cached,
+    _new_model,
+    _plan,
+    _set_lr,
+    _spread,
+    _steps_per_epoch,
+    _store,
+)
 
 
 class _BatchLoss(nn.Module):
@@ -72,6 +86,7 @@ def train_ensemble(
     device=None,
     display_progressbar: bool = True,
     threads="auto",
+    lr_schedule: str = "constant",
 ) -> list:
     """Train several encoders at once, as batched ensembles: ``[Encoder, ...]`` in the order of ``members``.
 
@@ -81,12 +96,15 @@ def train_ensemble(
         One dict per encoder: ``{"pretext": ..., "seed": ...}`` plus that task's options (``sigma``, ``p``,
         ``beta``, ...). Members whose tasks share their loss code and architecture train in one vmapped step:
         reconstruction, denoising and inpainting together, a VAE kind over several β, any task over seeds.
-    latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps :
+    latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, lr_schedule :
         The training settings of :func:`~lfeval.models.train_encoder`.
     cache_dir, checkpoints, val_fraction, device, display_progressbar, threads :
         :func:`~lfeval.models.train_encoder`'s, shared by the members. Each member is what a lone run with its
         pretext, seed and options computes, up to float rounding (module docstring). Members found in
-        ``cache_dir`` are loaded; the others are trained.
+        ``cache_dir`` are loaded; the others are trained. Under ``lfeval.precision.use("bf16")`` each step runs
+        under bfloat16 autocast, as a lone run's; inside ``vmap`` torch computes the convolutions' and linear
+        layers' products in bfloat16 but adds their biases in float32 (pytorch/pytorch#192617), so a member's
+        bfloat16 weights are not a lone bfloat16 run's to float rounding.
 
     Examples
     --------
@@ -102,7 +120,7 @@ def train_ensemble(
     for i, member in enumerate(members):
         options = {k: v for k, v in member.items() if k not in ("pretext", "seed")}
         plan = _plan(ds, member["pretext"], latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps,
-                     checkpoints, val_fraction, device, threads, options)
+                     checkpoints, val_fraction, device, threads, options, lr_schedule)
         config = _config(ds, plan, member["seed"], trainer="ensemble")
         model = _new_model(ds, plan, member["seed"])
         cache_file = _cache_file(cache_dir, ds, plan, member["seed"], config)
@@ -255,7 +273,12 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
     best = {k: v.detach().clone() for k, v in params.items()}
     best_loss, best_epoch, wait = [math.inf] * size, [0] * size, [0] * size
     active = [True] * size
-    histories = [{"train_loss": [], "val_loss": []} for _ in range(size)]
+    histories = [{"train_loss": [], "val_loss": [], **({"lr": []} if plan["lr_schedule"] != "constant" else {})}
+                 for _ in range(size)]
+    # each epoch's learning rates (None: constant, the optimizer's own) and their mean (the checkpoints' "lr")
+    schedule = [_epoch_lrs(plan["lr_schedule"], plan["lr"], e, _steps_per_epoch(n_tr, bs), plan["epochs"])
+                for e in range(plan["epochs"])]
+    epoch_lr = [plan["lr"] if lrs is None else math.fsum(lrs) / len(lrs) for lrs in schedule]
     states, steps = [], 0
     names = sorted({m.pretext for m in models})
     bar = tqdm(total=plan["epochs"], desc=f"train {size} x {'/'.join(names)}", disable=not display_progressbar,
@@ -274,14 +297,18 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
     try:
         for epoch in range(first, plan["epochs"]):
             template.train()
+            lrs = schedule[epoch]
             epochs = [stream.next() for stream in streams]
             rows = torch.stack([r for r, *_ in epochs])  # (S, n_train): each member's order, as indices into the data
             total = torch.zeros(size, dtype=acc, device=device)
             for step, start in enumerate(range(0, len(epochs[0][1]) * bs, bs)):
                 idx = rows[:, start:start + bs]
-                loss = losses(x_all[idx], y_all[idx], _stack([d[step] for _, d, _ in epochs]))
+                with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), as lone
+                    loss = losses(x_all[idx], y_all[idx], _stack([d[step] for _, d, _ in epochs]))
                 opt.zero_grad()
                 loss.sum().backward()  # each member's gradient is its own loss's: the members share nothing
+                if lrs is not None:
+                    _set_lr(opt, lrs[step])
                 opt.step()
                 steps += 1
                 total += loss.detach().to(acc) * idx.shape[1]
@@ -295,6 +322,8 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
                     continue
                 histories[i]["train_loss"].append(read[i] / n_tr)
                 histories[i]["val_loss"].append(read[size + i])
+                if lrs is not None:
+                    histories[i]["lr"].append(epoch_lr[epoch])
                 if not math.isfinite(read[size + i]):
                     raise InvalidInput(f"Training the {models[i].pretext} encoder with seed {seeds[i]} diverged "
                                        f"(validation loss {read[size + i]}) at epoch {epoch}; lower `lr` or check the "
@@ -326,7 +355,7 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
     fitted = []
     for i in range(size):
         histories[i]["best_epoch"] = best_epoch[i]
-        member_states = [{"epoch": e, "lr": plan["lr"], "state_dict": {**{k: v[i].clone() for k, v in st.items()},
+        member_states = [{"epoch": e, "lr": epoch_lr[e], "state_dict": {**{k: v[i].clone() for k, v in st.items()},
                                                                          **{k: v[i] for k, v in buffers.items()}}}
                          for e, st in enumerate(states[: len(histories[i]["val_loss"])])]
         fitted.append(({**{k: v[i].clone() for k, v in best.items()}, **{k: v[i] for k, v in buffers.items()}},

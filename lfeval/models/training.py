@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import precision as precision_mod
 from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..encoder import Encoder
@@ -29,6 +30,37 @@ from .vae import VAE_PRETEXTS, VAEEncoder
 _ARCH_VERSION = {"conv": 2, "mlp": 1, "lstm": 2}
 #: bump a pretext head's version when it changes (contrastive 2: no ReLU in front of the projection head)
 _HEAD_VERSION = {"contrastive": 2}
+
+#: learning-rate schedules of :func:`train_encoder` (option ``lr_schedule``; see :func:`scheduled_lr`)
+LR_SCHEDULES = ("constant", "cosine")
+#: ``lr_schedule="cosine"``: the fraction of the planned optimizer steps spent in the linear warm-up
+COSINE_WARMUP = 0.05
+#: ``lr_schedule="cosine"``: the fraction of ``lr`` that the cosine decay ends at (after the last planned step)
+COSINE_FLOOR = 0.0
+
+
+def scheduled_lr(schedule: str, lr: float, step: int, total: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total`` planned steps (``epochs`` times the steps
+    of an epoch), for peak learning rate ``lr``:
+
+    - ``"constant"``: ``lr``;
+    - ``"cosine"``: a linear warm-up over the first ``W = max(1, round(COSINE_WARMUP * total))`` steps,
+      ``lr * (step + 1) / W``, then a cosine decay from ``lr`` to ``floor = COSINE_FLOOR * lr``:
+      ``floor + (lr - floor) * (1 + cos(pi * (step - W) / (total - W))) / 2``. Steps ``W - 1`` and ``W`` run at
+      ``lr``; the decay would reach ``floor`` at step ``total``, one past the last.
+
+    Early stopping may end training before the schedule ends; the schedule is planned over ``epochs`` regardless.
+
+    >>> [round(scheduled_lr("cosine", 1.0, t, 40), 3) for t in (0, 1, 2, 21, 39)]
+    [0.5, 1.0, 1.0, 0.5, 0.002]
+    """
+    if schedule == "constant":
+        return lr
+    warmup = max(1, round(COSINE_WARMUP * total))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    floor = COSINE_FLOOR * lr
+    return floor + (lr - floor) * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) / 2.0
 
 
 @precise
@@ -49,6 +81,7 @@ def train_encoder(
     device=None,
     display_progressbar: bool = True,
     threads=None,
+    lr_schedule: str = "constant",
     **task_kwargs,
 ) -> Encoder:
     """Train an encoder on ``ds.x_train`` with a pretext task and return it in eval mode.
@@ -67,6 +100,13 @@ def train_encoder(
     epochs, batch_size, lr, weight_decay :
         Adam settings (the paper trains with Adam). ``batch_size=None`` is 64, or n_train // 8 (at least 8)
         on small data sets, so that an epoch takes several steps.
+    lr_schedule : {"constant", "cosine"}
+        ``"constant"`` (the default): every step at ``lr``. ``"cosine"``: ``lr`` is the peak of a linear warm-up
+        over the first :data:`COSINE_WARMUP` (5%) of the ``epochs`` x steps-per-epoch planned steps, followed by a
+        cosine decay to :data:`COSINE_FLOOR` x ``lr`` (0) at the planned end (:func:`scheduled_lr` gives the
+        formula); the usual recipe for large batches in few epochs (benchmarks/bench_training.py's recipe rows).
+        The learning rate is set on the host before each step (a Python float, no device read). With a schedule,
+        ``history["lr"]`` and the checkpoints' ``"lr"`` hold each epoch's mean learning rate.
     patience, min_steps : int
         Early stopping: once ``min_steps`` optimizer steps are done (small data sets need them to leave the
         plateau where a decoder outputs the mean input), stop after ``patience`` epochs without a better
@@ -83,7 +123,10 @@ def train_encoder(
         corruptions, augmentations, VAE noise) comes from a CPU generator seeded with ``seed`` and is copied
         there, so a seed gives the same draws on the CPU and a GPU. On CUDA the optimizer is Adam's fused kernel
         (``fused=True``: the same update, rounded differently within float32), TF32 is off unless asked for with
-        :func:`lfeval.precision.use`, and the host reads the device once per epoch.
+        :func:`lfeval.precision.use`, and the host reads the device once per epoch. Under
+        ``lfeval.precision.use("bf16")`` each step's forward pass and loss run under bfloat16 autocast (weights,
+        Adam and the validation loss stay float32); a precision other than ``"highest"`` enters ``enc.config``
+        and the cache key.
     threads : "auto", int or None
         torch's intra-op threads while training (:func:`lfeval.threads.limit`; the caller's setting is
         restored on return). None (the default) is the enclosing :func:`lfeval.threads.scope`'s setting
@@ -111,7 +154,7 @@ def train_encoder(
         of the full model) and ``history``.
     """
     plan = _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, checkpoints,
-                 val_fraction, device, threads, task_kwargs)
+                 val_fraction, device, threads, task_kwargs, lr_schedule)
     seed = check_positive_int(seed, "seed", minimum=0)
     config = _config(ds, plan, seed)
     model = _new_model(ds, plan, seed)
@@ -125,7 +168,8 @@ def train_encoder(
         history, states, best_state, best_epoch = _fit(model, plan["x"], ds.y_train, plan["n_val"], pretext,
                                                        plan["epochs"], plan["batch_size"], plan["lr"],
                                                        plan["weight_decay"], plan["patience"], plan["min_steps"], seed,
-                                                       plan["checkpoints"], plan["device"], display_progressbar)
+                                                       plan["checkpoints"], plan["device"], display_progressbar,
+                                                       plan["lr_schedule"])
     model.load_state_dict(best_state)
     history["best_epoch"] = best_epoch
     kept = _spread(states[: best_epoch + 1], plan["checkpoints"])
@@ -134,7 +178,7 @@ def train_encoder(
 
 
 def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, checkpoints,
-          val_fraction, device, threads, task_kwargs) -> dict:
+          val_fraction, device, threads, task_kwargs, lr_schedule="constant") -> dict:
     """Validate the training settings shared by every seed: a dict of them (``x``: the checked training inputs,
     ``n_val``: the validation split's size)."""
     if not isinstance(ds, Dataset):
@@ -148,6 +192,7 @@ def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patienc
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2 if pretext == "contrastive" else 1)
     checkpoints = check_positive_int(checkpoints, "checkpoints", minimum=0)
     lr, weight_decay = check_number(lr, "lr", strict=True), check_number(weight_decay, "weight_decay")
+    lr_schedule = check_choice(lr_schedule, LR_SCHEDULES, "lr_schedule")
     if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 0.5:
         raise InvalidArgument(f"`val_fraction` must be in (0, 0.5), got {val_fraction!r}.")
     x_all = check_finite(ds.x_train, "ds.x_train")
@@ -166,8 +211,9 @@ def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patienc
     make_task(pretext, ds.modality, **task_kwargs)  # unknown options fail here, before any training
     return dict(pretext=pretext, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, patience=patience, min_steps=min_steps, checkpoints=checkpoints,
-                val_fraction=val_fraction, task=task_kwargs, device=check_device(device),
-                threads=None if threads is None else threads_mod.check_threads(threads), x=x_all, n_val=n_val)
+                val_fraction=val_fraction, task=task_kwargs, device=check_device(device), lr_schedule=lr_schedule,
+                threads=None if threads is None else threads_mod.check_threads(threads), x=x_all, n_val=n_val,
+                precision=precision_mod.current())
 
 
 def _config(ds: Dataset, plan: dict, seed: int, **extra) -> dict:
@@ -176,7 +222,24 @@ def _config(ds: Dataset, plan: dict, seed: int, **extra) -> dict:
     return dict(data=ds.name, fingerprint=ds.fingerprint(), **{k: plan[k] for k in keys}, seed=seed,
                 checkpoints=plan["checkpoints"], val_fraction=plan["val_fraction"], task=plan["task"],
                 arch=_ARCH_VERSION.get(ds.modality.architecture, 1),
-                **({"head": _HEAD_VERSION[plan["pretext"]]} if plan["pretext"] in _HEAD_VERSION else {}), **extra)
+                **({"head": _HEAD_VERSION[plan["pretext"]]} if plan["pretext"] in _HEAD_VERSION else {}),
+                **_schedule_config(plan.get("lr_schedule", "constant")),
+                **({} if plan.get("precision", "highest") == "highest" else {"precision": plan["precision"]}),
+                **extra)
+
+
+def _schedule_config(schedule: str) -> dict:
+    """The schedule's entries of the config (and so of the cache key): none for the constant default, so that its
+    key is the one it had before schedules existed."""
+    if schedule == "constant":
+        return {}
+    return {"lr_schedule": schedule, "lr_warmup": COSINE_WARMUP, "lr_floor": COSINE_FLOOR}
+
+
+def _steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in an epoch over ``n_train`` examples (a single leftover example is skipped, :func:`_epoch`)."""
+    steps, left = divmod(n_train, batch_size)
+    return steps + (left > 0 and not left < 2 <= batch_size)
 
 
 def _new_model(ds: Dataset, plan: dict, seed: int) -> PretextModel:
@@ -248,8 +311,9 @@ def _split(x_all, y_all, n_val: int, gen: torch.Generator, device: torch.device)
             y_all[val_idx].to(device))
 
 
-def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: torch.dtype) -> tuple:
-    """One pass over the training split in a fresh order from ``gen``: ``(summed loss on the device, steps)``."""
+def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: torch.dtype, lrs=None) -> tuple:
+    """One pass over the training split in a fresh order from ``gen``: ``(summed loss on the device, steps)``.
+    ``lrs``: the learning rate of each step (Python floats, set on the host), or None to leave the optimizer's."""
     model.train()
     device = x_tr.device
     order = torch.randperm(len(x_tr), generator=gen).to(device, non_blocking=True)  # batches are views of it
@@ -259,17 +323,35 @@ def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: t
         idx = order[start:start + batch_size]
         if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
             continue
-        loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
+        with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), one step at a time
+            loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
         opt.zero_grad()
         loss.backward()
+        if lrs is not None:
+            _set_lr(opt, lrs[steps])
         opt.step()
         steps += 1
         total += loss.detach().to(acc) * len(idx)
     return total, steps
 
 
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (a Python float: Adam reads it on the host at each step, the fused
+    CUDA kernel included, so no device sync)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _epoch_lrs(schedule: str, lr: float, epoch: int, steps_per_epoch: int, epochs: int):
+    """The learning rates of ``epoch``'s steps (None for the constant schedule: the optimizer's own ``lr``)."""
+    if schedule == "constant":
+        return None
+    total = epochs * steps_per_epoch
+    return [scheduled_lr(schedule, lr, epoch * steps_per_epoch + i, total) for i in range(steps_per_epoch)]
+
+
 def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
-         checkpoints, device, display_progressbar):
+         checkpoints, device, display_progressbar, lr_schedule="constant"):
     """Adam with early stopping: (history, checkpoint states, best state, best epoch).
 
     Draws come from a CPU generator (same seed, same draws on any device); the data, the epoch's order and the
@@ -284,11 +366,16 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     opt = _adam(model.parameters(), lr, weight_decay, device)
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     history = {"train_loss": [], "val_loss": []}
+    if lr_schedule != "constant":
+        history["lr"] = []
+    per_epoch = _steps_per_epoch(len(x_tr), batch_size)
     steps = 0
     states = []
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
-        total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc)
+        lrs = _epoch_lrs(lr_schedule, lr, epoch, per_epoch, epochs)
+        epoch_lr = lr if lrs is None else math.fsum(lrs) / len(lrs)
+        total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc, lrs)
         steps += epoch_steps
         model.eval()
         with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
@@ -296,8 +383,10 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
         total, val = torch.stack([total, val.to(acc)]).tolist()  # the epoch's one read of the device
         history["train_loss"].append(total / len(x_tr))
         history["val_loss"].append(val)
+        if lrs is not None:
+            history["lr"].append(epoch_lr)
         if checkpoints:
-            states.append({"epoch": epoch, "lr": lr, "state_dict": copy.deepcopy(model.state_dict())})
+            states.append({"epoch": epoch, "lr": epoch_lr, "state_dict": copy.deepcopy(model.state_dict())})
         if not math.isfinite(val):
             raise InvalidInput(f"Training the {pretext} encoder diverged (validation loss {val}) at epoch {epoch}; "
                                "lower `lr` or check the data's scale.")
