@@ -178,6 +178,8 @@ CASES = [
     ("train/latent-zero", lambda c: _train(c, latent_dim=0), InvalidArgument, "`latent_dim`"),
     ("train/latent-float", lambda c: _train(c, latent_dim=2.5), InvalidArgument, "`latent_dim`"),
     ("train/latent-bool", lambda c: _train(c, latent_dim=True), InvalidArgument, "`latent_dim`"),
+    ("train/lr-schedule", lambda c: _train(c, lr_schedule="cosin"), UnknownName, "Did you mean 'cosine'"),
+    ("train/lr-schedule-type", lambda c: _train(c, lr_schedule=1), InvalidArgument, "lr_schedule"),
     ("train/epochs", lambda c: _train(c, epochs=0), InvalidArgument, "`epochs`"),
     ("train/batch-size", lambda c: _train(c, batch_size=0), InvalidArgument, "`batch_size`"),
     ("train/contrastive-batch-1", lambda c: _train(c, pretext="contrastive", batch_size=1), InvalidArgument,

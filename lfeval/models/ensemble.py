@@ -46,14 +46,13 @@ from .training import (
     _adam,
     _cache_file,
     _config,
-    _epoch_lrs,
     _finish,
     _load_cached,
+    _lr_plan,
     _new_model,
     _plan,
     _set_lr,
     _spread,
-    _steps_per_epoch,
     _store,
 )
 
@@ -276,9 +275,7 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
     histories = [{"train_loss": [], "val_loss": [], **({"lr": []} if plan["lr_schedule"] != "constant" else {})}
                  for _ in range(size)]
     # each epoch's learning rates (None: constant, the optimizer's own) and their mean (the checkpoints' "lr")
-    schedule = [_epoch_lrs(plan["lr_schedule"], plan["lr"], e, _steps_per_epoch(n_tr, bs), plan["epochs"])
-                for e in range(plan["epochs"])]
-    epoch_lr = [plan["lr"] if lrs is None else math.fsum(lrs) / len(lrs) for lrs in schedule]
+    schedule, epoch_lr = _lr_plan(plan["lr_schedule"], plan["lr"], n_tr, bs, plan["epochs"])
     states, steps = [], 0
     names = sorted({m.pretext for m in models})
     bar = tqdm(total=plan["epochs"], desc=f"train {size} x {'/'.join(names)}", disable=not display_progressbar,

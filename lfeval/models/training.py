@@ -350,6 +350,14 @@ def _epoch_lrs(schedule: str, lr: float, epoch: int, steps_per_epoch: int, epoch
     return [scheduled_lr(schedule, lr, epoch * steps_per_epoch + i, total) for i in range(steps_per_epoch)]
 
 
+def _lr_plan(schedule: str, lr: float, n_train: int, batch_size: int, epochs: int) -> tuple:
+    """``(rates, means)``: each epoch's step learning rates (None: constant, the optimizer's own ``lr``) and their
+    mean (``history["lr"]`` and the checkpoints' ``"lr"``); shared by lone and ensembled training."""
+    per_epoch = _steps_per_epoch(n_train, batch_size)
+    rates = [_epoch_lrs(schedule, lr, e, per_epoch, epochs) for e in range(epochs)]
+    return rates, [lr if r is None else math.fsum(r) / len(r) for r in rates]
+
+
 def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
          checkpoints, device, display_progressbar, lr_schedule="constant"):
     """Adam with early stopping: (history, checkpoint states, best state, best epoch).
@@ -368,13 +376,12 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     history = {"train_loss": [], "val_loss": []}
     if lr_schedule != "constant":
         history["lr"] = []
-    per_epoch = _steps_per_epoch(len(x_tr), batch_size)
+    schedule, epoch_lrs = _lr_plan(lr_schedule, lr, len(x_tr), batch_size, epochs)
     steps = 0
     states = []
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
-        lrs = _epoch_lrs(lr_schedule, lr, epoch, per_epoch, epochs)
-        epoch_lr = lr if lrs is None else math.fsum(lrs) / len(lrs)
+        lrs, epoch_lr = schedule[epoch], epoch_lrs[epoch]
         total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc, lrs)
         steps += epoch_steps
         model.eval()
