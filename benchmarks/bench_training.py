@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -41,7 +42,7 @@ import torch
 
 import lfeval
 from lfeval import precision as precision_mod
-from lfeval.models import PRETEXTS, probe_accuracy, train_encoder
+from lfeval.models import PRETEXTS, probe_accuracy, train_encoder, training
 
 #: validation MSE of the batch-64 MNIST autoencoder (latent_dim=4, seed 0, 20 epochs), measured on an H200
 #: (before issue 26's changes, which leave this run's draws and CPU numbers unchanged)
@@ -75,6 +76,13 @@ def _test_mse(enc, ds, device, batch: int = 4096) -> float:
     return total / ds.x_test.numel()
 
 
+def _steps(n: int, batch_size: int, epochs: int) -> int:
+    """Optimizer steps of ``epochs`` epochs of ``train_encoder`` on ``n`` training inputs (its validation split
+    held out at the default ``val_fraction``), counted as training counts them."""
+    val = training._validation_size(n, inspect.signature(train_encoder).parameters["val_fraction"].default)
+    return epochs * training._steps_per_epoch(n - val, batch_size)
+
+
 def _train(ds, device, batch_size, lr, epochs, precision="highest", seed=0, lr_schedule="constant"):
     """One timed ``train_encoder`` call: a dict of its figures."""
     _sync(device)
@@ -86,8 +94,7 @@ def _train(ds, device, batch_size, lr, epochs, precision="highest", seed=0, lr_s
     _sync(device)
     seconds = time.perf_counter() - start
     hist = enc.history
-    n_train = len(ds.x_train) - max(1, int(round(0.1 * len(ds.x_train))))
-    steps = len(hist["val_loss"]) * (n_train // batch_size + (n_train % batch_size >= 2))
+    steps = _steps(len(ds.x_train), batch_size, len(hist["val_loss"]))
     return {"batch": batch_size, "lr": lr, "schedule": lr_schedule, "precision": precision,
             "epochs": len(hist["val_loss"]),
             "steps": steps, "seconds": seconds, "seconds_per_step": seconds / max(steps, 1),
@@ -142,7 +149,7 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
     runs = {}
     # the largest batch first, always: it is the candidate for the goal; the others only while the budget lasts
     for i, c in enumerate(configs):
-        steps = c[3] * ((len(ds.x_train) * 9 // 10) // c[0] + 1)
+        steps = _steps(len(ds.x_train), c[0], c[3])
         # a step costs at most a larger batch's step, or the largest measured one's in proportion to the batch
         larger = [b for b in per_step if b >= c[0]]
         estimate = steps * (per_step[min(larger)] if larger else per_step[max(per_step)] * c[0] / max(per_step))

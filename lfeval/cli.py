@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 
-from .config import RunConfig
+from .config import TRAINING_DEFAULTS, RunConfig
 from .errors import LfevalError
 from .pipeline import job
 from .precision import PRECISIONS
@@ -19,7 +19,8 @@ from .precision import PRECISIONS
 def _run(args) -> int:
     overrides = {k: v for k, v in {
         "name": args.name, "data": args.data, "data_root": args.root, "seed": args.seed,
-        "latent_dim": args.latent_dim, "epochs": args.epochs, "out_dir": args.out,
+        "latent_dim": args.latent_dim, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "lr_schedule": args.lr_schedule, "out_dir": args.out,
         "pretexts": args.pretexts, "explainers": args.explainers, "metrics": args.metrics,
         "example_methods": args.example_methods, "n_explain": args.n_explain,
         "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations, "threads": args.threads,
@@ -65,6 +66,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--latent-dim", type=int, dest="latent_dim")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="pretext training's batch size (default: 64, "
+                   "smaller on small data sets)")
+    p.add_argument("--lr", type=float, help="pretext training's Adam learning rate (default "
+                   f"{TRAINING_DEFAULTS['lr']:g})")
+    p.add_argument("--lr-schedule", dest="lr_schedule", help="constant (default) or cosine: warm-up and cosine "
+                   "decay, for large batches")
     p.add_argument("--pretexts", nargs="+")
     p.add_argument("--explainers", nargs="+")
     p.add_argument("--metrics", nargs="+")

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 from dataclasses import dataclass, field
@@ -38,12 +39,13 @@ from .explain.pairs import SIMILARITIES, takes_reference
 from .metrics.catalogue import CATALOGUE, FEATURES, default_metrics, get_entry
 from .modalities import get_modality
 from .models.pretext import PRETEXTS
+from .models.training import LR_SCHEDULES, train_encoder
 from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
 from .precision import PRECISIONS
 from .registry import closest
 from .threads import check_threads
-from .validation import check_device, check_positive_int
+from .validation import check_device, check_number, check_positive_int
 
 FEATURE_EXPLAINERS = ("Saliency", "IntegratedGradients", "GradientShap", "DeepLift", "Random")
 #: the default metrics: lfeval's label-free ones, two adapted stock faithfulness metrics, and the stock
@@ -58,6 +60,10 @@ NEAREST = "nearest"
 PAIR_FILES = (".csv", ".npy")
 #: the pair settings: recorded in ``config.json`` only when ``pairs`` is set (:meth:`RunConfig.to_dict`)
 PAIR_KEYS = ("pairs", "pair_explainers", "pair_similarity", "pair_metrics", "pair_maps", "pair_steps")
+#: the pretext tasks' Adam settings passed to :func:`lfeval.models.train_encoder`, with its defaults; recorded in
+#: ``config.json`` only when they differ from them (:meth:`RunConfig.to_dict`)
+TRAINING_DEFAULTS = {k: inspect.signature(train_encoder).parameters[k].default
+                     for k in ("batch_size", "lr", "lr_schedule")}
 
 
 def pair_metric_names() -> tuple:
@@ -80,6 +86,11 @@ class RunConfig:
     overrides it) or an integer, checked here once (a digit string becomes an integer); the run enters
     :func:`lfeval.threads.scope` with it. It does not change stored results (training aside, see
     :mod:`lfeval.threads`), so a rerun may use another value.
+
+    ``epochs``, ``batch_size``, ``lr``, ``lr_schedule``: how the pretext tasks' encoders train
+    (:func:`lfeval.models.train_encoder`'s Adam settings and defaults; on a GPU, ``batch_size = 1024``,
+    ``lr = 2e-3``, ``lr_schedule = "cosine"`` trades some validation loss for far fewer steps, see
+    benchmarks/README.md). They enter the weight cache's key, and a changed one is a changed setting.
 
     ``plugins``: modules or ``.py`` files to import before the names are checked (:func:`load_plugins`).
     :meth:`from_dict` and :meth:`from_toml` load them; ``RunConfig(...)`` itself imports nothing, and an
@@ -117,6 +128,9 @@ class RunConfig:
     pretexts: list = field(default_factory=lambda: list(PRETEXTS))
     latent_dim: int = 8
     epochs: int = 100
+    batch_size: Optional[int] = TRAINING_DEFAULTS["batch_size"]
+    lr: float = TRAINING_DEFAULTS["lr"]
+    lr_schedule: str = TRAINING_DEFAULTS["lr_schedule"]
     checkpoints: int = 3
     cache_dir: str = ".lfeval-cache"
     explainers: list = field(default_factory=lambda: list(FEATURE_EXPLAINERS))
@@ -159,6 +173,11 @@ class RunConfig:
         _check_names("backend", [self.backend], BACKENDS)
         check_backend(self.backend, self.address)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
+        _check_names("lr_schedule", [self.lr_schedule], LR_SCHEDULES)
+        if self.batch_size == 1 and "contrastive" in self.pretexts:
+            raise InvalidArgument("Config `batch_size` = 1 cannot train the contrastive pretext (its loss contrasts "
+                                  "the inputs of a batch); set `batch_size` >= 2, or drop 'contrastive' from "
+                                  "`pretexts`.")
         names("explainers", self.explainers, explainer_names())
         names("example_methods", self.example_methods, EXAMPLE_METHODS)
         names("metrics", self.metrics, CATALOGUE)
@@ -331,13 +350,22 @@ class RunConfig:
         return list(self.pretexts) + list(self.encoders)
 
     def to_dict(self) -> dict:
-        """The settings as a dict (``config.json``); the pair settings (:data:`PAIR_KEYS`) only with ``pairs``, so a
-        run without pairs records what it did before they existed."""
+        """The settings as a dict (``config.json``); the pair settings (:data:`PAIR_KEYS`) only with ``pairs``, and
+        the training settings (:data:`TRAINING_DEFAULTS`) only where they are not the defaults, so a run records what
+        it did before they existed."""
         out = dataclasses.asdict(self)
         if self.pairs is None:
             for key in PAIR_KEYS:
                 out.pop(key)
+        for key, default in TRAINING_DEFAULTS.items():
+            if out[key] == default:
+                out.pop(key)
         return out
+
+    @property
+    def training(self) -> dict:
+        """The pretext tasks' Adam settings, as keyword arguments of :func:`lfeval.models.train_encoder`."""
+        return {key: getattr(self, key) for key in TRAINING_DEFAULTS}
 
     @property
     def run_dir(self) -> Path:
@@ -399,7 +427,8 @@ def check_run_name(name) -> str:
 #: the type of each config field: checked before anything runs (a TOML `true` is not the integer 1)
 _KINDS = {
     "name": str, "out_dir": str, "data": str, "data_root": (str, None), "data_options": dict, "seed": (int, 0),
-    "pretexts": [str], "latent_dim": (int, 1), "epochs": (int, 1), "checkpoints": (int, 0), "cache_dir": str,
+    "pretexts": [str], "latent_dim": (int, 1), "epochs": (int, 1), "batch_size": ((int, 1), None),
+    "lr": "positive", "lr_schedule": str, "checkpoints": (int, 0), "cache_dir": str,
     "explainers": [str], "explainer_params": dict, "example_methods": [str], "plugins": [str], "metrics": [str],
     "metric_params": dict, "n_explain": (int, 2), "n_train_examples": (int, 2), "pretext_seeds": [int],
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
@@ -482,6 +511,11 @@ def _check_type(key: str, value, kind):
         if value is None:
             return value
         kind = kind[0]
+    if kind == "positive":  # a finite number > 0
+        try:
+            return check_number(value, key, strict=True)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"Config {exc}") from None
     if isinstance(kind, tuple):  # an integer with a minimum
         try:
             check_positive_int(value, key, minimum=kind[1])

@@ -168,8 +168,9 @@ def test_bad_input(ae, digits):
 
 
 def test_influence_on_an_lstm_encoder_equals_an_explicit_hessian_inverse():
-    """torch's CPU LSTM has no forward-mode AD: the Hessians are built reverse-over-reverse."""
-    ds = lfeval.data.load("ucr:GunPoint")
+    """torch's CPU LSTM has no forward-mode AD: the Hessians are built reverse-over-reverse. ItalyPowerDemand's
+    24-step series keep the explicit reference (a Python loop of double backward passes) to seconds."""
+    ds = lfeval.data.load("ucr:ItalyPowerDemand")
     enc = lfeval.models.train_encoder(ds, latent_dim=3, epochs=1, min_steps=0, seed=0, display_progressbar=False)
     x = ds.x_train[:9]
     got = lfeval.examples.importance(enc, x[:5], x[5:], "influence", params="last", damping=1e-3,

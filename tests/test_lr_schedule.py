@@ -126,3 +126,24 @@ def test_ensemble_follows_the_same_schedule(digits, step_lrs):
 def test_schedule_is_exported():
     assert training_mod.LR_SCHEDULES == ("constant", "cosine")
     assert lfeval.models.train_encoder is train_encoder
+
+
+def test_run_config_trains_its_pretexts_with_these_settings(tmp_path):
+    """``lfeval run``'s ``batch_size``, ``lr`` and ``lr_schedule`` reach training: the run's encoder has the weights
+    of train_encoder called with them, and config.json records them only when they are not the defaults."""
+    from lfeval.config import TRAINING_DEFAULTS, RunConfig
+    from lfeval.pipeline.stages import RunData
+
+    settings = dict(batch_size=128, lr=2e-3, lr_schedule="cosine")
+    config = RunConfig(pretexts=["reconstruction"], latent_dim=4, epochs=3, **settings, checkpoints=0,
+                       cache_dir=str(tmp_path / "cache"), explainers=["Saliency", "Random"], example_methods=[],
+                       metrics=["RepresentationShift"], meta_metrics=[], quiet=True)
+    ran = RunData(config).encoder("reconstruction")
+    alone = train_encoder(lfeval.data.load("digits"), "reconstruction", latent_dim=4, epochs=3, **settings, seed=0,
+                          display_progressbar=False)
+    assert _same_weights(ran, alone)
+    assert {k: ran.config[k] for k in settings} == settings
+    assert {k: config.to_dict()[k] for k in settings} == settings
+    default = RunConfig().to_dict()
+    assert not set(TRAINING_DEFAULTS) & set(default)  # a run at the defaults records what it did before them
+    assert RunConfig(lr=TRAINING_DEFAULTS["lr"] * 2).to_dict()["lr"] == 2e-3

@@ -31,7 +31,7 @@ meta_samples = 32
 """
 
 RUNS = {
-    "mnist": dict(data="mnist", pretexts=["reconstruction", "classification"], epochs=15,
+    "mnist": dict(data="mnist", pretexts=["reconstruction", "classification"], epochs=8,
                   extra='[run.data_options]\nlimit_train = 2000\nlimit_test = 200'),
     "ucr:GunPoint": dict(data="ucr:GunPoint", pretexts=["reconstruction", "contrastive"], epochs=100, extra=""),
 }

@@ -15,6 +15,7 @@ from torch import nn
 
 import lfeval
 from lfeval.cli import main
+from lfeval.models.architectures import LSTMDecoder
 from lfeval.threads import ENV, choose, limit, other_load, work_of
 
 SMALL, LARGE = 1e6, 1e12
@@ -121,8 +122,14 @@ def test_work_of_counts_multiply_adds():
     assert work_of(net, (2, 5, 5), batch=5) == 5 * (27 * 18 + 27 * 4)
     assert net.training  # the mode is restored
     lstm = lfeval.models.build_encoder("time_series", (2, 10), 3)  # 2 channels x 10 steps
-    # bidirectional LSTM (hidden 64): per step and direction 4 gates x 64 x (2 inputs + 64 hidden); proj 128 -> 3
-    assert work_of(lstm, (2, 10)) == 10 * 2 * 4 * 64 * (2 + 64) + 128 * 3
+    # bidirectional LSTM (hidden 64): one step (the steps are sequential), per direction 4 gates x 64 x (2 inputs +
+    # 64 hidden); proj 128 -> 3. The series' length does not change it.
+    assert work_of(lstm, (2, 10)) == 2 * 4 * 64 * (2 + 64) + 128 * 3
+    assert work_of(lfeval.models.build_encoder("time_series", (2, 150), 3), (2, 150)) == work_of(lstm, (2, 10))
+    # so a 150-step LSTM autoencoder (GunPoint's) trains with one thread at its batch of 8 (2 threads: 9x slower)
+    encoder = lfeval.models.build_encoder("time_series", (1, 150), 8)
+    autoencoder = nn.Sequential(encoder, LSTMDecoder(encoder))
+    assert choose("auto", work=work_of(autoencoder, (1, 150), batch=8), cores=2, load=0.0) == 1
     scripted = torch.jit.script(nn.Linear(3, 2))  # refuses forward hooks: its parameters are counted
     assert work_of(scripted, (3,), batch=4) == 4 * (3 * 2 + 2)
 

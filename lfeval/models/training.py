@@ -196,7 +196,7 @@ def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patienc
     if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 0.5:
         raise InvalidArgument(f"`val_fraction` must be in (0, 0.5), got {val_fraction!r}.")
     x_all = check_finite(ds.x_train, "ds.x_train")
-    n_val = max(1, int(round(val_fraction * len(x_all))))
+    n_val = _validation_size(len(x_all), val_fraction)
     if len(x_all) - n_val < 2:
         raise InvalidInput(f"ds.x_train has {len(x_all)} samples: after the validation split ({n_val}) fewer than 2 "
                            "remain to train on. Load more training data.")
@@ -234,6 +234,11 @@ def _schedule_config(schedule: str) -> dict:
     if schedule == "constant":
         return {}
     return {"lr_schedule": schedule, "lr_warmup": COSINE_WARMUP, "lr_floor": COSINE_FLOOR}
+
+
+def _validation_size(n: int, val_fraction: float) -> int:
+    """Examples of ``x_train`` held out for validation (at least one)."""
+    return max(1, int(round(val_fraction * n)))
 
 
 def _steps_per_epoch(n_train: int, batch_size: int) -> int:

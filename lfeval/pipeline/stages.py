@@ -148,7 +148,7 @@ class RunData:
                                                             seed=c.seed)
             else:
                 self._encoders[(name, seed)] = train_encoder(
-                    self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, seed=seed,
+                    self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, **c.training, seed=seed,
                     cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=self.device,
                     display_progressbar=not c.quiet)  # threads: the run's scope (lfeval.threads)
         return self._encoders[(name, seed)]
