@@ -115,7 +115,7 @@ def test_only_the_command_sets_omp_wait_policy():
     assert environ["OMP_WAIT_POLICY"] == "ACTIVE"  # a user's choice is kept
 
 
-def test_work_of_counts_multiply_adds():
+def test_work_of_counts_multiply_adds(no_env):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 4)).train()
     # conv: 3x3 outputs x 3 channels, each 2 x 3 x 3 multiply-adds; linear: 27 x 4; x batch 5
