@@ -39,7 +39,7 @@ from .explain.pairs import SIMILARITIES, takes_reference
 from .metrics.catalogue import CATALOGUE, FEATURES, default_metrics, get_entry
 from .modalities import get_modality
 from .models.pretext import PRETEXTS
-from .models.training import LR_SCHEDULES, train_encoder
+from .models.training import LR_SCHEDULES, min_batch_size, train_encoder
 from .models.user_encoders import check_spec
 from .models.vae import VAE_PRETEXTS
 from .precision import PRECISIONS
@@ -174,10 +174,11 @@ class RunConfig:
         check_backend(self.backend, self.address)
         _check_names("pretexts", self.pretexts, PRETEXTS + VAE_PRETEXTS)
         _check_names("lr_schedule", [self.lr_schedule], LR_SCHEDULES)
-        if self.batch_size == 1 and "contrastive" in self.pretexts:
-            raise InvalidArgument("Config `batch_size` = 1 cannot train the contrastive pretext (its loss contrasts "
-                                  "the inputs of a batch); set `batch_size` >= 2, or drop 'contrastive' from "
-                                  "`pretexts`.")
+        for pretext in self.pretexts:
+            if self.batch_size is not None and self.batch_size < min_batch_size(pretext):
+                raise InvalidArgument(f"Config `batch_size` = {self.batch_size} cannot train the {pretext} pretext, "
+                                      f"which needs batches of at least {min_batch_size(pretext)}; set `batch_size` "
+                                      f">= {min_batch_size(pretext)}, or drop {pretext!r} from `pretexts`.")
         names("explainers", self.explainers, explainer_names())
         names("example_methods", self.example_methods, EXAMPLE_METHODS)
         names("metrics", self.metrics, CATALOGUE)

@@ -31,6 +31,15 @@ _ARCH_VERSION = {"conv": 2, "mlp": 1, "lstm": 2}
 #: bump a pretext head's version when it changes (contrastive 2: no ReLU in front of the projection head)
 _HEAD_VERSION = {"contrastive": 2}
 
+#: the smallest batch a pretext task trains on, where it is above 1 (NT-Xent contrasts the inputs of a batch)
+_MIN_BATCH = {"contrastive": 2}
+
+
+def min_batch_size(pretext: str) -> int:
+    """The smallest ``batch_size`` that ``pretext`` trains with (2 for ``"contrastive"``, else 1)."""
+    return _MIN_BATCH.get(pretext, 1)
+
+
 #: learning-rate schedules of :func:`train_encoder` (option ``lr_schedule``; see :func:`scheduled_lr`)
 LR_SCHEDULES = ("constant", "cosine")
 #: ``lr_schedule="cosine"``: the fraction of the planned optimizer steps spent in the linear warm-up
@@ -189,7 +198,7 @@ def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patienc
     min_steps = check_positive_int(min_steps, "min_steps", minimum=0)
     if batch_size is None:  # 64, smaller on small data sets so an epoch is several steps (UCR: tens of series)
         batch_size = min(64, max(8, len(ds.x_train) // 8))
-    batch_size = check_positive_int(batch_size, "batch_size", minimum=2 if pretext == "contrastive" else 1)
+    batch_size = check_positive_int(batch_size, "batch_size", minimum=min_batch_size(pretext))
     checkpoints = check_positive_int(checkpoints, "checkpoints", minimum=0)
     lr, weight_decay = check_number(lr, "lr", strict=True), check_number(weight_decay, "weight_decay")
     lr_schedule = check_choice(lr_schedule, LR_SCHEDULES, "lr_schedule")
@@ -223,8 +232,8 @@ def _config(ds: Dataset, plan: dict, seed: int, **extra) -> dict:
                 checkpoints=plan["checkpoints"], val_fraction=plan["val_fraction"], task=plan["task"],
                 arch=_ARCH_VERSION.get(ds.modality.architecture, 1),
                 **({"head": _HEAD_VERSION[plan["pretext"]]} if plan["pretext"] in _HEAD_VERSION else {}),
-                **_schedule_config(plan.get("lr_schedule", "constant")),
-                **({} if plan.get("precision", "highest") == "highest" else {"precision": plan["precision"]}),
+                **_schedule_config(plan["lr_schedule"]),
+                **({} if plan["precision"] == "highest" else {"precision": plan["precision"]}),
                 **extra)
 
 
