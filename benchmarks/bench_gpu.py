@@ -19,6 +19,9 @@ short keeps what it measured; a section that fails is a row with its error, not 
   step-floor (only when named in --sections) ms per training step at batch 256: eager, torch.compile and CUDA
              graphs, in float32 and bfloat16 (bench_training.py --step-floor; about 2 minutes of compiling)
 
+``--budget`` bounds the whole command: a section starts only with 20 s of it left; inside a section, each
+``lfeval run`` and the CUDA tests are cut off at it, and an example method that would start after it is
+skipped (a row that says so).
 Then it prints one Markdown table per section, the last one a summary. It also runs on the CPU
 (``--device cpu --quick``: small sizes, for checking the script itself).
 
@@ -58,9 +61,25 @@ RESULTS: dict = {"sections": {}}
 START = time.perf_counter()
 
 
+def remaining(args) -> float:
+    """Seconds of ``--budget`` left: sections start only within it; each ``lfeval run`` and the CUDA tests are
+    cut off at it, and example methods are skipped after it."""
+    return args.budget - (time.perf_counter() - START)
+
+
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def subprocess_run(cmd, timeout: int, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` that returns on a timeout too: the child is killed, its output so far is kept and its
+    return code reads ``"timed out after N s"``."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        text = [t.decode(errors="replace") if isinstance(t, bytes) else (t or "") for t in (exc.stdout, exc.stderr)]
+        return subprocess.CompletedProcess(cmd, f"timed out after {timeout} s", *text)
 
 
 def clock(fn, device):
@@ -72,11 +91,11 @@ def clock(fn, device):
     return out, time.perf_counter() - start
 
 
-def section(name: str, budget: float, args):
+def section(name: str, args):
     """Decorator: run a section if time is left, store its figures (or its error) and write the JSON."""
 
     def wrap(fn):
-        left = budget - (time.perf_counter() - START)
+        left = remaining(args)
         if left < 20:
             RESULTS["sections"][name] = {"skipped": f"{left:.0f} s of the budget left"}
             return
@@ -136,8 +155,8 @@ def cuda_tests(args):
              "tests/test_run_device.py", "tests/test_memory.py"] if args.tests is None else args.tests
     files = [f for f in files if (ROOT / f).exists()]
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "cuda", *files]
-    out, seconds = clock(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240),
-                         "cpu")
+    limit = max(20, min(240, int(remaining(args))))
+    out, seconds = clock(lambda: subprocess_run(cmd, limit, cwd=ROOT), "cpu")
     tail = (out.stdout + out.stderr)[-3000:]
     print(tail)
     return {"returncode": out.returncode, "seconds": round(seconds, 1), "tail": tail}
@@ -191,7 +210,7 @@ def _lfeval_run(config: str, name: str, out: Path, device: str, timeout: int, pr
            "--config", str(path), "--out", str(out), "--name", name]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    proc, seconds = clock(lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env), "cpu")
+    proc, seconds = clock(lambda: subprocess_run(cmd, timeout, env=env), "cpu")
     result = {"seconds": round(seconds, 1), "returncode": proc.returncode, "stderr": proc.stderr[-1500:],
               "stages": [line for line in proc.stdout.splitlines() if "done in" in line or "computed" in line]}
     if profile and prof.exists():
@@ -228,10 +247,15 @@ def runs(args):
     floor = scale.replace('"torchvision.models:resnet18"', '"bench_stock_metrics:near_free_encoder"')
     configs = {"resnet18": scale, "resnet18_floor": floor, "demo": demo, "vit_b_16": vit}
     results = {}
-    for name in args.runs:
-        results[name] = _lfeval_run(configs[name], name, out, args.device, 300)
+    jobs = [(name, configs[name], name, False) for name in args.runs]
     if args.profile:
-        results["resnet18-profiled"] = _lfeval_run(scale, "resnet18p", out, args.device, 300, profile=True)
+        jobs.append(("resnet18-profiled", scale, "resnet18p", True))
+    for key, config, name, profile in jobs:
+        left = int(remaining(args))
+        if left < 20:
+            results[key] = {"skipped": f"{left} s of the budget left"}
+            continue
+        results[key] = _lfeval_run(config, name, out, args.device, min(300, left), profile=profile)
     return results
 
 
@@ -247,6 +271,9 @@ def examples(args):
     rows = [{"method": "train (5 epochs, d = 4)", "seconds": round(train_s, 2)}]
     rates = {}
     for method in ("dknn", "simplex", "tracin", "influence"):
+        if remaining(args) < 10:
+            rows.append({"method": method, "error": f"skipped: {remaining(args):.0f} s of the budget left"})
+            continue
         try:
             scores, seconds = clock(lambda: importance(enc, x_tr, x_te, method=method, display_progressbar=False),
                                     args.device)
@@ -271,7 +298,7 @@ def training(args):
 
     if not hasattr(bench_training, "gpu_sweep"):
         return {"skipped": "bench_training.gpu_sweep not available"}
-    left = args.budget - (time.perf_counter() - START)  # the sweep's own budget (120 s), within what is left
+    left = remaining(args)  # the sweep's own budget (120 s), within what is left
     return bench_training.gpu_sweep(device=args.device, limit=5000 if args.quick else None,
                                     budget=min(120.0, max(30.0, left)))
 
@@ -287,7 +314,7 @@ def main():
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--json", default=None)
     parser.add_argument("--budget", type=float, default=420, help="seconds; sections that would start later are "
-                        "skipped")
+                        "skipped, and the long jobs inside a section are cut off at it")
     parser.add_argument("--quick", action="store_true", help="small sizes (checking the script on a CPU)")
     parser.add_argument("--sections", nargs="*", default=None)
     parser.add_argument("--runs", nargs="*", default=["resnet18", "resnet18_floor", "demo", "vit_b_16"],
@@ -304,7 +331,7 @@ def main():
               "run": runs, "training": training, "step-floor": step_floor}
     for name, fn in chosen.items():
         if (name in args.sections) if args.sections is not None else name != "step-floor":
-            section(name, args.budget, args)(fn)
+            section(name, args)(fn)
     print("\n## summary")
     summary = []
     for name, res in RESULTS["sections"].items():
@@ -323,8 +350,8 @@ def main():
             detail = ", ".join(f"{r['precision']} {r['mode']} {r['ms_per_step']:.2f} ms/step" for r in res["rows"]
                                if "ms_per_step" in r)
         elif name == "run":
-            detail = ", ".join(f"{k} {v['seconds']} s (exit {v['returncode']})" for k, v in res.items()
-                               if isinstance(v, dict))
+            detail = ", ".join(f"{k} {v['seconds']} s (exit {v['returncode']})" if "seconds" in v else
+                               f"{k} {v.get('skipped', '')}" for k, v in res.items() if isinstance(v, dict))
         summary.append({"section": name, "seconds": res.get("section_seconds"), "result": detail or
                         res.get("skipped", "")})
     print(markdown(pd.DataFrame(summary), index=False))

@@ -24,7 +24,9 @@
 #                 (warm) machine.
 # A part that overruns is stopped and the next one starts; every part writes as it goes. With the 10-minute limit
 # of one device call and 15 minutes of device time a session: `run check floor` in one call (about 9.5 minutes
-# with the install), `run fast` in another session's (or the same warm machine's second) call.
+# with the install), `run fast` in another session's (or the same warm machine's second) call. Ask the device
+# tool for kind nvidia-h200: its first call otherwise gets an H100, and the figures in benchmarks/README.md (and
+# the issues' goals) are an H200's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # the versions lfeval is tested with (pyproject.toml, Makefile); numpy < 2.4 for Quantus 0.6.0

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..encoder import Encoder, check_model
 from ..errors import InvalidArgument, InvalidInput
-from ..memory import encode_chunks
+from ..memory import encode_chunks, rows_per_pass
 from ..models.losses import ExampleLoss
 from ..models.pretext import Contrastive, PretextModel
 from ..precision import precise
@@ -252,6 +252,18 @@ class _LossBased(ExampleImportance):
             return self.task.example_extra(x)
         return self.loss.extra(x) if isinstance(self.loss, ExampleLoss) else None
 
+    def _independent(self, theta, fixed, x, y, extra) -> bool:
+        """Whether each example's loss depends on that example only (true of every lfeval pretext loss; a user's
+        loss may couple a batch), checked on the few examples ``x``: their losses together and one by one."""
+        def losses(i, j):
+            with torch.no_grad():
+                return self.loss(lambda inp: functional_call(self.model, {**theta, **fixed}, (inp,)), x[i:j], y[i:j],
+                                 _rows(extra, i, j))
+
+        together = losses(0, len(x))
+        alone = torch.cat([losses(i, i + 1) for i in range(len(x))])
+        return together.shape == alone.shape and torch.allclose(together, alone, rtol=1e-4, atol=1e-6)
+
     def per_example_grads(self, x, y, theta, fixed) -> torch.Tensor:
         """Flattened gradients (N, P) of each example's loss w.r.t. the encoder parameters."""
         extra = self._extra(x)
@@ -356,14 +368,7 @@ class TracIn(_LossBased):
     def _check_independent(self, theta, fixed, x, y, extra) -> None:
         """The factorisation reads every example's gradient off one backward pass of the summed loss, which
         needs each example's loss to depend on that example only: check it on a few examples."""
-        def losses(i, j):
-            with torch.no_grad():
-                return self.loss(lambda inp: functional_call(self.model, {**theta, **fixed}, (inp,)), x[i:j], y[i:j],
-                                 _rows(extra, i, j))
-
-        together = losses(0, len(x))
-        alone = torch.cat([losses(i, i + 1) for i in range(len(x))])
-        if together.shape != alone.shape or not torch.allclose(together, alone, rtol=1e-4, atol=1e-6):
+        if not self._independent(theta, fixed, x, y, extra):
             raise InvalidArgument(
                 "TracIn's factorised algorithm needs each example's loss to depend on that example only, and this "
                 "loss changes with the other examples of its batch; pass algorithm='dense'."
@@ -407,6 +412,11 @@ class InfluenceFunctions(_LossBased):
     damping), run on all test vectors at once. ``params``: "all" (every encoder parameter) or
     "last" (the encoder's last layer, as Koh & Liang do for large networks); "auto" = "all" when
     that is small enough for the exact solve, else "last".
+
+    Memory beyond the (n, P) gradients and the (n_test, n_train) scores does not grow with the training set:
+    gradients and the last layer's latent Hessians take ``chunk_size`` examples at a time, and the exact
+    Hessian of the mean loss sums blocks of examples sized by :func:`lfeval.memory.rows_per_pass` (when each
+    example's loss depends on that example only).
     """
 
     def __init__(self, encoder, solver: str = "exact", params: str = "auto", damping: float = 1e-3,
@@ -459,7 +469,7 @@ class InfluenceFunctions(_LossBased):
                 )
             hess = self._linear_latent_hessian(keys, x_train, y_tr)
             if hess is None:
-                hess = self._hessian(self._mean_loss_fn(sel, fixed_all, x_train, y_tr, self._extra(x_train)), flat0)
+                hess = self._hessian(sel, fixed_all, x_train, y_tr, self._extra(x_train), flat0)
             hess = hess.to(dtype)
             hess = 0.5 * (hess + hess.T) + self.damping * torch.eye(len(flat0), device=hess.device, dtype=hess.dtype)
             solved, info = torch.linalg.solve_ex(hess, g_te.T)  # H^-1 grad L(z_test), (P, n_test)
@@ -500,12 +510,18 @@ class InfluenceFunctions(_LossBased):
         def loss_z(zi, xi, yi):
             return self.loss(lambda inp: head(zi.unsqueeze(0)), xi.unsqueeze(0), yi.unsqueeze(0), None)[0]
 
-        hz = torch.cat([vmap(_hessian_rev(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
-                                                         y[i:i + self.chunk_size])
-                        for i in range(0, len(x), self.chunk_size)]).detach()  # (n, d, d)
         h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device, dtype=h.dtype)], dim=1)  # (n, k + 1)
         d, k1 = z.shape[1], h1.shape[1]
-        blocks = torch.einsum("iab,ij,il->ajbl", hz, h1, h1) / len(x)  # (d, k+1, d, k+1)
+        blocks = torch.zeros(d, k1, d, k1, device=h.device, dtype=h.dtype)
+        for i in range(0, len(x), self.chunk_size):
+            # detached at once: the head's parameters require grad, so a chunk's Hessians carry the double-backward
+            # graph (decoder activations, ~1.5 MB per MNIST digit), and kept they held all of them (not no_grad:
+            # torch's CPU LSTM takes its inference kernel there, whose backward fails)
+            hz = vmap(_hessian_rev(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
+                                            y[i:i + self.chunk_size]).detach().to(h.dtype)  # (c, d, d)
+            rows = h1[i:i + self.chunk_size]
+            blocks += torch.einsum("iab,ij,il->ajbl", hz, rows, rows)
+        blocks /= len(x)  # (d, k+1, d, k+1)
         a_idx = torch.arange(d, device=h.device)[:, None]
         j_idx = torch.arange(k1, device=h.device)[None, :]
         flat = torch.where(j_idx < k1 - 1, a_idx * (k1 - 1) + j_idx, d * (k1 - 1) + a_idx).reshape(-1)
@@ -513,13 +529,27 @@ class InfluenceFunctions(_LossBased):
         hess[flat[:, None], flat[None, :]] = blocks.reshape(d * k1, d * k1)
         return hess
 
-    def _hessian(self, total, flat0, chunk: int = 32) -> torch.Tensor:
-        """Exact Hessian (P, P) from Hessian-vector products with the basis, ``chunk`` columns at a time."""
-        eye = torch.eye(len(flat0), device=flat0.device, dtype=flat0.dtype)
-        hvp = vmap(_hvp_fn(total, flat0))
-        steps = range(0, len(flat0), chunk)
-        return torch.cat([hvp(eye[i:i + chunk]) for i in tqdm(steps, desc="Hessian", leave=False,
-                                                              disable=not self.display_progressbar)])
+    def _hessian(self, sel, fixed, x, y, extra, flat0, columns: int = 32) -> torch.Tensor:
+        """Exact Hessian (P, P) of the mean training loss from Hessian-vector products with the basis, ``columns``
+        at a time. When each example's loss depends on that example only, the mean is taken over blocks of
+        examples, H = sum_b (n_b / n) H_b, so memory holds one block's graph (``columns`` copies of its
+        activations) instead of the training set's; a loss that couples a batch's examples is taken whole."""
+        n, p = len(x), len(flat0)
+        rows = rows_per_pass(x[0].numel(), n, per_row=2, device=x.device)
+        if rows < n and not self._independent(sel, fixed, x[:3], y[:3], _rows(extra, 0, 3)):
+            rows = n
+        eye = torch.eye(p, device=flat0.device, dtype=flat0.dtype)
+        blocks = [(i, min(i + rows, n)) for i in range(0, n, rows)]
+        bar = tqdm(total=len(blocks) * -(-p // columns), desc="Hessian", leave=False,
+                   disable=not self.display_progressbar)
+        hess = torch.zeros(p, p, device=flat0.device, dtype=flat0.dtype)
+        for i, j in blocks:
+            hvp = vmap(_hvp_fn(self._mean_loss_fn(sel, fixed, x[i:j], y[i:j], _rows(extra, i, j)), flat0))
+            for c in range(0, p, columns):
+                hess[c:c + columns] += hvp(eye[c:c + columns]).detach() * ((j - i) / n)
+                bar.update()
+        bar.close()
+        return hess
 
     def _lissa(self, sel, fixed, x, y, flat0, v):
         """LiSSA (Agarwal et al. 2017): h <- v + (1 - damping) h - H_batch h / scale, for all columns of v.
