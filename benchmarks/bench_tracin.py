@@ -35,6 +35,7 @@ from torch import nn  # noqa: E402
 
 import lfeval  # noqa: E402
 from lfeval.explain.examples import TracIn  # noqa: E402
+from lfeval.memory import feature_budget  # noqa: E402
 
 
 def pearson(a, b) -> float:
@@ -153,7 +154,8 @@ def part_b(args):
     dense_gb = n * n_params * 4 / 2 ** 30
     forms = {f: sum(v == f for v in m.layer_forms.values()) for f in sorted(set(m.layer_forms.values()))}
     print(f"  factorised (exact): {t_exact:.1f} s; layers {forms}; test features kept at once "
-          f"{m.feature_bytes / 2 ** 20:.0f} MB (max_memory 1 GiB, {m.test_blocks} test block(s))")
+          f"{m.feature_bytes / 2 ** 20:.0f} MB (max_memory {feature_budget(m.device) / 2 ** 30:.2f} GiB, "
+          f"{m.test_blocks} test block(s))")
     print(f"  dense: the {n} test gradients alone need {dense_gb:.1f} GB, and each chunk of 512 training gradients "
           f"{512 * n_params * 4 / 2 ** 30:.1f} GB more (this machine: "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.0f} GB): not run")

@@ -34,6 +34,8 @@ from .validation import model_device
 
 DEFAULT_BUDGET = 2 ** 22  #: input values per pass on the CPU
 GPU_FRACTION = 0.5  #: share of the available CUDA memory one pass may fill
+FEATURE_BYTES = 2 ** 30  #: bytes of precomputed features kept at once on the CPU (:func:`feature_budget`)
+FEATURE_FRACTION = 0.25  #: share of the available CUDA memory they may fill
 BYTES_PER_VALUE = 4  #: float32
 ACTIVATION_FACTOR = 256  #: bytes of activations (forward and backward) per input byte
 
@@ -81,6 +83,15 @@ def pass_budget(device=None) -> int:
     if _as_device(device).type != "cuda":
         return DEFAULT_BUDGET
     return max(1, int(GPU_FRACTION * available_bytes(device) / (BYTES_PER_VALUE * ACTIVATION_FACTOR)))
+
+
+def feature_budget(device=None) -> int:
+    """Bytes of precomputed per-example features a method keeps at once on ``device`` (TracIn's test-side
+    features): 1 GiB on the CPU (and any device but CUDA), a quarter of what PyTorch can still use on a CUDA
+    device, beside the passes' half (34.75 GiB on an H200 with 139 GiB free)."""
+    if _as_device(device).type != "cuda":
+        return FEATURE_BYTES
+    return max(1, int(FEATURE_FRACTION * available_bytes(device)))
 
 
 def rows_per_pass(sample_numel: int, requested: int, per_row: int = 1, device=None) -> int:

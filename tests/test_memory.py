@@ -54,6 +54,15 @@ def test_cuda_budget_comes_from_free_memory(gpu):
     assert rows_per_pass(IMAGE, 10_000, device="cuda") == 1
 
 
+def test_feature_budget_is_a_quarter_of_the_gpu(gpu):
+    """TracIn's test-side features: 1 GiB on the CPU, a quarter of the available CUDA memory. At 1 GiB all 10,000
+    MNIST test digits took 2 blocks, each recomputing the 60,000 training digits' features per checkpoint."""
+    assert memory.feature_budget() == memory.feature_budget("cpu") == GIB
+    assert memory.feature_budget("cuda") == int(0.25 * 139 * GIB)
+    gpu.update(free=GIB // 2)
+    assert memory.feature_budget("cuda") == GIB // 8
+
+
 def test_env_budget_wins_everywhere(gpu, monkeypatch):
     monkeypatch.setenv("LFEVAL_PASS_BUDGET", str(64 * 10))
     assert pass_budget() == pass_budget("cuda") == 640
