@@ -99,8 +99,10 @@ def test_exact_influence_equals_an_explicit_hessian_inverse(params, last_only, b
     if budget is not None:
         monkeypatch.setenv("LFEVAL_PASS_BUDGET", str(budget))
     enc, model, x = _tiny()
-    got = lfeval.examples.importance(enc, x[:5], x[5:], "influence", params=params, damping=1e-3,
-                                     display_progressbar=False)
+    influence = InfluenceFunctions(enc, params=params, damping=1e-3, display_progressbar=False)
+    got = influence.attribute(x[:5], x[5:])
+    # "last" is the encoder's last linear layer: the latent shortcut, no blocks
+    assert influence.hessian_blocks == (None if last_only else 1 if budget is None else 3)
     expected = _explicit_influence(model, enc, x[:5], x[5:], 1e-3, last_only)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
@@ -115,12 +117,14 @@ def test_a_loss_that_couples_its_batch_keeps_the_whole_training_set_in_one_hessi
         return err * (1 + err.mean())
 
     def influence():
-        return lfeval.examples.importance(enc, x[:5], x[5:], "influence", params="all", loss=coupled,
-                                          display_progressbar=False)
+        method = InfluenceFunctions(enc, params="all", loss=coupled, display_progressbar=False)
+        return method.attribute(x[:5], x[5:]), method.hessian_blocks
 
-    whole = influence()
-    monkeypatch.setenv("LFEVAL_PASS_BUDGET", "256")
-    torch.testing.assert_close(influence(), whole, atol=1e-6, rtol=1e-5)
+    whole, blocks = influence()
+    monkeypatch.setenv("LFEVAL_PASS_BUDGET", "256")  # blocks of 2 for a per-example loss
+    budgeted, budgeted_blocks = influence()
+    assert blocks == budgeted_blocks == 1
+    torch.testing.assert_close(budgeted, whole, atol=1e-6, rtol=1e-5)
 
 
 def test_lissa_approaches_the_exact_solve():

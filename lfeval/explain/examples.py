@@ -433,6 +433,9 @@ class InfluenceFunctions(_LossBased):
         self.scale = check_number(scale, "scale", strict=True)
         self.lissa_batch = check_positive_int(lissa_batch, "lissa_batch")
         self.seed = check_positive_int(seed, "seed", minimum=0)
+        #: after attribute(): the blocks of training examples the exact Hessian was summed over (None when the
+        #: last layer's latent shortcut built it, or with LiSSA)
+        self.hessian_blocks = None
 
     def _select(self, theta: dict) -> list:
         if self.params == "all" or (self.params == "auto" and sum(v.numel() for v in theta.values()) <= self.max_exact):
@@ -538,11 +541,12 @@ class InfluenceFunctions(_LossBased):
         examples, H = sum_b (n_b / n) H_b, so memory holds one block's graph (``columns`` copies of its
         activations) instead of the training set's; a loss that couples a batch's examples is taken whole."""
         n, p = len(x), len(flat0)
-        rows = rows_per_pass(x[0].numel(), n, per_row=2, device=x.device)
+        rows = rows_per_pass(x[0].numel(), n, per_row=columns, device=x.device)
         if rows < n and not self._independent(sel, fixed, x[:3], y[:3], _rows(extra, 0, 3)):
             rows = n
         eye = torch.eye(p, device=flat0.device, dtype=flat0.dtype)
         blocks = [(i, min(i + rows, n)) for i in range(0, n, rows)]
+        self.hessian_blocks = len(blocks)
         bar = tqdm(total=len(blocks) * -(-p // columns), desc="Hessian", leave=False,
                    disable=not self.display_progressbar)
         hess = torch.zeros(p, p, device=flat0.device, dtype=flat0.dtype)
