@@ -512,19 +512,21 @@ class InfluenceFunctions(_LossBased):
             handle.remove()
         h = torch.cat(captured).to(z.dtype)  # a layer input captured under bfloat16 autocast is bfloat16
         head = self.model.head
+        # the head's weights as constants: called with its parameters, every chunk's Hessians would carry the
+        # double-backward graph to them (decoder activations, ~1.5 MB per MNIST digit), all of them kept until the
+        # end (not no_grad: torch's CPU LSTM takes its inference kernel there, whose backward fails)
+        weights = {k: v.detach() for k, v in [*head.named_parameters(), *head.named_buffers()]}
 
         def loss_z(zi, xi, yi):
-            return self.loss(lambda inp: head(zi.unsqueeze(0)), xi.unsqueeze(0), yi.unsqueeze(0), None)[0]
+            return self.loss(lambda inp: functional_call(head, weights, (zi.unsqueeze(0),)), xi.unsqueeze(0),
+                             yi.unsqueeze(0), None)[0]
 
         h1 = torch.cat([h, torch.ones(len(h), 1, device=h.device, dtype=h.dtype)], dim=1)  # (n, k + 1)
         d, k1 = z.shape[1], h1.shape[1]
         blocks = torch.zeros(d, k1, d, k1, device=h.device, dtype=h.dtype)
         for i in range(0, len(x), self.chunk_size):
-            # detached at once: the head's parameters require grad, so a chunk's Hessians carry the double-backward
-            # graph (decoder activations, ~1.5 MB per MNIST digit), and kept they held all of them (not no_grad:
-            # torch's CPU LSTM takes its inference kernel there, whose backward fails)
             hz = vmap(_hessian_rev(loss_z))(z[i:i + self.chunk_size], x[i:i + self.chunk_size],
-                                            y[i:i + self.chunk_size]).detach().to(h.dtype)  # (c, d, d)
+                                            y[i:i + self.chunk_size]).to(h.dtype)  # (c, d, d)
             rows = h1[i:i + self.chunk_size]
             blocks += torch.einsum("iab,ij,il->ajbl", hz, rows, rows)
         blocks /= len(x)  # (d, k+1, d, k+1)
