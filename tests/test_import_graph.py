@@ -23,7 +23,7 @@ PACKAGE = ROOT / "lfeval"
 #: lowest first; an lfeval module may import modules of its own layer or of lower layers. ``examples`` is the
 #: ``lfeval/examples.py`` facade, ``lfeval`` the package root. The README's Layout section states the same order.
 LAYERS = (
-    ("errors",), ("registry",), ("validation",), ("memory", "precision", "threads", "draws"), ("modalities",),
+    ("errors",), ("registry",), ("validation",), ("memory", "precision", "threads", "draws", "files"), ("modalities",),
     ("encoder",), ("text",), ("data",), ("models",), ("explain",), ("examples",), ("metrics",), ("execution",),
     ("meta",), ("evaluation",), ("report",), ("config",), ("pipeline",), ("diagnostics",), ("cli",), ("lfeval",),
 )

@@ -88,6 +88,29 @@ def test_cache_reuses_weights(digits, tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
+def test_two_writers_racing_to_one_cache_file_both_succeed(digits, tmp_path, monkeypatch):
+    """Two runs sharing a weight cache may train the same encoder at once. Here the second one writes and renames
+    its whole file while the first is between its write and its rename (the interleaving forced by a patched
+    ``torch.save``). With one temporary name per file (``<name>.tmp``), the first writer's rename found its
+    temporary file gone and the run failed; with one per write, both succeed and the cache holds a whole file."""
+    kw = dict(pretext="reconstruction", latent_dim=4, epochs=1, seed=2, cache_dir=tmp_path,
+              display_progressbar=False)
+    real_save, racing = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        if not racing and str(f).endswith(".tmp"):
+            racing.append(None)
+            racing[0] = train_encoder(digits, **kw)  # the other writer, start to finish, in between
+
+    monkeypatch.setattr(torch, "save", save)
+    first = train_encoder(digits, **kw)
+    assert len(racing) == 1 and torch.equal(_weights(first), _weights(racing[0]))  # same seed, same weights
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"]  # no temporary file left behind
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.equal(_weights(train_encoder(digits, **kw)), _weights(first))  # the stored file loads
+
+
 @pytest.mark.parametrize(
     "modality, shape",
     [("image", (1, 8, 8)), ("image", (1, 28, 28)), ("image", (3, 32, 32)), ("tabular", (1, 30)),

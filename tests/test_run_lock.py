@@ -224,7 +224,9 @@ def test_a_failed_stage_write_keeps_the_previous_files(tmp_path, monkeypatch, co
     with pytest.raises(WriteFailed) as info:
         store.save("a", {"x": [3.0, 4.0], "y": "new"})
     monkeypatch.undo()
-    failed = calls[which].with_name(calls[which].name.removesuffix(f".{os.getpid()}.tmp"))
+    target, pid_token, suffix = calls[which].name.rsplit(".", 2)  # <target>.<pid>-<random>.tmp (lfeval.files)
+    assert pid_token.startswith(f"{os.getpid()}-") and suffix == "tmp"
+    failed = calls[which].with_name(target)
     assert info.value.errno == code and info.value.path == failed
     message = str(info.value)
     assert message.startswith(f"Writing {failed} failed: {said}") and "files stored before are intact" in message

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import InvalidArgument
 from ..execution import Cell, cell_device, cells_failed, check_backend, get_executor, gpus_for, portable
+from ..files import replace_with
 from ..validation import model_device
 from .meta_evaluation import LabelFreeMetaEvaluation
 from .perturbation_tests import default_test_suite
@@ -91,9 +92,7 @@ def benchmark(grid: dict, metrics: dict, xai_methods: dict, out_dir, iterations:
 
         def store(cell, result, seconds, cpu_seconds):
             key = key_of[cell.name]
-            tmp = path[key].with_suffix(".tmp")
-            tmp.write_text(json.dumps(result))
-            tmp.replace(path[key])
+            replace_with(path[key], lambda tmp: tmp.write_text(json.dumps(result)))
             rows[key] = result
 
         failures = ex.run(cells, store, desc="meta-evaluation grid", progress=display_progressbar,

@@ -39,6 +39,7 @@ from .. import precision as precision_mod
 from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..errors import InvalidArgument, InvalidInput
+from ..files import replace_with
 from ..precision import precise
 from ..validation import check_positive_int
 from .pretext import PretextModel
@@ -367,13 +368,13 @@ def _save(folder: Path, epoch, steps, params, opt, best, best_loss, best_epoch, 
     for e, state in enumerate(states):
         path = folder / f"states-{e}.pt"
         if not path.exists():
-            torch.save({k: v.cpu() for k, v in state.items()}, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
-    torch.save({"epoch": epoch, "steps": steps, "params": {k: v.detach().cpu() for k, v in params.items()},
+            cpu = {k: v.cpu() for k, v in state.items()}
+            replace_with(path, lambda tmp: torch.save(cpu, tmp))
+    progress = {"epoch": epoch, "steps": steps, "params": {k: v.detach().cpu() for k, v in params.items()},
                 "opt": opt.state_dict(), "best": {k: v.cpu() for k, v in best.items()}, "best_loss": best_loss,
                 "best_epoch": best_epoch, "wait": wait, "active": active, "histories": histories,
-                "states": len(states), "generators": generators}, folder / "state.tmp")
-    (folder / "state.tmp").replace(folder / "state.pt")
+                "states": len(states), "generators": generators}
+    replace_with(folder / "state.pt", lambda tmp: torch.save(progress, tmp))
 
 
 def _resume(folder: Path, params, opt, best, best_loss, best_epoch, wait, active, histories, states, gens, device):

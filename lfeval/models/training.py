@@ -18,6 +18,7 @@ from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..encoder import Encoder
 from ..errors import InvalidArgument, InvalidInput
+from ..files import replace_with
 from ..precision import precise
 from ..validation import check_choice, check_device, check_finite, check_number, check_positive_int
 from .architectures import build_encoder
@@ -295,9 +296,8 @@ def _store(cache_file, cache_dir, model: PretextModel, kept: list, history: dict
         return
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config}, tmp)
-        tmp.replace(cache_file)
+        saved = {"state_dict": model.state_dict(), "checkpoints": kept, "history": history, "config": config}
+        replace_with(cache_file, lambda tmp: torch.save(saved, tmp))  # runs sharing the cache may race to write
     except OSError as exc:
         raise InvalidArgument(f"Cannot write the weight cache `cache_dir` {str(cache_dir)!r}: "
                               f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None

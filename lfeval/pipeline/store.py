@@ -39,6 +39,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from ..errors import InvalidArgument, RunIncomplete, WriteFailed
+from ..files import temporary_name
 from . import codec
 from .lock import LOCK_FILE
 
@@ -99,7 +100,7 @@ def _write_atomic(files: dict, fault: Optional[Path] = None) -> None:
     written, path = [], None
     try:
         for path, data in files.items():
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own: runs may race to start
+            tmp = temporary_name(path)  # this write's own: runs may race to start
             written.append((tmp, path))
             with open(tmp, "wb") as fh:
                 if path == fault:  # write half, make it visible, then die as a SIGKILL would
