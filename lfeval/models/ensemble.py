@@ -54,6 +54,7 @@ from .training import (
     _plan,
     _set_lr,
     _spread,
+    _steps_per_epoch,
     _store,
 )
 
@@ -353,6 +354,7 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
     fitted = []
     for i in range(size):
         histories[i]["best_epoch"] = best_epoch[i]
+        histories[i]["steps"] = len(histories[i]["val_loss"]) * _steps_per_epoch(n_tr, bs)  # as the lone run's
         member_states = [{"epoch": e, "lr": epoch_lr[e], "state_dict": {**{k: v[i].clone() for k, v in st.items()},
                                                                          **{k: v[i] for k, v in buffers.items()}}}
                          for e, st in enumerate(states[: len(histories[i]["val_loss"])])]

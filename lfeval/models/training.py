@@ -419,6 +419,7 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
             if wait >= patience and steps >= min_steps:
                 break
     bar.close()
+    history["steps"] = steps  # optimizer steps taken (early stopping included), as the ensemble records them
     return history, states, best_state, best_epoch
 
 
