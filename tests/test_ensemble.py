@@ -46,6 +46,7 @@ def test_per_member_early_stopping_matches_lone_runs(breast_cancer, threaded, mo
     for e, lo in zip(ens, lone):
         assert len(e.history["val_loss"]) == len(lo.history["val_loss"])
         assert e.history["best_epoch"] == lo.history["best_epoch"]
+        assert e.history["steps"] == lo.history["steps"]  # counted by the lone run, by its rule in the ensemble
         np.testing.assert_allclose(e.history["val_loss"], lo.history["val_loss"], rtol=1e-5)
         assert [c["epoch"] for c in e.checkpoints] == [c["epoch"] for c in lo.checkpoints]
         assert _rel_diff(e, lo) < 1e-4
