@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import InvalidArgument, OutOfMemory
-from .validation import model_device
+from .validation import check_device, model_device
 
 DEFAULT_BUDGET = 2 ** 22  #: input values per pass on the CPU
 GPU_FRACTION = 0.5  #: share of the available CUDA memory one pass may fill
@@ -52,11 +52,7 @@ def _as_device(device) -> torch.device:
         return device.device
     if isinstance(device, torch.nn.Module):
         return model_device(device)
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidArgument(f"`device` must be a torch.device, its name, a tensor or a module, got {device!r}."
-                              ) from None
+    return check_device(device)  # a name that is no device, or CUDA where there is none: a clear error
 
 
 def _env_budget() -> Optional[int]:

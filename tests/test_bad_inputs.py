@@ -295,6 +295,11 @@ CASES = [
      InvalidArgument, "`max_memory`"),
     ("examples/chunk-size", lambda c: importance(c.ae, c.x_tr, c.x, "tracin", chunk_size=0), InvalidArgument,
      "`chunk_size`"),
+    # ------------------------------------------------------------------ lfeval.memory
+    ("memory/feature-budget-device", lambda c: lfeval.memory.feature_budget("gpu0"), InvalidArgument,
+     "`device` 'gpu0' is not a torch device"),
+    ("memory/pass-budget-device", lambda c: lfeval.memory.pass_budget("gpu0"), InvalidArgument,
+     "`device` 'gpu0' is not a torch device"),
     ("examples/y-train-length", lambda c: importance(c.enc["classification"], c.x_tr, c.x, "tracin",
                                                      y_train=c.y_tr[:5], y_test=c.y), InvalidInput, "`y_train`"),
     ("examples/no-labels", lambda c: importance(c.enc["classification"], c.x_tr, c.x, "influence"), InvalidArgument,

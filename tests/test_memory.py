@@ -25,6 +25,7 @@ IMAGE = 3 * 224 * 224
 def gpu(monkeypatch):
     """A CUDA device with 139 GiB free (an H200) and, by default, an empty allocator cache."""
     monkeypatch.delenv("LFEVAL_PASS_BUDGET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     state = dict(free=139 * GIB, reserved=0, allocated=0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (state["free"], 141 * GIB))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: state["reserved"])
@@ -61,6 +62,16 @@ def test_feature_budget_is_a_quarter_of_the_gpu(gpu):
     assert memory.feature_budget("cuda") == int(0.25 * 139 * GIB)
     gpu.update(free=GIB // 2)
     assert memory.feature_budget("cuda") == GIB // 8
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU has CUDA memory to measure")
+def test_cuda_budgets_without_a_gpu_are_a_clear_error(monkeypatch):
+    """Asked for CUDA where there is none, the budgets say so (lfeval.validation.check_device), instead of torch's
+    raw "Found no NVIDIA driver" from the memory query."""
+    monkeypatch.delenv("LFEVAL_PASS_BUDGET", raising=False)
+    for budget in (memory.feature_budget, pass_budget):
+        with pytest.raises(InvalidArgument, match="no usable CUDA GPU"):
+            budget("cuda")
 
 
 def test_env_budget_wins_everywhere(gpu, monkeypatch):
