@@ -85,20 +85,20 @@ def _steps(n: int, batch_size: int, epochs: int) -> int:
     return epochs * training._steps_per_epoch(n - val, batch_size)
 
 
-def _train(ds, device, batch_size, lr, epochs, precision="highest", seed=0, lr_schedule="constant"):
-    """One timed ``train_encoder`` call: a dict of its figures."""
+def _train(ds, device, batch_size, lr, epochs, precision="highest", seed=0, lr_schedule="constant", graph=False):
+    """One timed ``train_encoder`` call: a dict of its figures (``graph``: ``cuda_graph=True``)."""
     _sync(device)
     start = time.perf_counter()
     with precision_mod.use(precision):
         enc = train_encoder(ds, "reconstruction", latent_dim=4, epochs=epochs, batch_size=batch_size, lr=lr,
                             patience=epochs + 1, min_steps=0, seed=seed, device=device, display_progressbar=False,
-                            lr_schedule=lr_schedule)
+                            lr_schedule=lr_schedule, cuda_graph=graph)
     _sync(device)
     seconds = time.perf_counter() - start
     hist = enc.history
     steps = _steps(len(ds.x_train), batch_size, len(hist["val_loss"]))
     return {"batch": batch_size, "lr": lr, "schedule": lr_schedule, "precision": precision,
-            "epochs": len(hist["val_loss"]),
+            "step": "graph" if graph else "eager", "epochs": len(hist["val_loss"]),
             "steps": steps, "seconds": seconds, "seconds_per_step": seconds / max(steps, 1),
             "val_mse": hist["val_loss"][hist["best_epoch"]], "test_mse": _test_mse(enc, ds, device)}
 
@@ -114,7 +114,10 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
     training step under bfloat16 autocast) adds a run at the largest batch.
     ``extra``: further ``(batch, epochs)`` runs (scaled learning rate), e.g. a large batch trained longer.
     ``recipe``: batches trained with the large-batch recipe (:data:`RECIPE_SCHEDULE` at :func:`recipe_lr`), in
-    exact float32 and in each further precision; they run right after the largest batch's rows."""
+    exact float32 and in each further precision; they run right after the largest batch's rows.
+    On CUDA the recipe at the two smallest ``recipe`` batches also trains with ``cuda_graph=True`` (one replayed
+    CUDA graph per step, :mod:`lfeval.models.graphed`), in float32 and bfloat16: those rows run first, as the
+    candidates for the goal (the eager step's host work, 3.4 ms at batch 256 on an H200, is what misses it)."""
     start = time.perf_counter()
     device = torch.device(device)
     warnings.filterwarnings("ignore", message=".*looks collapsed.*")  # short CPU checks train too little
@@ -131,37 +134,46 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
     def scaled(b):
         return REF_LR * math.sqrt(b / REF_BATCH)
 
-    big = max(batches)  # configurations: (batch, lr, precision, epochs, schedule), the order they run in
-    const = "constant"
-    configs = [(big, scaled(big), "highest", epochs, const)] if big != REF_BATCH else []
+    # configurations: (batch, lr, precision, epochs, schedule, CUDA graph), the order they run in
+    big, const = max(batches), "constant"
+    both = ("highest", *(p for p in precisions if p != "highest"))
+    graphed = sorted(int(b) for b in recipe)[:2] if device.type == "cuda" else []
+    configs = [(b, recipe_lr(b), p, epochs, RECIPE_SCHEDULE, True) for b in graphed
+               for p in (("highest", "bf16") if "bf16" in precisions else ("highest",))]
     if big != REF_BATCH:
-        configs.append((big, REF_LR, "highest", epochs, const))  # the largest batch, learning rate unscaled
-    configs += [(big, scaled(big), p, epochs, const) for p in precisions if p != "highest"]
-    configs += [(int(b), recipe_lr(int(b)), p, epochs, RECIPE_SCHEDULE) for b in recipe
-                for p in ("highest", *(p for p in precisions if p != "highest"))]
-    configs += [(b, scaled(b), "highest", epochs, const) for b in sorted(set(batches) - {big, REF_BATCH}, reverse=True)]
-    configs += [(int(b), scaled(int(b)), "highest", int(e), const) for b, e in extra]
+        configs.append((big, scaled(big), "highest", epochs, const, False))
+        configs.append((big, REF_LR, "highest", epochs, const, False))  # the largest batch, learning rate unscaled
+    configs += [(big, scaled(big), p, epochs, const, False) for p in precisions if p != "highest"]
+    configs += [(int(b), recipe_lr(int(b)), p, epochs, RECIPE_SCHEDULE, False) for b in recipe for p in both]
+    configs += [(b, scaled(b), "highest", epochs, const, False)
+                for b in sorted(set(batches) - {big, REF_BATCH}, reverse=True)]
+    configs += [(int(b), scaled(int(b)), "highest", int(e), const, False) for b, e in extra]
     # warm-up (CUDA context, cuDNN handles, kernels), not timed
-    warm = {(REF_BATCH, "highest"), *((c[0], c[2]) for c in configs if c[0] == big or c[4] != const)}
-    for b, p in sorted(warm):
-        _train(_subset(ds, min(len(ds.x_train), 4 * b + 64)), device, b, REF_LR, 1, p)
+    warm = {(REF_BATCH, "highest", False),
+            *((c[0], c[2], c[5]) for c in configs if c[0] == big or c[4] != const)}
+    for b, p, g in sorted(warm):
+        _train(_subset(ds, min(len(ds.x_train), 4 * b + 64)), device, b, REF_LR, 1, p, graph=g)
     ref = _train(ds, device, REF_BATCH, REF_LR, ref_epochs)
     ref_full = ref_epochs == epochs
-    per_step = {REF_BATCH: ref["seconds_per_step"]}  # measured seconds per step, by batch size
+    per_step = {(REF_BATCH, False): ref["seconds_per_step"]}  # measured seconds per step, by batch and graph
     runs = {}
-    # the largest batch first, always: it is the candidate for the goal; the others only while the budget lasts
+    # the graphed recipe and the largest batch first, always: they are the candidates for the goal; the others
+    # only while the budget lasts
     for i, c in enumerate(configs):
         steps = _steps(len(ds.x_train), c[0], c[3])
         # a step costs at most a larger batch's step, or the largest measured one's in proportion to the batch
-        larger = [b for b in per_step if b >= c[0]]
-        estimate = steps * (per_step[min(larger)] if larger else per_step[max(per_step)] * c[0] / max(per_step))
+        # (eager steps estimated from eager ones: a graphed step is cheaper)
+        known = {b: t for (b, g), t in per_step.items() if g == c[5]} or {b: t for (b, _), t in per_step.items()}
+        larger = [b for b in known if b >= c[0]]
+        estimate = steps * (known[min(larger)] if larger else known[max(known)] * c[0] / max(known))
         left = budget - (time.perf_counter() - start)
         if i and estimate > left:
             runs[c] = {"batch": c[0], "lr": c[1], "schedule": c[4], "precision": c[2], "epochs": c[3],
+                       "step": "graph" if c[5] else "eager",
                        "skipped": f"estimated {estimate:.0f} s, {left:.0f} s of the budget left"}
             continue
-        runs[c] = _train(ds, device, c[0], c[1], c[3], c[2], lr_schedule=c[4])
-        per_step[c[0]] = max(per_step.get(c[0], 0.0), runs[c]["seconds_per_step"])
+        runs[c] = _train(ds, device, c[0], c[1], c[3], c[2], lr_schedule=c[4], graph=c[5])
+        per_step[c[0], c[5]] = max(per_step.get((c[0], c[5]), 0.0), runs[c]["seconds_per_step"])
     left = budget - (time.perf_counter() - start)
     if not ref_full and 1.2 * ref["seconds"] * epochs / ref_epochs < left:  # time for the full reference
         ref, ref_full = _train(ds, device, REF_BATCH, REF_LR, epochs), True
@@ -173,23 +185,25 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
                 + (f"MSE recorded ({RECORDED_MSE})" if recorded else f"MSE after {ref_epochs} epochs"))
     rows = [{**ref, "epochs": epochs, "steps": ref["steps"] * epochs // ref_epochs, "seconds": ref_seconds,
              "val_mse": ref_mse, "reference": ref_note}]
-    rows += [runs[c] for c in sorted(runs, key=lambda c: (c[0], c[3], c[4] != const, c[2] != "highest", -c[1]))]
+    rows += [runs[c] for c in sorted(runs, key=lambda c: (c[0], c[3], c[4] != const, c[5], c[2] != "highest",
+                                                          -c[1]))]
     for r in rows:
         if "skipped" not in r:
             r["time_ratio"] = r["seconds"] / ref_seconds
             r["mse_ratio"] = r["val_mse"] / ref_mse
             r["goal_met"] = None if r is rows[0] else bool(r["seconds"] <= 5.0 and r["mse_ratio"] <= 1.05)
 
-    print("\n| batch | lr | schedule | precision | epochs | steps | seconds | ms/step | val MSE | test MSE | "
+    print("\n| batch | lr | schedule | precision | step | epochs | steps | seconds | ms/step | val MSE | test MSE | "
           "time / b64 | MSE / b64 | goal |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "skipped" in r:
-            print(f"| {r['batch']} | {r['lr']:.2g} | {r['schedule']} | {r['precision']} | {r['epochs']} | "
-                  f"skipped: {r['skipped']} ||||||||")
+            print(f"| {r['batch']} | {r['lr']:.2g} | {r['schedule']} | {r['precision']} | {r['step']} | "
+                  f"{r['epochs']} | skipped: {r['skipped']} ||||||||")
             continue
         star = "" if r is not rows[0] or ref_full else "*"
-        print(f"| {r['batch']} | {r['lr']:.2g} | {r['schedule']} | {r['precision']} | {r['epochs']} | {r['steps']} | "
+        print(f"| {r['batch']} | {r['lr']:.2g} | {r['schedule']} | {r['precision']} | {r['step']} | {r['epochs']} | "
+              f"{r['steps']} | "
               f"{r['seconds']:.2f}{star} | {1e3 * r['seconds_per_step']:.2f} | {r['val_mse']:.4f}{star} | "
               f"{r['test_mse']:.4f}{star} | {r['time_ratio']:.3f} | {r['mse_ratio']:.3f} | "
               f"{ {None: 'reference', True: 'yes', False: 'no'}[r['goal_met']]} |")
@@ -203,66 +217,91 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
     return out
 
 
-def step_floor(device="cuda", batches=(256, 512, 1024), modes=("eager", "compile", "reduce-overhead"),
+def step_floor(device="cuda", batches=(256, 512, 1024), modes=("eager", "graph", "compile", "reduce-overhead"),
                precisions=("highest", "bf16"), steps: int = 60, json_path=None) -> dict:
     """Milliseconds per optimizer step of the MNIST reconstruction autoencoder (d = 4), by batch, precision and
-    how the step is run: ``eager`` (what ``train_encoder`` does), ``compile`` (``torch.compile`` of the whole step,
-    forward, backward and Adam) and ``reduce-overhead`` (the same with CUDA graphs: one replay per step; CUDA
-    only). The goal above needs about 4,000 steps in 5 s, i.e. <= 1.2 ms per step at batch ~256.
+    how the step is run: ``eager`` (what ``train_encoder`` does), ``graph`` (what ``train_encoder(cuda_graph=True)``
+    does: :class:`lfeval.models.graphed.GraphedStep`, the whole step captured by hand, the batch gathered into its
+    buffers; CUDA only), ``compile`` (``torch.compile`` of the whole step, forward, backward and Adam) and
+    ``reduce-overhead`` (the same with CUDA graphs: one replay per step; CUDA only). The goal above needs about
+    4,000 steps in 5 s, i.e. <= 1.2 ms per step at batch ~256.
 
     Each row starts from the same weights and batches (data resident on the device, batches drawn as
-    ``train_encoder`` draws them) and reports the loss after ``steps`` steps beside eager's, so a mode that
-    changed the arithmetic shows. Compile time is reported apart (it is paid once per shape)."""
+    ``train_encoder`` draws them), takes the same warm-up and timed steps, and reports the model's loss on the
+    first batch afterwards beside eager's, so a mode that changed the arithmetic shows. Compile time is reported
+    apart (it is paid once per shape)."""
+    from lfeval.models.graphed import GraphedStep
     from lfeval.models.training import _adam, _new_model, _plan
 
     device = torch.device(device)
     warnings.filterwarnings("ignore")
     ds = lfeval.data.load("mnist", seed=0)
     x_all = ds.x_train.to(device)
+    y_all = torch.zeros(len(x_all), dtype=torch.long, device=device)  # the placeholder labels training uses
     rows = []
-    for batch in batches:
-        plan = _plan(ds, "reconstruction", 4, 1, batch, REF_LR, 1e-5, 1, 0, 0, 0.1, device, None, {})
-        order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0)).to(device)
-        idx = [order[i * batch:(i + 1) * batch] for i in range(steps + 3)]
-        eager_loss = {}
-        for precision in precisions:
+    warm = GraphedStep.WARMUP + 1  # warm-up steps of every mode: the graph's eager ones and its capture
+    order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0)).to(device)
+    eager_loss = {}  # (batch, precision) -> eager's loss afterwards
+    compiled_modes = ("compile", "reduce-overhead")
+    # the modes without compilation first, at every batch and precision; then torch.compile's, whose compile time
+    # (tens of seconds a row) must not spend the call's limit before the others ran
+    for compiling in (False, True):
+        for batch in batches:
+            plan = _plan(ds, "reconstruction", 4, 1, batch, REF_LR, 1e-5, 1, 0, 0, 0.1, device, None, {})
+            idx = [order[i * batch:(i + 1) * batch] for i in range(warm + steps)]
             for mode in modes:
-                if mode == "reduce-overhead" and device.type != "cuda":
+                if (mode in compiled_modes) != compiling:
                     continue
-                model = _new_model(ds, plan, 0).to(device)
-                opt = _adam(model.parameters(), REF_LR, 1e-5, device)
+                if mode in ("graph", "reduce-overhead") and device.type != "cuda":
+                    continue
+                for precision in precisions:
+                    model = _new_model(ds, plan, 0).to(device)
+                    opt = _adam(model.parameters(), REF_LR, 1e-5, device, capturable=mode == "graph")
+                    graphed = GraphedStep(model, opt, batch, torch.float64, device) if mode == "graph" else None
 
-                def step(x, model=model, opt=opt):
-                    with precision_mod.autocast(device):
-                        loss = model.loss(x, None)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    return loss.detach()
+                    def step(x, model=model, opt=opt):
+                        with precision_mod.autocast(device):
+                            loss = model.loss(x, None)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        return loss.detach()
 
-                row = {"batch": batch, "precision": precision, "mode": mode}
-                try:
-                    fn = step if mode == "eager" else torch.compile(step, mode=None if mode == "compile" else mode)
-                    with precision_mod.use(precision):
-                        _sync(device)
-                        t0 = time.perf_counter()
-                        for i in range(3):  # warm-up: compilation, cuDNN handles, graph capture
-                            fn(x_all[idx[i]])
-                        _sync(device)
-                        row["warmup_seconds"] = time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        for i in range(3, steps + 3):
-                            loss = fn(x_all[idx[i]])
-                        _sync(device)
-                    row["ms_per_step"] = (time.perf_counter() - t0) / steps * 1e3
-                    row["loss"] = float(loss)
-                    eager_loss.setdefault(precision, row["loss"] if mode == "eager" else None)
-                    ref = eager_loss.get(precision)
-                    row["loss_vs_eager"] = None if ref is None else abs(row["loss"] - ref) / ref
-                except Exception as exc:  # noqa: BLE001 - a mode that fails is a finding, not the end of the table
-                    row["error"] = f"{type(exc).__name__}: {exc}"[:300]
-                rows.append(row)
-                print(row, flush=True)
+                    row = {"batch": batch, "precision": precision, "mode": mode}
+                    try:
+                        if mode == "graph":
+                            def fn(x, idx, graphed=graphed, gen=torch.Generator().manual_seed(0)):
+                                graphed.step(x_all, y_all, idx, gen)
+                        else:
+                            compiled = step if mode == "eager" else torch.compile(
+                                step, mode=None if mode == "compile" else mode)
+
+                            def fn(x, idx, compiled=compiled):
+                                return compiled(x)
+                        with precision_mod.use(precision):
+                            _sync(device)
+                            t0 = time.perf_counter()
+                            for i in range(warm):  # warm-up: compilation, cuDNN handles, graph capture
+                                fn(x_all[idx[i]], idx[i])
+                            _sync(device)
+                            row["warmup_seconds"] = time.perf_counter() - t0
+                            t0 = time.perf_counter()
+                            for i in range(warm, warm + steps):
+                                fn(x_all[idx[i]], idx[i])
+                            _sync(device)
+                        row["ms_per_step"] = (time.perf_counter() - t0) / steps * 1e3
+                        with torch.no_grad():
+                            row["loss"] = float(model.loss(x_all[idx[0]], None))
+                        eager_loss.setdefault((batch, precision), row["loss"] if mode == "eager" else None)
+                        ref = eager_loss.get((batch, precision))
+                        row["loss_vs_eager"] = None if ref is None else abs(row["loss"] - ref) / ref
+                    except Exception as exc:  # noqa: BLE001 - a mode that fails is a finding, not the end of the table
+                        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                    rows.append(row)
+                    print(row, flush=True)
+                    if json_path:  # after every row: a call cut off at its limit keeps what it measured
+                        Path(json_path).write_text(json.dumps({"device": str(device), "steps": steps, "rows": rows},
+                                                              indent=1))
     print("\n| batch | precision | mode | ms/step | warm-up s | loss after | vs eager |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

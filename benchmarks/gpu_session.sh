@@ -13,8 +13,9 @@
 #                 the CUDA tests, the ResNet-18/demo/ViT jobs, §4.1's example methods on all of MNIST, the
 #                 training sweep                                                          -> gpu.json
 #   floor  (170)  ms per training step at batches 256, 512, 1024 (the goal: <= 1.18 ms at 256 or <= 2.36 ms at 512,
-#                 benchmarks/README.md): eager, torch.compile, CUDA graphs, float32 and
-#                 bfloat16 (bench_training.py --step-floor)                               -> floor.json
+#                 benchmarks/README.md): eager and train_encoder(cuda_graph=True)'s captured step first, then
+#                 torch.compile and its CUDA graphs; float32 and bfloat16 (bench_training.py --step-floor;
+#                 the JSON is rewritten after every row)                                  -> floor.json
 #   fast   (540)  the paper's §4 at full scale with the batch-256 recipe (bench_paper.py --full --precision bf16
 #                 --batch-size 256 --lr 1.41e-3 --lr-schedule cosine --epochs 20: a fifth of the paper's epochs
 #                 and a quarter of its steps, at batch 64's validation loss for the lone autoencoder; an ensemble

@@ -100,12 +100,13 @@ def use(mode: str = "highest"):
         _CURRENT.reset(token)
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device, cache: bool = True):
     """The autocast context of an encoder's forward pass on ``device``: bfloat16 under ``"bf16"`` (CUDA, or the
-    CPU, where it is slower but checks the same code paths), none otherwise."""
+    CPU, where it is slower but checks the same code paths), none otherwise. ``cache=False`` inside a CUDA graph
+    capture (torch's rule: the weights' cached bfloat16 casts would outlive the capture)."""
     kind = torch.device(device).type
     if current() == "bf16" and kind in ("cuda", "cpu"):
-        return torch.autocast(kind, dtype=torch.bfloat16)
+        return torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 

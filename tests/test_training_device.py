@@ -13,6 +13,7 @@ import lfeval
 from lfeval.modalities import get_modality
 from lfeval.models import PretextModel, build_encoder, make_task, train_encoder
 from lfeval.models import training as training_mod
+from lfeval.models.graphed import GraphedStep, StaticStep
 from lfeval.models.losses import AlignmentLoss
 from lfeval.models.vae import VAEEncoder
 
@@ -152,6 +153,46 @@ def test_one_read_of_the_device_per_epoch(digits, monkeypatch):
     assert len(history["train_loss"]) == 3 and len(reads) == 3, reads
 
 
+@pytest.mark.parametrize("pretext", ["reconstruction", "denoising", "inpainting", "classification", "contrastive",
+                                     "beta-vae", "tc-vae"])
+def test_static_buffers_give_the_eager_weights_bit_for_bit(digits, pretext):
+    """A CUDA graph's bookkeeping (lfeval.models.graphed.StaticStep: each full batch gathered into fixed buffers,
+    its draws made as the eager step makes them and copied in, the last smaller batch eager) trains the same
+    weights as the eager loop, bit for bit, with a cosine schedule and a last batch of 20."""
+    ds = _small(digits)  # 270 to train on: batches of 50, the last one of 20
+    plan = training_mod._plan(ds, pretext, 3, 2, 50, 1e-3, 1e-5, 5, 0, 2, 0.1, "cpu", 1, {}, "cosine")
+    runs = []
+    for step in (None, StaticStep):
+        model = training_mod._new_model(ds, plan, 0)
+        history, states, best, _ = training_mod._fit(model, plan["x"], ds.y_train, plan["n_val"], pretext, 2, 50,
+                                                     1e-3, 1e-5, 5, 0, 0, 2, torch.device("cpu"), False, "cosine",
+                                                     step)
+        runs.append((history, states, best))
+    (h0, s0, b0), (h1, s1, b1) = runs
+    assert h0 == h1 and h0["steps"] == 12
+    for a, b in [(b0, b1)] + [(x["state_dict"], y["state_dict"]) for x, y in zip(s0, s1)]:
+        assert all(torch.equal(a[k], b[k]) for k in a), pretext
+
+
+def test_static_buffers_read_the_device_once_per_epoch_too(digits, monkeypatch):
+    """StaticStep adds no host read of the device: still the epoch's one."""
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, _original=original, _name=name, **kwargs):
+            if "lfeval" in sys._getframe(1).f_code.co_filename:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+    ds = _small(digits)
+    model = PretextModel(build_encoder("image", (1, 8, 8), 3), make_task("denoising", "image"))
+    history, *_ = training_mod._fit(model, ds.x_train, ds.y_train, 30, "denoising", 3, 16, 1e-3, 0.0, 10, 0, 0, 0,
+                                    torch.device("cpu"), False, "cosine", StaticStep)
+    assert len(history["train_loss"]) == 3 and len(reads) == 3, reads
+
+
 def test_unlabelled_data_trains(digits):
     import dataclasses
 
@@ -273,3 +314,22 @@ def test_cuda_fixed_views_equal_cpu():
     torch.testing.assert_close(task.example_extra(x.cuda()).cpu(), task.example_extra(x), rtol=0, atol=1e-5)
     torch.testing.assert_close(make_task("denoising", "image").corrupt(x.cuda(), _gen()).cpu(),
                                make_task("denoising", "image").corrupt(x, _gen()), rtol=0, atol=1e-6)
+
+
+@CUDA
+@pytest.mark.parametrize("pretext", ["reconstruction", "denoising", "contrastive", "beta-vae"])
+def test_cuda_graph_training_equals_eager(digits, monkeypatch, pretext):
+    """train_encoder(cuda_graph=True) replays one CUDA graph per full batch after GraphedStep.WARMUP eager steps,
+    and trains what the eager CUDA loop trains: the same draws and learning rates (a cosine schedule), each
+    epoch's losses within 1e-3 relative (float32 rounding: the learning rate is a float32 device tensor)."""
+    replays = []
+    replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), replay(self))[1])
+    runs = {graph: train_encoder(digits, pretext, latent_dim=4, epochs=3, batch_size=64, min_steps=0, seed=0,
+                                 device="cuda", lr_schedule="cosine", cuda_graph=graph, display_progressbar=False)
+            for graph in (False, True)}
+    n_train = len(digits.x_train) - training_mod._validation_size(len(digits.x_train), 0.1)
+    assert len(replays) == 3 * (n_train // 64) - GraphedStep.WARMUP
+    for key in ("train_loss", "val_loss"):
+        for a, b in zip(runs[False].history[key], runs[True].history[key]):
+            assert abs(a - b) <= 1e-3 * abs(a), (key, a, b)

@@ -22,6 +22,7 @@ from ..files import replace_with
 from ..precision import precise
 from ..validation import check_choice, check_device, check_finite, check_number, check_positive_int
 from .architectures import build_encoder
+from .graphed import GraphedStep
 from .pretext import PRETEXTS, PretextModel, make_task
 from .probe import diagnose
 from .vae import VAE_PRETEXTS, VAEEncoder
@@ -92,6 +93,7 @@ def train_encoder(
     display_progressbar: bool = True,
     threads=None,
     lr_schedule: str = "constant",
+    cuda_graph: bool = False,
     **task_kwargs,
 ) -> Encoder:
     """Train an encoder on ``ds.x_train`` with a pretext task and return it in eval mode.
@@ -117,6 +119,13 @@ def train_encoder(
         formula); the usual recipe for large batches in few epochs (benchmarks/bench_training.py's recipe rows).
         The learning rate is set on the host before each step (a Python float, no device read). With a schedule,
         ``history["lr"]`` and the checkpoints' ``"lr"`` hold each epoch's mean learning rate.
+    cuda_graph : bool
+        On CUDA only: record a full batch's training step (forward, backward, Adam) once as a CUDA graph and
+        replay it for each batch (:mod:`lfeval.models.graphed`), which removes the host's per-step work that
+        bounds a small encoder's speed on a GPU. The draws, batches and learning rates are the eager loop's; the
+        weights equal eager CUDA training's within float32 rounding (the learning rate is a float32 device
+        tensor), and the cache key is the same. Off by default; its speed is measured in
+        benchmarks/bench_training.py.
     patience, min_steps : int
         Early stopping: once ``min_steps`` optimizer steps are done (small data sets need them to leave the
         plateau where a decoder outputs the mean input), stop after ``patience`` epochs without a better
@@ -165,6 +174,7 @@ def train_encoder(
     """
     plan = _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patience, min_steps, checkpoints,
                  val_fraction, device, threads, task_kwargs, lr_schedule)
+    step = _step_kind(cuda_graph, plan["device"])
     seed = check_positive_int(seed, "seed", minimum=0)
     config = _config(ds, plan, seed)
     model = _new_model(ds, plan, seed)
@@ -179,7 +189,7 @@ def train_encoder(
                                                        plan["epochs"], plan["batch_size"], plan["lr"],
                                                        plan["weight_decay"], plan["patience"], plan["min_steps"], seed,
                                                        plan["checkpoints"], plan["device"], display_progressbar,
-                                                       plan["lr_schedule"])
+                                                       plan["lr_schedule"], step)
     model.load_state_dict(best_state)
     history["best_epoch"] = best_epoch
     kept = _spread(states[: best_epoch + 1], plan["checkpoints"])
@@ -224,6 +234,19 @@ def _plan(ds, pretext, latent_dim, epochs, batch_size, lr, weight_decay, patienc
                 val_fraction=val_fraction, task=task_kwargs, device=check_device(device), lr_schedule=lr_schedule,
                 threads=None if threads is None else threads_mod.check_threads(threads), x=x_all, n_val=n_val,
                 precision=precision_mod.current())
+
+
+def _step_kind(cuda_graph, device: torch.device):
+    """:class:`~lfeval.models.graphed.GraphedStep` where ``cuda_graph`` asks for it (CUDA only), else None (the
+    eager loop)."""
+    if not isinstance(cuda_graph, bool):
+        raise InvalidArgument(f"`cuda_graph` must be True or False, got {cuda_graph!r}.")
+    if not cuda_graph:
+        return None
+    if device.type != "cuda":
+        raise InvalidArgument(f"`cuda_graph=True` records the training step as a CUDA graph and needs "
+                              f"device='cuda', got device={str(device)!r}; leave cuda_graph=False there.")
+    return GraphedStep
 
 
 def _config(ds: Dataset, plan: dict, seed: int, **extra) -> dict:
@@ -303,11 +326,16 @@ def _store(cache_file, cache_dir, model: PretextModel, kept: list, history: dict
                               f"{exc.strerror or exc}. Choose a writable folder or cache_dir=None.") from None
 
 
-def _adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+def _adam(params, lr: float, weight_decay: float, device: torch.device,
+          capturable: bool = False) -> torch.optim.Adam:
     """Adam: on the CPU the multi-tensor (foreach) implementation, whose weights equal the per-tensor one's bit for
     bit (those the cached weights hold); on CUDA the fused kernel, one launch per step (the same update, its
-    float32 rounding may differ from the CPU's)."""
+    float32 rounding may differ from the CPU's). ``capturable`` (CUDA): steppable inside a CUDA graph, its
+    learning rate a device tensor that :func:`_set_lr` fills."""
     if device.type == "cuda":
+        if capturable:
+            return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), weight_decay=weight_decay,
+                                    fused=True, capturable=True)
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
@@ -325,35 +353,44 @@ def _split(x_all, y_all, n_val: int, gen: torch.Generator, device: torch.device)
             y_all[val_idx].to(device))
 
 
-def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: torch.dtype, lrs=None) -> tuple:
+def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: torch.dtype, lrs=None,
+           static=None) -> tuple:
     """One pass over the training split in a fresh order from ``gen``: ``(summed loss on the device, steps)``.
-    ``lrs``: the learning rate of each step (Python floats, set on the host), or None to leave the optimizer's."""
+    ``lrs``: the learning rate of each step (Python floats, set on the host), or None to leave the optimizer's.
+    ``static``: a :class:`~lfeval.models.graphed.StaticStep` (a CUDA graph's) that takes the steps, or None."""
     model.train()
     device = x_tr.device
     order = torch.randperm(len(x_tr), generator=gen).to(device, non_blocking=True)  # batches are views of it
-    total = torch.zeros((), dtype=acc, device=device)
+    total = torch.zeros((), dtype=acc, device=device) if static is None else static.reset()
     steps = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
             continue
+        if lrs is not None:  # read by the optimizer's step only
+            _set_lr(opt, lrs[steps])
+        steps += 1
+        if static is not None:
+            static.step(x_tr, y_tr, idx, gen)
+            continue
         with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), one step at a time
             loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
         opt.zero_grad()
         loss.backward()
-        if lrs is not None:
-            _set_lr(opt, lrs[steps])
         opt.step()
-        steps += 1
         total += loss.detach().to(acc) * len(idx)
     return total, steps
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate (a Python float: Adam reads it on the host at each step, the fused
-    CUDA kernel included, so no device sync)."""
+    """Set every parameter group's learning rate: a Python float, which Adam reads on the host at each step (the
+    fused CUDA kernel included, so no device sync), or, for a capturable Adam, written into its device tensor (an
+    asynchronous fill that the replayed graph reads)."""
     for group in opt.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def _epoch_lrs(schedule: str, lr: float, epoch: int, steps_per_epoch: int, epochs: int):
@@ -373,8 +410,9 @@ def _lr_plan(schedule: str, lr: float, n_train: int, batch_size: int, epochs: in
 
 
 def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
-         checkpoints, device, display_progressbar, lr_schedule="constant"):
-    """Adam with early stopping: (history, checkpoint states, best state, best epoch).
+         checkpoints, device, display_progressbar, lr_schedule="constant", step=None):
+    """Adam with early stopping: (history, checkpoint states, best state, best epoch). ``step``: None (the eager
+    loop) or the :class:`~lfeval.models.graphed.StaticStep` class that takes the steps.
 
     Draws come from a CPU generator (same seed, same draws on any device); the data, the epoch's order and the
     running loss live on ``device``, and the host reads the device once per epoch (train and validation loss
@@ -385,7 +423,8 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     # the epoch's summed loss, in float64 as the Python float it replaces (MPS has no float64)
     acc = torch.float32 if device.type == "mps" else torch.float64
 
-    opt = _adam(model.parameters(), lr, weight_decay, device)
+    opt = _adam(model.parameters(), lr, weight_decay, device, capturable=step is GraphedStep)
+    static = None if step is None else step(model, opt, batch_size, acc, device)
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     history = {"train_loss": [], "val_loss": []}
     if lr_schedule != "constant":
@@ -396,7 +435,7 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
         lrs, epoch_lr = schedule[epoch], epoch_lrs[epoch]
-        total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc, lrs)
+        total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc, lrs, static)
         steps += epoch_steps
         model.eval()
         with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
