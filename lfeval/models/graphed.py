@@ -10,7 +10,8 @@ with the same optimizer.
 
 :class:`StaticStep` is that bookkeeping with an eager step, on any device: the same weights as the eager loop,
 bit for bit, which the tests check on the CPU. :class:`GraphedStep` records its step as a CUDA graph after a few
-eager warm-up steps on a side stream (the optimizer's state and cuDNN's workspaces then exist before the capture).
+eager warm-up steps on the side stream it then captures on (the optimizer's state and the cuDNN and cuBLAS handles
+of that stream then exist before the capture; torch's ``make_graphed_callables`` does the same).
 """
 
 from __future__ import annotations
@@ -86,28 +87,30 @@ class GraphedStep(StaticStep):
     ``opt`` must be capturable (:func:`lfeval.models.training._adam` with ``capturable=True``: the learning rate a
     device tensor, so that a schedule's rate reaches the replayed Adam)."""
 
-    #: eager steps on a side stream before the capture (torch's advice; the optimizer's state is made by them)
+    #: eager steps on the capture's stream before the capture (torch's advice; the optimizer's state is made by them)
     WARMUP = 3
 
     def __init__(self, model, opt, batch_size, acc, device):
         super().__init__(model, opt, batch_size, acc, device)
         self.graph, self.warm = None, 0
+        self.side = torch.cuda.Stream(self.device)  # the warm-up's and the capture's stream
 
     def _replay(self) -> None:
         if self.graph is not None:
             self.graph.replay()
             return
-        if self.warm < self.WARMUP:  # a real training step, on a side stream
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
+        if self.warm < self.WARMUP:  # a real training step, on the side stream
+            self.side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self.side):
                 self._run()
-            torch.cuda.current_stream(self.device).wait_stream(side)
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
             self.warm += 1
             return
         self.opt.zero_grad(set_to_none=True)  # the gradients are made inside the graph's memory
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records the step; it runs at the replay
+        # records the step (it runs at the replay); thread_local: CUDA work on the caller's other threads (a
+        # pipeline's, a notebook's) does not break this thread's capture
+        with torch.cuda.graph(graph, stream=self.side, capture_error_mode="thread_local"):
             self._run()
         self.graph = graph
         graph.replay()
