@@ -3,20 +3,25 @@
 On MNIST (or ``--data``) with the paper's batch 300, the reconstruction/denoising/inpainting autoencoder:
   lone      S lone train steps one after the other (what train_encoder pays per member and step)
   vmap      one lfeval.models.train_ensemble step of S members (torch.func.vmap over stacked weights)
-each with cuDNN's heuristic algorithm choice and with ``torch.backends.cudnn.benchmark`` (a timed search per
+and on CUDA each of them also replayed as a CUDA graph (``cuda_graph=True``: lfeval.models.graphed.GraphedStep,
+which removes the per-step launches and Python, so what is left is each layout's arithmetic), each with cuDNN's
+heuristic algorithm choice and with ``torch.backends.cudnn.benchmark`` (a timed search per
 shape), then in each further precision of ``--precisions`` (``lfeval.precision.use``: TF32, or each step's
 forward pass and loss under bfloat16 autocast, as ``train_encoder``/``train_ensemble`` run them), and a profile
 of the vmap step's top CUDA kernels. Prints ms per step of all S members and the ratios.
 
 Run: python benchmarks/bench_ensemble.py --device cuda [--members 1,5,15] [--steps 20] [--precisions highest,bf16]
+     [--json ensemble.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 import warnings
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -24,6 +29,7 @@ import torch  # noqa: E402
 
 import lfeval  # noqa: E402
 from lfeval.models import ensemble  # noqa: E402
+from lfeval.models.graphed import GraphedStep  # noqa: E402
 from lfeval.models.training import _adam, _new_model, _plan  # noqa: E402
 
 
@@ -32,30 +38,38 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def lone_steps(ds, plan, size, device, steps):
+def lone_steps(ds, plan, size, device, steps, graph=False):
     models = [_new_model(ds, plan, s) for s in range(size)]
-    opts = [_adam(m.parameters(), 1e-3, 1e-5, device) for m in models]
+    opts = [_adam(m.parameters(), 1e-3, 1e-5, device, capturable=graph) for m in models]
     x = ds.x_train[: plan["batch_size"]].to(device)
     y = ds.y_train[: plan["batch_size"]].to(device)
     gens = [torch.Generator().manual_seed(s) for s in range(size)]
+    graphed = [GraphedStep(lambda x, y, d, m=m: m.task.loss_given(m, x, y, d).mean(), o,
+                           torch.zeros((), dtype=torch.float64, device=device)) if graph else None
+               for m, o in zip(models, opts)]
 
     def step():
-        for m, o, g in zip(models, opts, gens):
+        for m, o, g, s in zip(models, opts, gens, graphed):
+            if graph:  # train_encoder(cuda_graph=True)'s step
+                with lfeval.precision.autocast(device):
+                    drawn = m.task.draws(m, x, g)
+                s.step(x, y, drawn)
+                continue
             with lfeval.precision.autocast(device):
                 loss = m.loss(x, y, generator=g)
             o.zero_grad()
             loss.backward()
             o.step()
-    return _time(step, device, steps)
+    return _time(step, device, steps, warm=GraphedStep.WARMUP + 1 if graph else 3)
 
 
-def vmap_steps(ds, plan, size, device, steps, profile=False):
+def vmap_steps(ds, plan, size, device, steps, profile=False, graph=False):
     models = [_new_model(ds, plan, s) for s in range(size)]
     template = models[0]
     loss_module = ensemble._BatchLoss(template)
     params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]).requires_grad_()
               for k, _ in template.named_parameters()}
-    opt = _adam(list(params.values()), 1e-3, 1e-5, device)
+    opt = _adam(list(params.values()), 1e-3, 1e-5, device, capturable=graph)
     x = ds.x_train[: plan["batch_size"]].to(device).expand(size, *[-1] * ds.x_train.dim()).contiguous()
     y = ds.y_train[: plan["batch_size"]].to(device).expand(size, -1).contiguous()
     gens = [torch.Generator().manual_seed(s) for s in range(size)]
@@ -63,14 +77,23 @@ def vmap_steps(ds, plan, size, device, steps, profile=False):
     def member(p, x, y, drawn):
         return torch.func.functional_call(loss_module, {f"model.{k}": v for k, v in p.items()}, (x, y, drawn))
 
+    def losses(x, y, drawn):
+        return torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
+
+    graphed = GraphedStep(losses, opt, torch.zeros(size, dtype=torch.float64, device=device), batch_dim=1) \
+        if graph else None
+
     def step():
         drawn = ensemble._stack([m.task.draws(template, x[i], g) for i, (m, g) in enumerate(zip(models, gens))])
+        if graph:  # train_ensemble(cuda_graph=True)'s step
+            graphed.step(x, y, drawn)
+            return
         with lfeval.precision.autocast(device):
-            loss = torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
+            loss = losses(x, y, drawn)
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
-    ms = _time(step, device, steps)
+    ms = _time(step, device, steps, warm=GraphedStep.WARMUP + 1 if graph else 3)
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as prof
@@ -84,8 +107,8 @@ def vmap_steps(ds, plan, size, device, steps, profile=False):
     return ms
 
 
-def _time(step, device, steps):
-    for _ in range(3):
+def _time(step, device, steps, warm=3):
+    for _ in range(warm):  # warm-up: kernels, allocator, a graph's eager steps and capture
         step()
     _sync(device)
     start = time.perf_counter()
@@ -105,6 +128,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--precisions", default="highest,tf32,bf16", help="comma-separated lfeval.precision modes; "
                         "those after the first run with cudnn.benchmark off only")
+    parser.add_argument("--json", default=None, help="write the rows there (after each one)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     device = torch.device(args.device)
@@ -114,15 +138,22 @@ def main():
     modes = args.precisions.split(",")
     runs = [(modes[0], bench) for bench in ((False, True) if device.type == "cuda" else (False,))]
     runs += [(mode, False) for mode in modes[1:]]
+    rows, graphs = [], (False, True) if device.type == "cuda" else (False,)
     for mode, bench in runs:
         torch.backends.cudnn.benchmark = bench
         with lfeval.precision.use(mode):
             for size in [int(s) for s in args.members.split(",")]:
-                lone = lone_steps(ds, plan, size, device, args.steps)
-                vm = vmap_steps(ds, plan, size, device, args.steps)
-                print(f"{mode:7s} cudnn.benchmark={bench} S={size:3d}: lone x S {lone:8.1f} ms  vmap {vm:8.1f} ms  "
-                      f"(vmap / lone {vm / lone:.2f}; per member: lone {lone / size:.2f}, vmap {vm / size:.2f})",
-                      flush=True)
+                for graph in graphs:
+                    lone = lone_steps(ds, plan, size, device, args.steps, graph=graph)
+                    vm = vmap_steps(ds, plan, size, device, args.steps, graph=graph)
+                    rows.append({"precision": mode, "cudnn_benchmark": bench, "members": size,
+                                 "step": "graph" if graph else "eager", "lone_ms": lone, "vmap_ms": vm})
+                    print(f"{mode:7s} cudnn.benchmark={bench} S={size:3d} {rows[-1]['step']:5s}: lone x S "
+                          f"{lone:8.1f} ms  vmap {vm:8.1f} ms  (vmap / lone {vm / lone:.2f}; per member: lone "
+                          f"{lone / size:.2f}, vmap {vm / size:.2f})", flush=True)
+                    if args.json:
+                        Path(args.json).write_text(json.dumps({"device": str(device), "data": ds.name,
+                                                               "batch": args.batch_size, "rows": rows}, indent=1))
     torch.backends.cudnn.benchmark = False
     vmap_steps(ds, plan, int(args.members.split(",")[-1]), device, 3, profile=True)
 

@@ -163,8 +163,10 @@ def vae_members(s: dict) -> list:
 
 
 def _optimiser(s: dict) -> dict:
-    """The learning rate and its schedule: the paper's (Adam at 1e-3, constant) unless ``--lr``/``--lr-schedule``."""
-    return {"lr": s.get("lr", 1e-3), "lr_schedule": s.get("lr_schedule", "constant")}
+    """The learning rate and its schedule, the paper's (Adam at 1e-3, constant) unless ``--lr``/``--lr-schedule``,
+    and whether each step is a replayed CUDA graph (``--cuda-graph``)."""
+    return {"lr": s.get("lr", 1e-3), "lr_schedule": s.get("lr_schedule", "constant"),
+            "cuda_graph": s.get("cuda_graph", False)}
 
 
 def train(ds, members: list, s: dict, latent: int, out: Path, checkpoints: int = 0) -> list:
@@ -439,6 +441,8 @@ def main(argv=None):
                         help="lfeval.models.train_encoder's lr_schedule (default: constant, the paper's)")
     parser.add_argument("--precision", choices=("highest", "tf32", "bf16"), default="highest",
                         help="lfeval.precision mode on a GPU (default highest: TF32 off, CUDA = CPU within 1e-4)")
+    parser.add_argument("--cuda-graph", action="store_true", help="train_ensemble(cuda_graph=True): each full "
+                        "batch's step a replayed CUDA graph (CUDA only; the same draws and batches)")
     parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
     args = parser.parse_args(argv)
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
@@ -447,7 +451,11 @@ def main(argv=None):
     s = dict(SCALES[args.scale], scale=args.scale, precision=args.precision)
     s.update({k: v for k in ("data", "seeds", "vae_seeds", "epochs", "batch_size", "n_train", "n_test", "lr",
                              "lr_schedule") if (v := getattr(args, k)) is not None})
+    if args.cuda_graph:  # recorded only when set: the folders of earlier runs keep their settings
+        s["cuda_graph"] = True
     device = lfeval.validation.check_device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        parser.error(f"--cuda-graph records CUDA graphs: it needs --device cuda, not {args.device!r}")
     s["device"] = str(device)
     s["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     out = Path(args.out or Path(__file__).parent / "results" / f"paper-{args.scale}")

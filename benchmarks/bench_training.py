@@ -347,12 +347,14 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="further runs BATCH:EPOCHS[,...] (scaled lr), e.g. 1024:40")
     parser.add_argument("--recipe", default="256,512,1024,2048", help="batches trained with the large-batch "
                         "recipe (cosine schedule, peak lr 1e-3 * (batch / 64) ** 0.25); '' for none")
-    parser.add_argument("--step-floor", action="store_true", help="ms per step: eager, torch.compile and CUDA "
-                        "graphs (reduce-overhead), by batch and precision (see step_floor)")
+    parser.add_argument("--step-floor", action="store_true", help="ms per step: eager, lfeval's CUDA graph, "
+                        "torch.compile and its CUDA graphs (reduce-overhead), by batch and precision (see step_floor)")
+    parser.add_argument("--modes", default="eager,graph,compile,reduce-overhead", help="--step-floor's modes")
     parser.add_argument("--json", default=None, help="write the figures there")
     args = parser.parse_args()
     if args.step_floor:
-        step_floor(args.device, tuple(int(b) for b in args.batches.split(",")), json_path=args.json)
+        step_floor(args.device, tuple(int(b) for b in args.batches.split(",")), tuple(args.modes.split(",")),
+                   json_path=args.json)
         return
     if not args.mnist:
         digits_table()

@@ -183,6 +183,9 @@ CASES = [
     ("train/cuda-graph-cpu", lambda c: _train(c, cuda_graph=True), InvalidArgument, "needs device='cuda'"),
     ("train/cuda-graph-type", lambda c: _train(c, cuda_graph="yes"), InvalidArgument,
      "`cuda_graph` must be True or False"),
+    ("train/ensemble-cuda-graph-cpu", lambda c: lfeval.models.train_ensemble(
+        c.ds, [{"pretext": "reconstruction", "seed": 0}], epochs=1, cuda_graph=True, display_progressbar=False),
+     InvalidArgument, "needs device='cuda'"),
     ("train/epochs", lambda c: _train(c, epochs=0), InvalidArgument, "`epochs`"),
     ("train/batch-size", lambda c: _train(c, batch_size=0), InvalidArgument, "`batch_size`"),
     ("train/contrastive-batch-1", lambda c: _train(c, pretext="contrastive", batch_size=1), InvalidArgument,

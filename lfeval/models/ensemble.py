@@ -41,7 +41,8 @@ from ..data.base import Dataset
 from ..errors import InvalidArgument, InvalidInput
 from ..files import replace_with
 from ..precision import precise
-from ..validation import check_positive_int
+from ..validation import check_device, check_positive_int
+from .graphed import GraphedStep
 from .pretext import PretextModel
 from .training import (
     _adam,
@@ -54,6 +55,7 @@ from .training import (
     _plan,
     _set_lr,
     _spread,
+    _step_kind,
     _steps_per_epoch,
     _store,
 )
@@ -88,6 +90,7 @@ def train_ensemble(
     display_progressbar: bool = True,
     threads="auto",
     lr_schedule: str = "constant",
+    cuda_graph: bool = False,
 ) -> list:
     """Train several encoders at once, as batched ensembles: ``[Encoder, ...]`` in the order of ``members``.
 
@@ -106,6 +109,11 @@ def train_ensemble(
         under bfloat16 autocast, as a lone run's; inside ``vmap`` torch computes the convolutions' and linear
         layers' products in bfloat16 but adds their biases in float32 (pytorch/pytorch#192617), so a member's
         bfloat16 weights are not a lone bfloat16 run's to float rounding.
+    cuda_graph : bool
+        On CUDA only: each group's full-batch step (the vmapped loss, backward, Adam) is recorded once as a CUDA
+        graph and replayed (:mod:`lfeval.models.graphed`), as :func:`~lfeval.models.train_encoder`'s option; the
+        draws and batches are the eager step's, so the members are the same within float32 rounding. A group's
+        saved progress is kept apart for each setting.
 
     Examples
     --------
@@ -117,6 +125,7 @@ def train_ensemble(
     ([('denoising', 0), ('denoising', 1), ('reconstruction', 0)], 'ensemble', (4, 3))
     """
     members = _check_members(members)
+    step = _step_kind(cuda_graph, check_device(device))
     out, groups = [None] * len(members), {}
     for i, member in enumerate(members):
         options = {k: v for k, v in member.items() if k not in ("pretext", "seed")}
@@ -136,12 +145,13 @@ def train_ensemble(
         plan, models = group[0][-1], [m for _, _, m, *_ in group]
         progress = None
         if cache_dir is not None:  # the group's training so far, named by its members' cache files
-            key = hashlib.sha256("|".join(str(g[4].name) for g in group).encode()).hexdigest()[:20]
+            names = [str(g[4].name) for g in group] + (["cuda-graph"] if cuda_graph else [])  # its own optimizer
+            key = hashlib.sha256("|".join(names).encode()).hexdigest()[:20]
             progress = Path(cache_dir) / f"ensemble-{key}.progress"
         work = threads_mod.work_of(models[0], ds.input_shape, batch=plan["batch_size"] * len(models))
         with threads_mod.limit(plan["threads"], work=work, adapt_to_load=False):
             fitted = _fit_ensemble(models, [s for _, s, *_ in group], plan, ds.y_train, display_progressbar,
-                                   progress)
+                                   progress, step)
         for (i, _, model, config, cache_file, _), (best_state, history, states) in zip(group, fitted):
             model.load_state_dict(best_state)
             kept = _spread(states[: history["best_epoch"] + 1], plan["checkpoints"])
@@ -238,12 +248,14 @@ THREADED = None
 SAVE_EVERY = 60.0
 
 
-def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progressbar: bool, progress=None) -> list:
+def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progressbar: bool, progress=None,
+                  step_kind=None) -> list:
     """Adam on the stacked members (one architecture, tasks of one :meth:`~lfeval.models.PretextTask.batch_key`)
     with per-member early stopping: ``[(best state, history, states), ...]``. ``progress`` (a folder) holds the
     training so far, saved at the end of an epoch every :data:`SAVE_EVERY` seconds (weights, Adam's state, each
     member's generator, early stopping's counters; the checkpoint states one file per epoch); a run started
-    again resumes from it and computes what the uninterrupted run would have."""
+    again resumes from it and computes what the uninterrupted run would have. ``step_kind``: None (eager steps) or
+    the :class:`~lfeval.models.graphed.StaticStep` class that takes the full batches' steps."""
     device, bs, n_val = plan["device"], plan["batch_size"], plan["n_val"]
     x_all = plan["x"].to(device)
     y_all = (torch.zeros(len(x_all), dtype=torch.long) if y_all is None else y_all).to(device)
@@ -268,8 +280,10 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
         dims = (0, 0, 0, 0, None if drawn is None else 0)
         return torch.func.vmap(member, in_dims=dims, randomness="error")(params, buffers, x, y, drawn)
 
-    opt = _adam(list(params.values()), plan["lr"], plan["weight_decay"], device)
+    opt = _adam(list(params.values()), plan["lr"], plan["weight_decay"], device, capturable=step_kind is GraphedStep)
     acc = torch.float32 if device.type == "mps" else torch.float64
+    static = None if step_kind is None else step_kind(losses, opt, torch.zeros(size, dtype=acc, device=device),
+                                                      batch_dim=1)
     x_val, y_val = x_all[val_idx], y_all[val_idx]
     best = {k: v.detach().clone() for k, v in params.items()}
     best_loss, best_epoch, wait = [math.inf] * size, [0] * size, [0] * size
@@ -299,17 +313,21 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
             lrs = schedule[epoch]
             epochs = [stream.next() for stream in streams]
             rows = torch.stack([r for r, *_ in epochs])  # (S, n_train): each member's order, as indices into the data
-            total = torch.zeros(size, dtype=acc, device=device)
+            total = torch.zeros(size, dtype=acc, device=device) if static is None else static.reset()
             for step, start in enumerate(range(0, len(epochs[0][1]) * bs, bs)):
                 idx = rows[:, start:start + bs]
+                if lrs is not None:  # read by the optimizer's step only
+                    _set_lr(opt, lrs[step])
+                steps += 1
+                drawn = _stack([d[step] for _, d, _ in epochs])
+                if static is not None:
+                    static.step(x_all[idx], y_all[idx], drawn)
+                    continue
                 with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), as lone
-                    loss = losses(x_all[idx], y_all[idx], _stack([d[step] for _, d, _ in epochs]))
+                    loss = losses(x_all[idx], y_all[idx], drawn)
                 opt.zero_grad()
                 loss.sum().backward()  # each member's gradient is its own loss's: the members share nothing
-                if lrs is not None:
-                    _set_lr(opt, lrs[step])
                 opt.step()
-                steps += 1
                 total += loss.detach().to(acc) * idx.shape[1]
             template.eval()
             with torch.no_grad():

@@ -371,7 +371,10 @@ def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: t
             _set_lr(opt, lrs[steps])
         steps += 1
         if static is not None:
-            static.step(x_tr, y_tr, idx, gen)
+            x, y = x_tr[idx], y_tr[idx]
+            with precision_mod.autocast(device):  # the draws model.loss makes, in its order
+                drawn = model.task.draws(model, x, gen)
+            static.step(x, y, drawn)
             continue
         with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), one step at a time
             loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
@@ -424,7 +427,8 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     acc = torch.float32 if device.type == "mps" else torch.float64
 
     opt = _adam(model.parameters(), lr, weight_decay, device, capturable=step is GraphedStep)
-    static = None if step is None else step(model, opt, batch_size, acc, device)
+    static = None if step is None else step(lambda x, y, drawn: model.task.loss_given(model, x, y, drawn).mean(),
+                                            opt, torch.zeros((), dtype=acc, device=device))
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     history = {"train_loss": [], "val_loss": []}
     if lr_schedule != "constant":
