@@ -26,6 +26,7 @@ def _run(args) -> int:
         "meta_metrics": args.meta_metrics, "meta_iterations": args.meta_iterations, "threads": args.threads,
         "quiet": True if args.quiet else None, "backend": args.backend, "address": args.address,
         "device": args.device, "precision": args.precision, "pairs": args.pairs,
+        "cuda_graph": True if args.cuda_graph else None,
     }.items() if v is not None}
     config = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig.from_dict(overrides)
     waiting = {} if args.wait is None else {"wait": args.wait}  # default: a folder in use is an error at once
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--address", help="with --backend ray: join the Ray cluster at this address (default: start a "
                    "local Ray on this machine)")
     p.add_argument("--device", help="where every stage computes: cpu (default), cuda, cuda:1, mps")
+    p.add_argument("--cuda-graph", action="store_true", dest="cuda_graph", help="train the pretext encoders with "
+                   "each full batch's step replayed as a CUDA graph (a CUDA --device only)")
     p.add_argument("--precision", help=f"arithmetic on a GPU: {', '.join(PRECISIONS)} (default highest: equals the "
                    "CPU within 1e-4; tf32 and bf16 are faster, less exact)")
     p.add_argument("--threads", help="torch intra-op threads: 'auto' (default; from the work, the free cores "

@@ -117,7 +117,10 @@ class RunConfig:
     setting (a rerun refuses it without ``--fresh``); a changed ``device`` is not: each stored stage records the
     device and precision it was computed with, a resume on another device keeps them and says so, and refuses
     when ``precision`` is not ``"highest"`` (see :class:`lfeval.pipeline.StageStore`). The weight cache is shared
-    by devices: an encoder trained on one device is reused on another.
+    by devices: an encoder trained on one device is reused on another. ``cuda_graph`` (a CUDA ``device`` only):
+    the pretext encoders train with each full batch's step replayed as a CUDA graph
+    (:func:`lfeval.models.train_encoder`'s option); it changes the speed, not the draws or batches, and is not a
+    changed setting (the weight cache's key leaves it out, as it leaves out the device).
     """
 
     name: str = "default"
@@ -158,6 +161,7 @@ class RunConfig:
     encoders: dict = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "highest"
+    cuda_graph: bool = False
     pairs: Optional[str] = None
     pair_explainers: Optional[list] = None
     pair_similarity: str = "cosine"
@@ -206,6 +210,10 @@ class RunConfig:
             raise InvalidArgument("Config `pretexts` and `encoders` are both empty; name a pretext task to train or "
                                   "an encoder of yours under [encoders.<name>].")
         self.device = resolve_device(self.device)
+        if self.cuda_graph and not self.device.startswith("cuda"):
+            raise InvalidArgument(f"Config `cuda_graph` = true records the training steps as CUDA graphs and needs a "
+                                  f"CUDA `device`, got device = {self.device!r}; set device = \"cuda\" or drop "
+                                  "cuda_graph.")
         _check_names("precision", [self.precision], PRECISIONS)
         names("data", [canonical_name(self.data)], available_data())
         if declared_modality(self.data) is not None:  # text: known from the name; else once the data load
@@ -436,7 +444,8 @@ _KINDS = {
     "pretext_feature_method": str, "pretext_example_method": str, "meta_metrics": [str],
     "meta_explainers": ([str], None), "meta_pretext": (str, None), "meta_iterations": (int, 1),
     "meta_perturbations": (int, 1), "meta_samples": (int, 2), "quiet": bool, "backend": str, "address": (str, None),
-    "encoders": dict, "device": str, "precision": str, "threads": "threads", "pairs": (str, None),
+    "encoders": dict, "device": str, "precision": str, "cuda_graph": bool, "threads": "threads",
+    "pairs": (str, None),
     "pair_explainers": ([str], None), "pair_similarity": str, "pair_metrics": ([str], None), "pair_maps": (int, 0),
     "pair_steps": (int, 1),
 }

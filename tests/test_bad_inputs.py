@@ -622,6 +622,8 @@ CONFIGS = [
     ('[encoders.reconstruction]\nfactory = "torch.nn:Flatten"', "not a pretext task's"),
     ('[encoders."a/b"]\nfactory = "torch.nn:Flatten"', "must be a safe name"),
     ('device = "cuda"', "no usable CUDA"),
+    ('cuda_graph = true', "needs a CUDA `device`, got device = 'cpu'"),
+    ('cuda_graph = 1', "Config `cuda_graph` must be true or false, got 1"),
     ('device = "tpu"', "`device`"),
     ('data = "npz:{root}/none.npz"', "does not exist"),
     ('data = "npz:"', "names no member"),

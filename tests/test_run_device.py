@@ -105,6 +105,17 @@ def test_device_precision_and_threads_flags_reach_the_config_resolved(tmp_path, 
     assert main(["run", "--out", str(tmp_path), "--quiet", "--threads", "0"]) == 2
 
 
+def test_cuda_graph_flag_needs_a_cuda_device_and_is_not_a_changed_setting(tmp_path, monkeypatch, capsys):
+    """--cuda-graph reaches the config, which refuses it off CUDA before anything runs; a stored run's settings
+    treat it as the device (the weight cache's key leaves both out), so a resume may turn it on or off."""
+    from lfeval.pipeline.store import _COSMETIC
+
+    monkeypatch.setattr("lfeval.pipeline.job.run", lambda *a, **k: pytest.fail("the run started"))
+    assert main(["run", "--out", str(tmp_path), "--quiet", "--cuda-graph"]) == 2
+    assert "`cuda_graph` = true records the training steps as CUDA graphs" in capsys.readouterr().err
+    assert {"device", "cuda_graph"} <= set(_COSMETIC)
+
+
 def test_resume_on_another_device_is_logged_or_refused(tmp_path):
     """A stage records its device and precision; reopening on another kind of device keeps it with a note under
     precision 'highest', and refuses under 'tf32'/'bf16'."""

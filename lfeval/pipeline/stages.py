@@ -150,6 +150,7 @@ class RunData:
                 self._encoders[(name, seed)] = train_encoder(
                     self.ds, pretext=name, latent_dim=c.latent_dim, epochs=c.epochs, **c.training, seed=seed,
                     cache_dir=c.cache_dir, checkpoints=c.checkpoints, device=self.device,
+                    cuda_graph=c.cuda_graph and self.device.type == "cuda",  # a Ray cell may have no GPU
                     display_progressbar=not c.quiet)  # threads: the run's scope (lfeval.threads)
         return self._encoders[(name, seed)]
 

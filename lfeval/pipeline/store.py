@@ -45,7 +45,7 @@ from .lock import LOCK_FILE
 
 #: config keys that do not change any result (a rerun may differ in them); ``device`` changes the last digits
 #: only, and is checked per stage (``computed_on``)
-_COSMETIC = ("name", "out_dir", "quiet", "cache_dir", "threads", "backend", "address", "device")
+_COSMETIC = ("name", "out_dir", "quiet", "cache_dir", "threads", "backend", "address", "device", "cuda_graph")
 #: the precision under which CUDA and the CPU agree within tolerance (lfeval.precision)
 _EXACT = "highest"
 MARKER = ".lfeval-run"
