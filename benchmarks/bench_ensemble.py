@@ -144,13 +144,19 @@ def main():
         with lfeval.precision.use(mode):
             for size in [int(s) for s in args.members.split(",")]:
                 for graph in graphs:
-                    lone = lone_steps(ds, plan, size, device, args.steps, graph=graph)
-                    vm = vmap_steps(ds, plan, size, device, args.steps, graph=graph)
-                    rows.append({"precision": mode, "cudnn_benchmark": bench, "members": size,
-                                 "step": "graph" if graph else "eager", "lone_ms": lone, "vmap_ms": vm})
-                    print(f"{mode:7s} cudnn.benchmark={bench} S={size:3d} {rows[-1]['step']:5s}: lone x S "
-                          f"{lone:8.1f} ms  vmap {vm:8.1f} ms  (vmap / lone {vm / lone:.2f}; per member: lone "
-                          f"{lone / size:.2f}, vmap {vm / size:.2f})", flush=True)
+                    row = {"precision": mode, "cudnn_benchmark": bench, "members": size,
+                           "step": "graph" if graph else "eager"}
+                    rows.append(row)
+                    try:
+                        row["lone_ms"] = lone = lone_steps(ds, plan, size, device, args.steps, graph=graph)
+                        row["vmap_ms"] = vm = vmap_steps(ds, plan, size, device, args.steps, graph=graph)
+                    except Exception as exc:  # noqa: BLE001 - a step that fails is a finding, not the end
+                        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                        print(f"{mode:7s} cudnn.benchmark={bench} S={size:3d} {row['step']:5s}: {row['error']}")
+                    else:
+                        print(f"{mode:7s} cudnn.benchmark={bench} S={size:3d} {row['step']:5s}: lone x S "
+                              f"{lone:8.1f} ms  vmap {vm:8.1f} ms  (vmap / lone {vm / lone:.2f}; per member: lone "
+                              f"{lone / size:.2f}, vmap {vm / size:.2f})", flush=True)
                     if args.json:
                         Path(args.json).write_text(json.dumps({"device": str(device), "data": ds.name,
                                                                "batch": args.batch_size, "rows": rows}, indent=1))

@@ -152,7 +152,10 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
     warm = {(REF_BATCH, "highest", False),
             *((c[0], c[2], c[5]) for c in configs if c[0] == big or c[4] != const)}
     for b, p, g in sorted(warm):
-        _train(_subset(ds, min(len(ds.x_train), 4 * b + 64)), device, b, REF_LR, 1, p, graph=g)
+        try:
+            _train(_subset(ds, min(len(ds.x_train), 4 * b + 64)), device, b, REF_LR, 1, p, graph=g)
+        except Exception:  # noqa: BLE001 - its timed run reports the error as its row
+            pass
     ref = _train(ds, device, REF_BATCH, REF_LR, ref_epochs)
     ref_full = ref_epochs == epochs
     per_step = {(REF_BATCH, False): ref["seconds_per_step"]}  # measured seconds per step, by batch and graph
@@ -172,7 +175,12 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
                        "step": "graph" if c[5] else "eager",
                        "skipped": f"estimated {estimate:.0f} s, {left:.0f} s of the budget left"}
             continue
-        runs[c] = _train(ds, device, c[0], c[1], c[3], c[2], lr_schedule=c[4], graph=c[5])
+        try:
+            runs[c] = _train(ds, device, c[0], c[1], c[3], c[2], lr_schedule=c[4], graph=c[5])
+        except Exception as exc:  # noqa: BLE001 - a configuration that fails is a finding, not the end of the sweep
+            runs[c] = {"batch": c[0], "lr": c[1], "schedule": c[4], "precision": c[2], "epochs": c[3],
+                       "step": "graph" if c[5] else "eager", "skipped": f"error: {type(exc).__name__}: {exc}"[:300]}
+            continue
         per_step[c[0], c[5]] = max(per_step.get((c[0], c[5]), 0.0), runs[c]["seconds_per_step"])
     left = budget - (time.perf_counter() - start)
     if not ref_full and 1.2 * ref["seconds"] * epochs / ref_epochs < left:  # time for the full reference

@@ -124,8 +124,8 @@ def train_encoder(
         replay it for each batch (:mod:`lfeval.models.graphed`), which removes the host's per-step work that
         bounds a small encoder's speed on a GPU. The draws, batches and learning rates are the eager loop's; the
         weights equal eager CUDA training's within float32 rounding (the learning rate is a float32 device
-        tensor), and the cache key is the same. Off by default; its speed is measured in
-        benchmarks/bench_training.py.
+        tensor), and the cache key is the same. Off by default until its speed is measured on a GPU
+        (``benchmarks/bench_training.py --step-floor``).
     patience, min_steps : int
         Early stopping: once ``min_steps`` optimizer steps are done (small data sets need them to leave the
         plateau where a decoder outputs the mean input), stop after ``patience`` epochs without a better
