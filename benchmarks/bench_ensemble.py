@@ -3,8 +3,9 @@
 On MNIST (or ``--data``) with the paper's batch 300, the reconstruction/denoising/inpainting autoencoder:
   lone      S lone train steps one after the other (what train_encoder pays per member and step)
   vmap      one lfeval.models.train_ensemble step of S members (torch.func.vmap over stacked weights)
-and on CUDA each of them also replayed as a CUDA graph (``cuda_graph=True``: lfeval.models.graphed.GraphedStep,
-which removes the per-step launches and Python, so what is left is each layout's arithmetic), each with cuDNN's
+and each of them also replayed as a CUDA graph (``cuda_graph=True``: lfeval.models.graphed.GraphedStep,
+which removes the per-step launches and Python, so what is left is each layout's arithmetic; off CUDA its
+buffers with an eager step, StaticStep, a check of this script), each with cuDNN's
 heuristic algorithm choice and with ``torch.backends.cudnn.benchmark`` (a timed search per
 shape), then in each further precision of ``--precisions`` (``lfeval.precision.use``: TF32, or each step's
 forward pass and loss under bfloat16 autocast, as ``train_encoder``/``train_ensemble`` run them), and a profile
@@ -29,7 +30,7 @@ import torch  # noqa: E402
 
 import lfeval  # noqa: E402
 from lfeval.models import ensemble  # noqa: E402
-from lfeval.models.graphed import GraphedStep  # noqa: E402
+from lfeval.models.graphed import GraphedStep, StaticStep  # noqa: E402
 from lfeval.models.training import _adam, _new_model, _plan  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def lone_steps(ds, plan, size, device, steps, graph=False):
     x = ds.x_train[: plan["batch_size"]].to(device)
     y = ds.y_train[: plan["batch_size"]].to(device)
     gens = [torch.Generator().manual_seed(s) for s in range(size)]
-    graphed = [GraphedStep(lambda x, y, d, m=m: m.task.loss_given(m, x, y, d).mean(), o,
+    graphed = [_step_class(device)(lambda x, y, d, m=m: m.task.loss_given(m, x, y, d).mean(), o,
                            torch.zeros((), dtype=torch.float64, device=device)) if graph else None
                for m, o in zip(models, opts)]
 
@@ -80,7 +81,7 @@ def vmap_steps(ds, plan, size, device, steps, profile=False, graph=False):
     def losses(x, y, drawn):
         return torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
 
-    graphed = GraphedStep(losses, opt, torch.zeros(size, dtype=torch.float64, device=device), batch_dim=1) \
+    graphed = _step_class(device)(losses, opt, torch.zeros(size, dtype=torch.float64, device=device), batch_dim=1) \
         if graph else None
 
     def step():
@@ -107,6 +108,12 @@ def vmap_steps(ds, plan, size, device, steps, profile=False, graph=False):
     return ms
 
 
+def _step_class(device):
+    """train_encoder/train_ensemble(cuda_graph=True)'s step: replayed on CUDA; elsewhere its buffers and an eager
+    step (StaticStep), so that the script's graph rows run, and are checked, on a CPU."""
+    return GraphedStep if device.type == "cuda" else StaticStep
+
+
 def _time(step, device, steps, warm=3):
     for _ in range(warm):  # warm-up: kernels, allocator, a graph's eager steps and capture
         step()
@@ -118,7 +125,7 @@ def _time(step, device, steps, warm=3):
     return (time.perf_counter() - start) / steps * 1e3
 
 
-def main():
+def main(argv=None) -> list:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -129,7 +136,8 @@ def main():
     parser.add_argument("--precisions", default="highest,tf32,bf16", help="comma-separated lfeval.precision modes; "
                         "those after the first run with cudnn.benchmark off only")
     parser.add_argument("--json", default=None, help="write the rows there (after each one)")
-    args = parser.parse_args()
+    parser.add_argument("--no-profile", action="store_true", help="skip the closing profile of the vmap step")
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     device = torch.device(args.device)
     ds = lfeval.data.load(args.data)
@@ -138,7 +146,7 @@ def main():
     modes = args.precisions.split(",")
     runs = [(modes[0], bench) for bench in ((False, True) if device.type == "cuda" else (False,))]
     runs += [(mode, False) for mode in modes[1:]]
-    rows, graphs = [], (False, True) if device.type == "cuda" else (False,)
+    rows, graphs = [], (False, True)
     for mode, bench in runs:
         torch.backends.cudnn.benchmark = bench
         with lfeval.precision.use(mode):
@@ -161,7 +169,9 @@ def main():
                         Path(args.json).write_text(json.dumps({"device": str(device), "data": ds.name,
                                                                "batch": args.batch_size, "rows": rows}, indent=1))
     torch.backends.cudnn.benchmark = False
-    vmap_steps(ds, plan, int(args.members.split(",")[-1]), device, 3, profile=True)
+    if not args.no_profile:
+        vmap_steps(ds, plan, int(args.members.split(",")[-1]), device, 3, profile=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -225,25 +225,29 @@ def gpu_sweep(device="cuda", limit=None, epochs: int = 20, batches=(64, 256, 512
     return out
 
 
-def step_floor(device="cuda", batches=(256, 512, 1024), modes=("eager", "graph", "compile", "reduce-overhead"),
-               precisions=("highest", "bf16"), steps: int = 60, json_path=None) -> dict:
+def step_floor(device="cuda", batches=(256, 512, 1024),
+               modes=("eager", "graph", "graph-cl", "compile", "reduce-overhead"),
+               precisions=("highest", "bf16"), steps: int = 60, json_path=None, data: str = "mnist") -> dict:
     """Milliseconds per optimizer step of the MNIST reconstruction autoencoder (d = 4), by batch, precision and
     how the step is run: ``eager`` (what ``train_encoder`` does), ``graph`` (what ``train_encoder(cuda_graph=True)``
-    does: :class:`lfeval.models.graphed.GraphedStep`, the whole step captured by hand, the batch gathered into its
-    buffers; CUDA only), ``compile`` (``torch.compile`` of the whole step, forward, backward and Adam) and
-    ``reduce-overhead`` (the same with CUDA graphs: one replay per step; CUDA only). The goal above needs about
+    does: :class:`lfeval.models.graphed.GraphedStep`, the whole step captured by hand, the batch copied into its
+    buffers; CUDA only), ``graph-cl`` (the same with the model in channels-last memory format: NHWC activations,
+    the layout of cuDNN's tensor-core kernels, whose transposes took 13% of the ensemble's step), ``compile``
+    (``torch.compile`` of the whole step, forward, backward and Adam) and ``reduce-overhead`` (the same with CUDA
+    graphs: one replay per step; CUDA only). The goal above needs about
     4,000 steps in 5 s, i.e. <= 1.2 ms per step at batch ~256.
 
     Each row starts from the same weights and batches (data resident on the device, batches drawn as
     ``train_encoder`` draws them), takes the same warm-up and timed steps, and reports the model's loss on the
     first batch afterwards beside eager's, so a mode that changed the arithmetic shows. Compile time is reported
-    apart (it is paid once per shape)."""
-    from lfeval.models.graphed import GraphedStep
+    apart (it is paid once per shape). Off CUDA the ``graph`` modes run :class:`~lfeval.models.graphed.StaticStep`
+    (the graph's buffers, an eager step in place of the replay: eager's loss exactly; a check of this script)."""
+    from lfeval.models.graphed import GraphedStep, StaticStep
     from lfeval.models.training import _adam, _new_model, _plan
 
     device = torch.device(device)
     warnings.filterwarnings("ignore")
-    ds = lfeval.data.load("mnist", seed=0)
+    ds = lfeval.data.load(data, seed=0)
     x_all = ds.x_train.to(device)
     y_all = torch.zeros(len(x_all), dtype=torch.long, device=device)  # the placeholder labels training uses
     rows = []
@@ -260,12 +264,17 @@ def step_floor(device="cuda", batches=(256, 512, 1024), modes=("eager", "graph",
             for mode in modes:
                 if (mode in compiled_modes) != compiling:
                     continue
-                if mode in ("graph", "reduce-overhead") and device.type != "cuda":
+                if mode == "reduce-overhead" and device.type != "cuda":
                     continue
+                graph = mode.startswith("graph")
                 for precision in precisions:
                     model = _new_model(ds, plan, 0).to(device)
-                    opt = _adam(model.parameters(), REF_LR, 1e-5, device, capturable=mode == "graph")
-                    graphed = GraphedStep(model, opt, batch, torch.float64, device) if mode == "graph" else None
+                    if mode == "graph-cl":  # NHWC activations: cuDNN's tensor-core layout, no transposes
+                        model = model.to(memory_format=torch.channels_last)
+                    opt = _adam(model.parameters(), REF_LR, 1e-5, device, capturable=graph)
+                    step_class = GraphedStep if device.type == "cuda" else StaticStep
+                    graphed = step_class(lambda x, y, d, model=model: model.task.loss_given(model, x, y, d).mean(),
+                                         opt, torch.zeros((), dtype=torch.float64, device=device)) if graph else None
 
                     def step(x, model=model, opt=opt):
                         with precision_mod.autocast(device):
@@ -277,9 +286,11 @@ def step_floor(device="cuda", batches=(256, 512, 1024), modes=("eager", "graph",
 
                     row = {"batch": batch, "precision": precision, "mode": mode}
                     try:
-                        if mode == "graph":
-                            def fn(x, idx, graphed=graphed, gen=torch.Generator().manual_seed(0)):
-                                graphed.step(x_all, y_all, idx, gen)
+                        if graph:  # train_encoder(cuda_graph=True)'s step: draws, then the replay
+                            def fn(x, idx, graphed=graphed, model=model, gen=torch.Generator().manual_seed(0)):
+                                with precision_mod.autocast(device):
+                                    drawn = model.task.draws(model, x, gen)
+                                graphed.step(x, y_all[idx], drawn)
                         else:
                             compiled = step if mode == "eager" else torch.compile(
                                 step, mode=None if mode == "compile" else mode)
@@ -357,7 +368,8 @@ def main() -> None:
                         "recipe (cosine schedule, peak lr 1e-3 * (batch / 64) ** 0.25); '' for none")
     parser.add_argument("--step-floor", action="store_true", help="ms per step: eager, lfeval's CUDA graph, "
                         "torch.compile and its CUDA graphs (reduce-overhead), by batch and precision (see step_floor)")
-    parser.add_argument("--modes", default="eager,graph,compile,reduce-overhead", help="--step-floor's modes")
+    parser.add_argument("--modes", default="eager,graph,graph-cl,compile,reduce-overhead",
+                        help="--step-floor's modes")
     parser.add_argument("--json", default=None, help="write the figures there")
     args = parser.parse_args()
     if args.step_floor:

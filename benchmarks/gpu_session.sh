@@ -13,8 +13,9 @@
 #                 the CUDA tests, the ResNet-18/demo/ViT jobs, §4.1's example methods on all of MNIST, the
 #                 training sweep                                                          -> gpu.json
 #   floor   (60)  ms per training step at batches 256, 512, 1024 (the goal: <= 1.18 ms at 256 or <= 2.36 ms at 512,
-#                 benchmarks/README.md): eager against train_encoder(cuda_graph=True)'s captured step, float32
-#                 and bfloat16 (bench_training.py --step-floor; JSON rewritten after every row) -> floor.json
+#                 benchmarks/README.md): eager against train_encoder(cuda_graph=True)'s captured step, and the
+#                 captured step in channels-last layout (graph-cl), float32 and bfloat16 (bench_training.py
+#                 --step-floor; JSON rewritten after every row)                           -> floor.json
 #   ensemble (50) ms per step of 15 members at the paper's batch 300: lone and vmapped (train_ensemble), eager and
 #                 as CUDA graphs (cuda_graph=True), float32 and bfloat16 (bench_ensemble.py)  -> ensemble.json
 #   compile (60)  the step floor with torch.compile and its CUDA graphs (reduce-overhead), beside the two above:
@@ -69,7 +70,7 @@ part() {
     case $name in
         check) cmd=(python3 benchmarks/bench_gpu.py --budget 300 --json "$out/gpu.json") ;;
         floor) cmd=(python3 benchmarks/bench_training.py --device cuda --step-floor --batches 256,512,1024
-                    --modes eager,graph --json "$out/floor.json") ;;
+                    --modes eager,graph,graph-cl --json "$out/floor.json") ;;
         ensemble) cmd=(python3 benchmarks/bench_ensemble.py --device cuda --members 15 --steps 20
                        --precisions highest,bf16 --json "$out/ensemble.json") ;;
         compile) cmd=(python3 benchmarks/bench_training.py --device cuda --step-floor --batches 256,512
