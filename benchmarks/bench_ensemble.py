@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 import lfeval  # noqa: E402
 from lfeval.models import ensemble  # noqa: E402
-from lfeval.models.graphed import GraphedStep, StaticStep  # noqa: E402
+from lfeval.models.graphed import EagerStep, GraphedStep, StaticStep  # noqa: E402
 from lfeval.models.training import _adam, _new_model, _plan  # noqa: E402
 
 
@@ -45,22 +45,15 @@ def lone_steps(ds, plan, size, device, steps, graph=False):
     x = ds.x_train[: plan["batch_size"]].to(device)
     y = ds.y_train[: plan["batch_size"]].to(device)
     gens = [torch.Generator().manual_seed(s) for s in range(size)]
-    graphed = [_step_class(device)(lambda x, y, d, m=m: m.task.loss_given(m, x, y, d).mean(), o,
-                           torch.zeros((), dtype=torch.float64, device=device)) if graph else None
-               for m, o in zip(models, opts)]
+    steppers = [_step_class(device, graph)(lambda x, y, d, m=m: m.task.loss_given(m, x, y, d).mean(), o,
+                                           torch.zeros((), dtype=torch.float64, device=device))
+                for m, o in zip(models, opts)]
 
-    def step():
-        for m, o, g, s in zip(models, opts, gens, graphed):
-            if graph:  # train_encoder(cuda_graph=True)'s step
-                with lfeval.precision.autocast(device):
-                    drawn = m.task.draws(m, x, g)
-                s.step(x, y, drawn)
-                continue
+    def step():  # train_encoder's step (cuda_graph=graph)
+        for m, g, s in zip(models, gens, steppers):
             with lfeval.precision.autocast(device):
-                loss = m.loss(x, y, generator=g)
-            o.zero_grad()
-            loss.backward()
-            o.step()
+                drawn = m.task.draws(m, x, g)
+            s.step(x, y, drawn)
     return _time(step, device, steps, warm=GraphedStep.WARMUP + 1 if graph else 3)
 
 
@@ -81,19 +74,12 @@ def vmap_steps(ds, plan, size, device, steps, profile=False, graph=False):
     def losses(x, y, drawn):
         return torch.func.vmap(member, in_dims=(0, 0, 0, None if drawn is None else 0))(params, x, y, drawn)
 
-    graphed = _step_class(device)(losses, opt, torch.zeros(size, dtype=torch.float64, device=device), batch_dim=1) \
-        if graph else None
+    stepper = _step_class(device, graph)(losses, opt, torch.zeros(size, dtype=torch.float64, device=device),
+                                         batch_dim=1)
 
-    def step():
-        drawn = ensemble._stack([m.task.draws(template, x[i], g) for i, (m, g) in enumerate(zip(models, gens))])
-        if graph:  # train_ensemble(cuda_graph=True)'s step
-            graphed.step(x, y, drawn)
-            return
-        with lfeval.precision.autocast(device):
-            loss = losses(x, y, drawn)
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
+    def step():  # train_ensemble's step (cuda_graph=graph)
+        stepper.step(x, y, ensemble._stack([m.task.draws(template, x[i], g)
+                                            for i, (m, g) in enumerate(zip(models, gens))]))
     ms = _time(step, device, steps, warm=GraphedStep.WARMUP + 1 if graph else 3)
     if profile:
         from torch.profiler import ProfilerActivity
@@ -108,9 +94,12 @@ def vmap_steps(ds, plan, size, device, steps, profile=False, graph=False):
     return ms
 
 
-def _step_class(device):
-    """train_encoder/train_ensemble(cuda_graph=True)'s step: replayed on CUDA; elsewhere its buffers and an eager
-    step (StaticStep), so that the script's graph rows run, and are checked, on a CPU."""
+def _step_class(device, graph: bool):
+    """train_encoder/train_ensemble's step: eager, or with ``graph`` (cuda_graph=True) replayed on CUDA and
+    elsewhere its buffers with an eager step (StaticStep), so that the script's graph rows run, and are checked, on
+    a CPU."""
+    if not graph:
+        return EagerStep
     return GraphedStep if device.type == "cuda" else StaticStep
 
 

@@ -13,7 +13,7 @@ import lfeval
 from lfeval.modalities import get_modality
 from lfeval.models import PretextModel, build_encoder, make_task, train_encoder
 from lfeval.models import training as training_mod
-from lfeval.models.graphed import GraphedStep, StaticStep
+from lfeval.models.graphed import EagerStep, GraphedStep, StaticStep
 from lfeval.models.losses import AlignmentLoss
 from lfeval.models.vae import VAEEncoder
 
@@ -108,6 +108,22 @@ def test_same_seed_same_weights(digits):
             assert torch.equal(p, q), (pretext, name)
 
 
+def _record_training_losses(monkeypatch, record):
+    """Call ``record(x, loss)`` with each training step's batch and loss (the loss every step object of
+    lfeval.models.graphed minimises; validation calls PretextModel.loss instead)."""
+    init = EagerStep.__init__
+
+    def recording_init(self, losses, *args, **kwargs):
+        def recorded(x, y, drawn):
+            out = losses(x, y, drawn)
+            record(x, out)
+            return out
+
+        init(self, recorded, *args, **kwargs)
+
+    monkeypatch.setattr(EagerStep, "__init__", recording_init)
+
+
 def test_history_is_the_mean_batch_loss(digits, monkeypatch):
     """train_loss = the batch losses weighted by batch size over the training samples; val_loss = the one
     validation call's loss (the epoch's sum stays on the device and is read once)."""
@@ -120,6 +136,7 @@ def test_history_is_the_mean_batch_loss(digits, monkeypatch):
         return out
 
     monkeypatch.setattr(PretextModel, "loss", recording)
+    _record_training_losses(monkeypatch, lambda x, out: calls.append((True, float(out.detach()), len(x))))
     ds = _small(digits, 203)  # 20 validation, 183 training: batches of 25, the last one of 8
     enc = train_encoder(ds, "inpainting", latent_dim=3, epochs=1, batch_size=25, min_steps=0,
                         display_progressbar=False)
@@ -289,15 +306,7 @@ def test_cuda_first_step_equals_cpu(digits, monkeypatch, pretext):
     """Same seed on 'cuda' and 'cpu': the same draws, so the first step's loss agrees within 1e-4 relative, and
     the epoch's losses within 1e-3."""
     first = {}  # device type -> the loss of the first training step
-    loss = PretextModel.loss
-
-    def recording(self, x, y=None, generator=None):
-        out = loss(self, x, y, generator)
-        if self.training:
-            first.setdefault(x.device.type, float(out.detach()))
-        return out
-
-    monkeypatch.setattr(PretextModel, "loss", recording)
+    _record_training_losses(monkeypatch, lambda x, out: first.setdefault(x.device.type, float(out.detach())))
     runs = {device: train_encoder(digits, pretext, latent_dim=4, epochs=1, min_steps=0, seed=0, device=device,
                                   display_progressbar=False) for device in ("cpu", "cuda")}
     assert abs(first["cuda"] - first["cpu"]) <= 1e-4 * abs(first["cpu"]), first

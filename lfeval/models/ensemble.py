@@ -35,14 +35,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import precision as precision_mod
 from .. import threads as threads_mod
 from ..data.base import Dataset
 from ..errors import InvalidArgument, InvalidInput
 from ..files import replace_with
 from ..precision import precise
 from ..validation import check_device, check_positive_int
-from .graphed import GraphedStep
+from .graphed import EagerStep, GraphedStep
 from .pretext import PretextModel
 from .training import (
     _adam,
@@ -254,8 +253,8 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
     with per-member early stopping: ``[(best state, history, states), ...]``. ``progress`` (a folder) holds the
     training so far, saved at the end of an epoch every :data:`SAVE_EVERY` seconds (weights, Adam's state, each
     member's generator, early stopping's counters; the checkpoint states one file per epoch); a run started
-    again resumes from it and computes what the uninterrupted run would have. ``step_kind``: None (eager steps) or
-    the :class:`~lfeval.models.graphed.StaticStep` class that takes the full batches' steps."""
+    again resumes from it and computes what the uninterrupted run would have. ``step_kind``: None (the eager step,
+    :class:`~lfeval.models.graphed.EagerStep`) or the step class of :mod:`lfeval.models.graphed` to take them."""
     device, bs, n_val = plan["device"], plan["batch_size"], plan["n_val"]
     x_all = plan["x"].to(device)
     y_all = (torch.zeros(len(x_all), dtype=torch.long) if y_all is None else y_all).to(device)
@@ -282,8 +281,7 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
 
     opt = _adam(list(params.values()), plan["lr"], plan["weight_decay"], device, capturable=step_kind is GraphedStep)
     acc = torch.float32 if device.type == "mps" else torch.float64
-    static = None if step_kind is None else step_kind(losses, opt, torch.zeros(size, dtype=acc, device=device),
-                                                      batch_dim=1)
+    stepper = (step_kind or EagerStep)(losses, opt, torch.zeros(size, dtype=acc, device=device), batch_dim=1)
     x_val, y_val = x_all[val_idx], y_all[val_idx]
     best = {k: v.detach().clone() for k, v in params.items()}
     best_loss, best_epoch, wait = [math.inf] * size, [0] * size, [0] * size
@@ -313,22 +311,13 @@ def _fit_ensemble(models: list, seeds: list, plan: dict, y_all, display_progress
             lrs = schedule[epoch]
             epochs = [stream.next() for stream in streams]
             rows = torch.stack([r for r, *_ in epochs])  # (S, n_train): each member's order, as indices into the data
-            total = torch.zeros(size, dtype=acc, device=device) if static is None else static.reset()
+            total = stepper.reset()
             for step, start in enumerate(range(0, len(epochs[0][1]) * bs, bs)):
                 idx = rows[:, start:start + bs]
                 if lrs is not None:  # read by the optimizer's step only
                     _set_lr(opt, lrs[step])
                 steps += 1
-                drawn = _stack([d[step] for _, d, _ in epochs])
-                if static is not None:
-                    static.step(x_all[idx], y_all[idx], drawn)
-                    continue
-                with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), as lone
-                    loss = losses(x_all[idx], y_all[idx], drawn)
-                opt.zero_grad()
-                loss.sum().backward()  # each member's gradient is its own loss's: the members share nothing
-                opt.step()
-                total += loss.detach().to(acc) * idx.shape[1]
+                stepper.step(x_all[idx], y_all[idx], _stack([d[step] for _, d, _ in epochs]))
             template.eval()
             with torch.no_grad():
                 val = losses(x_val, y_val, val_drawn)

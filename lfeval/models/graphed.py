@@ -9,8 +9,9 @@ first; its random draws (corruptions, views, VAE noise) are made as the eager st
 generators in the same order, outside the graph. A batch of another shape (an epoch's last) runs eagerly with
 the same optimizer.
 
-:class:`StaticStep` is that bookkeeping with an eager step, on any device: the same weights as the eager loop,
-bit for bit, which the tests check on the CPU. :class:`GraphedStep` records its step as a CUDA graph after a few
+:class:`EagerStep` is lfeval's training step as it always ran (the default, lone and ensembled). :class:`StaticStep`
+adds the graph's bookkeeping to it, on any device: the same weights as the eager step, bit for bit, which the tests
+check on the CPU. :class:`GraphedStep` records its step as a CUDA graph after a few
 eager warm-up steps on the side stream it then captures on (the optimizer's state and the cuDNN and cuBLAS handles
 of that stream then exist before the capture; torch's ``make_graphed_callables`` does the same).
 """
@@ -25,33 +26,55 @@ import torch
 from .. import precision as precision_mod
 
 
-class StaticStep:
-    """Training steps of ``losses`` with ``opt`` through fixed buffers.
+class EagerStep:
+    """Training steps of ``losses`` with ``opt``, each run as it comes.
 
     ``losses(x, y, drawn)`` is a batch's loss: a scalar (a lone model) or one per member (an ensemble, whose
     members sit on dim 0 of x, y and the draws); each step minimises its sum. ``total`` is the epoch's running sum,
     to which each step adds ``loss x`` the batch's rows (``x.shape[batch_dim]``); :meth:`reset` zeroes it at an
-    epoch's start and returns it. :meth:`step` takes a batch and its draws (made by the caller, as the eager step
-    makes them)."""
+    epoch's start and returns it. :meth:`step` takes a batch and its draws, made by the caller from its seeded CPU
+    generators (:meth:`lfeval.models.PretextTask.draws`), and runs the step under the precision in force
+    (bfloat16 autocast under ``lfeval.precision.use("bf16")``)."""
 
     def __init__(self, losses: Callable, opt: torch.optim.Optimizer, total: torch.Tensor, batch_dim: int = 0):
         self.losses, self.opt, self.total, self.batch_dim = losses, opt, total, batch_dim
         self.device = total.device
-        self.x = self.y = self.drawn = None  # the buffers, shaped at the first batch
-        self.aliased = ()  # which draws are the input itself (a task that does not corrupt it)
 
     def reset(self) -> torch.Tensor:
         self.total.zero_()
         return self.total
 
     def step(self, x: torch.Tensor, y: torch.Tensor, drawn) -> None:
+        self._train(x, y, drawn)
+
+    def _train(self, x, y, drawn, cache: bool = True) -> None:
+        """One step on ``(x, y, drawn)``; ``cache=False`` inside a CUDA graph capture
+        (:func:`lfeval.precision.autocast`)."""
+        with precision_mod.autocast(self.device, cache=cache):
+            loss = self.losses(x, y, drawn)
+        self._update(loss)
+        self.total += loss.detach().to(self.total.dtype) * x.shape[self.batch_dim]
+
+    def _update(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.sum().backward()  # an ensemble's members share nothing: each gradient is its own loss's
+        self.opt.step()
+
+
+class StaticStep(EagerStep):
+    """:class:`EagerStep` through fixed buffers: each batch and its draws are copied into them and the step runs
+    on them (a CUDA graph's bookkeeping); a batch of another shape than the first runs as it comes."""
+
+    def __init__(self, losses, opt, total, batch_dim=0):
+        super().__init__(losses, opt, total, batch_dim)
+        self.x = self.y = self.drawn = None  # the buffers, shaped at the first batch
+        self.aliased = ()  # which draws are the input itself (a task that does not corrupt it)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, drawn) -> None:
         if self.x is None:
             self._bind(x, y, drawn)
         elif x.shape != self.x.shape:  # an epoch's last, smaller batch: an eager step
-            with precision_mod.autocast(self.device):
-                loss = self.losses(x, y, drawn)
-            self._update(loss)
-            self.total += loss.detach().to(self.total.dtype) * x.shape[self.batch_dim]
+            self._train(x, y, drawn)
             return
         self.x.copy_(x)
         self.y.copy_(y)
@@ -72,17 +95,7 @@ class StaticStep:
 
     def _run(self) -> None:
         """The step on the buffers: the eager step's arithmetic."""
-        with precision_mod.autocast(self.device, cache=False):
-            loss = self.losses(self.x, self.y, self.drawn)
-        self._update(loss)
-        self.total += loss.detach().to(self.total.dtype) * self.x.shape[self.batch_dim]
-
-    def _update(self, loss: torch.Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        loss.sum().backward()  # an ensemble's members share nothing: each gradient is its own loss's
-        with warnings.catch_warnings():  # a capturable Adam stepped outside a graph (warm-up, last batch) says so
-            warnings.filterwarnings("ignore", message=".*capturable=True.*")
-            self.opt.step()
+        self._train(self.x, self.y, self.drawn, cache=False)
 
 
 class GraphedStep(StaticStep):
@@ -97,6 +110,11 @@ class GraphedStep(StaticStep):
         super().__init__(losses, opt, total, batch_dim)
         self.graph, self.warm = None, 0
         self.side = torch.cuda.Stream(self.device)  # the warm-up's and the capture's stream
+
+    def _update(self, loss: torch.Tensor) -> None:
+        with warnings.catch_warnings():  # a capturable Adam stepped outside a graph (warm-up, last batch) says so
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            super()._update(loss)
 
     def _replay(self) -> None:
         if self.graph is not None:
@@ -125,4 +143,4 @@ def _tensors(drawn) -> tuple:
     return drawn if isinstance(drawn, tuple) else (drawn,)
 
 
-__all__ = ["GraphedStep", "StaticStep"]
+__all__ = ["EagerStep", "GraphedStep", "StaticStep"]

@@ -22,7 +22,7 @@ from ..files import replace_with
 from ..precision import precise
 from ..validation import check_choice, check_device, check_finite, check_number, check_positive_int
 from .architectures import build_encoder
-from .graphed import GraphedStep
+from .graphed import EagerStep, GraphedStep
 from .pretext import PRETEXTS, PretextModel, make_task
 from .probe import diagnose
 from .vae import VAE_PRETEXTS, VAEEncoder
@@ -353,35 +353,26 @@ def _split(x_all, y_all, n_val: int, gen: torch.Generator, device: torch.device)
             y_all[val_idx].to(device))
 
 
-def _epoch(model, opt, x_tr, y_tr, batch_size: int, gen: torch.Generator, acc: torch.dtype, lrs=None,
-           static=None) -> tuple:
+def _epoch(model, step: EagerStep, x_tr, y_tr, batch_size: int, gen: torch.Generator, lrs=None) -> tuple:
     """One pass over the training split in a fresh order from ``gen``: ``(summed loss on the device, steps)``.
-    ``lrs``: the learning rate of each step (Python floats, set on the host), or None to leave the optimizer's.
-    ``static``: a :class:`~lfeval.models.graphed.StaticStep` (a CUDA graph's) that takes the steps, or None."""
+    ``step`` (:mod:`lfeval.models.graphed`) takes each batch with its draws; ``lrs``: the learning rate of each step
+    (Python floats, set on the host), or None to leave the optimizer's."""
     model.train()
     device = x_tr.device
     order = torch.randperm(len(x_tr), generator=gen).to(device, non_blocking=True)  # batches are views of it
-    total = torch.zeros((), dtype=acc, device=device) if static is None else static.reset()
+    total = step.reset()
     steps = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         if len(idx) < 2 <= batch_size:  # a single leftover sample (and NT-Xent needs a negative): skipped
             continue
         if lrs is not None:  # read by the optimizer's step only
-            _set_lr(opt, lrs[steps])
+            _set_lr(step.opt, lrs[steps])
         steps += 1
-        if static is not None:
-            x, y = x_tr[idx], y_tr[idx]
-            with precision_mod.autocast(device):  # the draws model.loss makes, in its order
-                drawn = model.task.draws(model, x, gen)
-            static.step(x, y, drawn)
-            continue
-        with precision_mod.autocast(device):  # bfloat16 under lfeval.precision.use("bf16"), one step at a time
-            loss = model.loss(x_tr[idx], y_tr[idx], generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        total += loss.detach().to(acc) * len(idx)
+        x, y = x_tr[idx], y_tr[idx]
+        with precision_mod.autocast(device):  # the draws model.loss makes, in its order
+            drawn = model.task.draws(model, x, gen)
+        step.step(x, y, drawn)
     return total, steps
 
 
@@ -415,7 +406,7 @@ def _lr_plan(schedule: str, lr: float, n_train: int, batch_size: int, epochs: in
 def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_decay, patience, min_steps, seed,
          checkpoints, device, display_progressbar, lr_schedule="constant", step=None):
     """Adam with early stopping: (history, checkpoint states, best state, best epoch). ``step``: None (the eager
-    loop) or the :class:`~lfeval.models.graphed.StaticStep` class that takes the steps.
+    step, :class:`~lfeval.models.graphed.EagerStep`) or the step class of :mod:`lfeval.models.graphed` to take them.
 
     Draws come from a CPU generator (same seed, same draws on any device); the data, the epoch's order and the
     running loss live on ``device``, and the host reads the device once per epoch (train and validation loss
@@ -427,8 +418,8 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     acc = torch.float32 if device.type == "mps" else torch.float64
 
     opt = _adam(model.parameters(), lr, weight_decay, device, capturable=step is GraphedStep)
-    static = None if step is None else step(lambda x, y, drawn: model.task.loss_given(model, x, y, drawn).mean(),
-                                            opt, torch.zeros((), dtype=acc, device=device))
+    stepper = (step or EagerStep)(lambda x, y, drawn: model.task.loss_given(model, x, y, drawn).mean(), opt,
+                                  torch.zeros((), dtype=acc, device=device))
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     history = {"train_loss": [], "val_loss": []}
     if lr_schedule != "constant":
@@ -439,7 +430,7 @@ def _fit(model, x_all, y_all, n_val, pretext, epochs, batch_size, lr, weight_dec
     bar = tqdm(range(epochs), desc=f"train {pretext}", disable=not display_progressbar, leave=False)
     for epoch in bar:
         lrs, epoch_lr = schedule[epoch], epoch_lrs[epoch]
-        total, epoch_steps = _epoch(model, opt, x_tr, y_tr, batch_size, gen, acc, lrs, static)
+        total, epoch_steps = _epoch(model, stepper, x_tr, y_tr, batch_size, gen, lrs)
         steps += epoch_steps
         model.eval()
         with torch.no_grad():  # fixed corruption of the validation set: a comparable loss across epochs
