@@ -220,8 +220,10 @@ def test_unlabelled_data_trains(digits):
         train_encoder(ds, "classification", latent_dim=3, epochs=1, display_progressbar=False)
 
 
-def test_float64_model_trains(digits):
-    """A float64 pretext model trains on float64 data: every draw is cast to the data's dtype."""
+@pytest.mark.parametrize("step", [None, StaticStep], ids=["eager", "static-buffers"])
+def test_float64_model_trains(digits, step):
+    """A float64 pretext model trains on float64 data: every draw is cast to the data's dtype (the CUDA graph's
+    buffers too: they take the batch's and the draws' dtype)."""
     ds = _small(digits)
     for pretext in ("denoising", "inpainting", "contrastive", "beta-vae"):
         torch.manual_seed(0)
@@ -229,7 +231,7 @@ def test_float64_model_trains(digits):
         model = PretextModel(VAEEncoder(net) if pretext == "beta-vae" else net, make_task(pretext, "image"),
                              n_classes=10).double()
         history, *_ = training_mod._fit(model, ds.x_train.double(), ds.y_train, 30, pretext, 1, 32, 1e-3, 0.0, 10,
-                                        0, 0, 0, torch.device("cpu"), False)
+                                        0, 0, 0, torch.device("cpu"), False, "constant", step)
         assert all(map(lambda v: v == v and abs(v) < float("inf"), history["train_loss"] + history["val_loss"]))
 
 
